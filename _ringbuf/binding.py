@@ -1,0 +1,472 @@
+"""The thin Python binding over the C core: bytes in, bytes out.
+
+Every C return code becomes a specific exception through one helper,
+:func:`_check`; constants come from C (``lib.RB_*``).  cffi's API mode
+releases the GIL for the duration of every C call, so a blocked
+:meth:`Segment.receive` in one thread never stalls the others.
+
+Fork safety: a :class:`Segment` opened before ``fork()`` keeps working in the
+child without re-attaching.  The mapping is ``MAP_SHARED`` (the child sees
+the same pages), the lock is a robust process-shared mutex living in those
+pages, and nothing in the handle is per-process state.  Per-thread receive
+buffers are recreated lazily in the child.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Sequence
+
+from ._native import ffi, lib
+
+__all__ = [
+    "LAYOUT_VERSION",
+    "NAME_MAX",
+    "WAIT_MAX",
+    "RingBufError",
+    "QueueFull",
+    "OutOfMemory",
+    "TableFull",
+    "WaiterTableFull",
+    "RecordTooLarge",
+    "BadName",
+    "LayoutMismatch",
+    "SegmentNotFound",
+    "SegmentBusy",
+    "SegmentCorrupt",
+    "Segment",
+    "unlink",
+    "attached",
+    "stat",
+    "list_segments",
+    "now_ns",
+]
+
+#: The layout this Python code was written against; the compiled module must agree.
+EXPECTED_LAYOUT_VERSION = 1
+if lib.RB_LAYOUT_VERSION != EXPECTED_LAYOUT_VERSION:  # pragma: no cover - packaging error
+    raise ImportError(
+        f"_ringbuf._native was built for layout version {lib.RB_LAYOUT_VERSION}, "
+        f"this binding expects {EXPECTED_LAYOUT_VERSION}: rebuild with `pip install -e .`"
+    )
+
+LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
+NAME_MAX: int = lib.RB_NAME_MAX
+WAIT_MAX: int = lib.RB_WAIT_MAX
+SHM_DIR = "/dev/shm"
+SEGMENT_FILE_PREFIX = "rbuf."
+
+
+class RingBufError(Exception):
+    """Base class of every error the core reports."""
+
+    code: int = 0
+
+
+class QueueFull(RingBufError):
+    """The queue holds its capacity of records."""
+
+
+class OutOfMemory(QueueFull):
+    """The segment's record memory is exhausted (a "full"-class result)."""
+
+
+class TableFull(QueueFull):
+    """The segment's name table has no free row (a "full"-class result)."""
+
+
+class WaiterTableFull(RingBufError):
+    """Every waiter row is in use: too many receivers are blocked at once."""
+
+
+class RecordTooLarge(RingBufError, ValueError):
+    """The record is larger than the segment's ``max_record``."""
+
+
+class BadName(RingBufError, ValueError):
+    """A queue, set or member name (or a segment prefix) is empty or too long."""
+
+
+class LayoutMismatch(RingBufError):
+    """The segment has another magic number, layout version or struct sizes."""
+
+
+class SegmentNotFound(RingBufError, FileNotFoundError):
+    """No segment exists for the prefix (and ``create`` was false)."""
+
+
+class SegmentBusy(RingBufError):
+    """The segment is still attached by some process."""
+
+
+class SegmentCorrupt(RingBufError):
+    """:meth:`Segment.check` found a broken invariant."""
+
+
+class _Interrupted(RingBufError):
+    """A signal arrived during a wait; internal, the binding retries."""
+
+
+_ERRORS: dict[int, type[RingBufError] | type[OSError] | type[TypeError]] = {
+    lib.RB_E_FULL: QueueFull,
+    lib.RB_E_NOMEM: OutOfMemory,
+    lib.RB_E_NOSLOT: TableFull,
+    lib.RB_E_WAITERS: WaiterTableFull,
+    lib.RB_E_TOOLARGE: RecordTooLarge,
+    lib.RB_E_NAME: BadName,
+    lib.RB_E_MAGIC: LayoutMismatch,
+    lib.RB_E_VERSION: LayoutMismatch,
+    lib.RB_E_NOTFOUND: SegmentNotFound,
+    lib.RB_E_BUSY: SegmentBusy,
+    lib.RB_E_CORRUPT: SegmentCorrupt,
+    lib.RB_E_INTR: _Interrupted,
+    lib.RB_E_SYS: OSError,
+    lib.RB_E_INVAL: ValueError,
+}
+
+
+def _check(rc: int) -> int:
+    """Map a C return code to an exception carrying the C error message."""
+    if rc >= 0:
+        return rc
+    message = ffi.string(lib.rb_last_error()).decode("utf-8", "replace")
+    exc_type = _ERRORS.get(rc, RingBufError)
+    exc = exc_type(message)
+    if isinstance(exc, RingBufError):
+        exc.code = rc
+    raise exc
+
+
+def _name(value: bytes | str, what: str) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    elif not isinstance(value, bytes):
+        raise TypeError(f"{what} name must be bytes or str, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def _prefix(prefix: str) -> bytes:
+    if not isinstance(prefix, str):
+        raise TypeError(f"segment prefix must be str, got {type(prefix).__name__}: {prefix!r}")
+    return prefix.encode("ascii", "replace")
+
+
+def _pack_names(names: Sequence[bytes]) -> bytes:
+    parts = []
+    for n in names:
+        n = _name(n, "queue")
+        parts.append(len(n).to_bytes(2, "little"))
+        parts.append(n)
+    return b"".join(parts)
+
+
+def _unpack_names(blob: bytes, count: int) -> list[bytes]:
+    out, off = [], 0
+    for _ in range(count):
+        n = blob[off] | blob[off + 1] << 8
+        out.append(blob[off + 2 : off + 2 + n])
+        off += 2 + n
+    return out
+
+
+def _timeout_ns(timeout: float | None) -> int:
+    if timeout is None:
+        return -1
+    if timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    return int(timeout * 1e9)
+
+
+def now_ns() -> int:
+    """CLOCK_MONOTONIC in nanoseconds: the clock record deadlines use."""
+    return lib.rb_now_ns()
+
+
+def _info_dict(info) -> dict[str, int]:
+    return {field: int(getattr(info, field)) for field, _ in ffi.typeof("rb_info").fields
+            if field != "pad"}
+
+
+class Segment:
+    """One attached shared-memory segment (created on first use)."""
+
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        size: int = 0,
+        mode: int = 0o600,
+        max_record: int = 0,
+        slots: int = 0,
+        waiters: int = 0,
+        create: bool = True,
+    ) -> None:
+        for arg, value in (("size", size), ("max_record", max_record), ("slots", slots),
+                           ("waiters", waiters), ("mode", mode)):
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"{arg} must be a non-negative int, got {value!r}")
+        opts = ffi.new("rb_options *")
+        opts.size = size
+        opts.mode = mode
+        opts.max_record = max_record
+        opts.slots = slots
+        opts.waiters = waiters
+        opts.create = 1 if create else 0
+        out = ffi.new("rb_seg **")
+        _check(lib.rb_open(_prefix(prefix), opts, out))
+        self._seg = out[0]
+        self.prefix = prefix
+        info = self.info()
+        self.max_record: int = info["max_record"]
+        self.size: int = info["size"]
+        self._local = threading.local()
+        self._blobs: dict[tuple[bytes, ...], bytes] = {}
+
+    # -- lifecycle ----------------------------------------------------------
+    def close(self) -> None:
+        if self._seg is not None:
+            lib.rb_close(self._seg)
+            self._seg = None
+
+    def __enter__(self) -> "Segment":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    @property
+    def _handle(self):
+        if self._seg is None:
+            raise ValueError(f"segment {self.prefix!r} is closed")
+        return self._seg
+
+    def _buffers(self):
+        """Per-thread receive buffer of max_record bytes plus out-params."""
+        local = self._local
+        bufs = getattr(local, "bufs", None)
+        if bufs is None:
+            bufs = (ffi.new("char[]", self.max_record), ffi.new("size_t *"), ffi.new("uint32_t *"))
+            local.bufs = bufs
+        return bufs
+
+    def _blob(self, names: Sequence[bytes]) -> tuple[bytes, int]:
+        key = tuple(names)
+        blob = self._blobs.get(key)
+        if blob is None:
+            if not names:
+                raise ValueError("receive needs at least one queue name")
+            if len(names) > WAIT_MAX:
+                raise ValueError(f"receive watches at most {WAIT_MAX} queues, got {len(names)}")
+            blob = _pack_names(names)
+            if len(self._blobs) > 4096:
+                self._blobs.clear()
+            self._blobs[key] = blob
+        return blob, len(key)
+
+    # -- queues --------------------------------------------------------------
+    def send(self, name: bytes, data: bytes, deadline_ns: int = 0, capacity: int = 0) -> None:
+        """Append ``data`` to queue ``name``.
+
+        ``deadline_ns`` is an absolute :func:`now_ns` time after which the
+        record is dropped (0 = never); ``capacity`` (0 = keep the queue's
+        stored capacity, initially unlimited) is checked atomically with the
+        enqueue.  Raises :class:`QueueFull` (or :class:`OutOfMemory`),
+        :class:`RecordTooLarge`, :class:`BadName`.
+        """
+        rc = lib.rb_send(self._handle, name, len(name), data, len(data), deadline_ns, capacity)
+        if rc:
+            _check(rc)
+
+    def receive(
+        self, names: Sequence[bytes], timeout: float | None = 0.0, spin_us: int = 0
+    ) -> tuple[int, bytes] | None:
+        """Take the oldest live record of any of ``names``.
+
+        Returns ``(index into names, data)``, or ``None`` if nothing arrived
+        within ``timeout`` seconds (0 = do not wait, None = wait until a
+        record comes; either way each kernel sleep is bounded).
+        ``spin_us`` busy-waits that long before sleeping.
+        """
+        blob, count = self._blob(names)
+        buf, out_len, out_index = self._buffers()
+        handle = self._handle
+        tns = _timeout_ns(timeout)
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            rc = lib.rb_receive(handle, blob, len(blob), count, buf, self.max_record, out_len,
+                                out_index, tns, spin_us)
+            if rc == 0:
+                return out_index[0], ffi.unpack(buf, out_len[0])
+            if rc == lib.RB_E_EMPTY:
+                return None
+            if rc != lib.RB_E_INTR:
+                _check(rc)
+            # A signal: returning to the interpreter lets its handler run
+            # (KeyboardInterrupt surfaces here), then wait out the rest.
+            tns = self._remaining(end)
+
+    def wait(self, names: Sequence[bytes], timeout: float | None = 0.0, spin_us: int = 0) -> bool:
+        """Block until one of ``names`` holds a live record, without taking it.
+
+        Made for event loops: a helper thread waits (GIL released), then the
+        loop's own thread receives with ``timeout=0`` - so a cancelled wait
+        can never lose a record.
+        """
+        blob, count = self._blob(names)
+        handle = self._handle
+        tns = _timeout_ns(timeout)
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            rc = lib.rb_wait(handle, blob, len(blob), count, tns, spin_us)
+            if rc == 0:
+                return True
+            if rc == lib.RB_E_EMPTY:
+                return False
+            if rc != lib.RB_E_INTR:
+                _check(rc)
+            tns = self._remaining(end)
+
+    @staticmethod
+    def _remaining(end: float | None) -> int:
+        """Nanoseconds left until ``end`` (a time.monotonic() value), -1 if none."""
+        if end is None:
+            return -1
+        return max(0, int((end - time.monotonic()) * 1e9))
+
+    def queue_stats(self, name: bytes) -> dict[str, int]:
+        st = ffi.new("rb_queue_stats *")
+        _check(lib.rb_queue_stats_get(self._handle, name, len(name), st))
+        return {
+            "sent": st.sent,
+            "full": st.full,
+            "pending": st.pending,
+            "oldest_age_ns": st.oldest_age_ns,
+            "capacity": st.capacity,
+            "waiters": st.waiters,
+        }
+
+    # -- sets ------------------------------------------------------------------
+    def set_add(self, set_name: bytes, member: bytes, deadline_ns: int = 0) -> None:
+        """Add ``member`` to ``set_name`` (re-adding refreshes its deadline)."""
+        _check(lib.rb_set_add(self._handle, set_name, len(set_name), member, len(member),
+                              deadline_ns))
+
+    def set_discard(self, set_name: bytes, member: bytes) -> None:
+        """Remove ``member`` from ``set_name``; absent is fine."""
+        _check(lib.rb_set_discard(self._handle, set_name, len(set_name), member, len(member)))
+
+    def set_members(self, set_name: bytes) -> list[bytes]:
+        """Live members of ``set_name`` (expired ones are dropped on the way)."""
+        return self._names_call(
+            lambda buf, cap, out_len, out_count: lib.rb_set_members(
+                self._handle, set_name, len(set_name), buf, cap, out_len, out_count))
+
+    def fanout(self, set_name: bytes, data: bytes, deadline_ns: int = 0,
+               capacity: int = 0) -> tuple[int, int]:
+        """Put one copy of ``data`` in every live member's queue, in one C call.
+
+        Members whose queue is full (their stored capacity, else
+        ``capacity``) are skipped.  Returns ``(sent, skipped)``.
+        """
+        out = ffi.new("uint32_t[2]")
+        _check(lib.rb_fanout(self._handle, set_name, len(set_name), data, len(data), deadline_ns,
+                             capacity, out, out + 1))
+        return out[0], out[1]
+
+    # -- maintenance -------------------------------------------------------------
+    def _names_call(self, fn) -> list[bytes]:
+        cap = 4096
+        out_len = ffi.new("size_t *")
+        out_count = ffi.new("uint32_t *")
+        while True:
+            buf = ffi.new("char[]", cap)
+            rc = fn(buf, cap, out_len, out_count)
+            if rc == lib.RB_E_BUFSMALL:
+                cap = out_len[0] * 2  # it may grow meanwhile
+                continue
+            _check(rc)
+            return _unpack_names(ffi.unpack(buf, out_len[0]), out_count[0])
+
+    def list_queues(self) -> list[bytes]:
+        return self._names_call(lambda b, c, l, n: lib.rb_list_names(
+            self._handle, lib.RB_KIND_QUEUE, b, c, l, n))
+
+    def list_sets(self) -> list[bytes]:
+        return self._names_call(lambda b, c, l, n: lib.rb_list_names(
+            self._handle, lib.RB_KIND_SET, b, c, l, n))
+
+    def info(self) -> dict[str, int]:
+        info = ffi.new("rb_info *")
+        _check(lib.rb_info_get(self._handle, info))
+        return _info_dict(info)
+
+    def stats_reset(self) -> None:
+        _check(lib.rb_stats_reset(self._handle))
+
+    def flush(self) -> None:
+        """Drop every record, set and statistic of this segment."""
+        _check(lib.rb_flush(self._handle))
+
+    def recover(self) -> int:
+        """Sweep dead waiters, expired records and members; returns waiters swept."""
+        out = ffi.new("uint32_t *")
+        _check(lib.rb_recover(self._handle, out))
+        return out[0]
+
+    def check(self) -> None:
+        """Verify every invariant of the segment; raise :class:`SegmentCorrupt` if one fails."""
+        report = ffi.new("char[]", 512)
+        _check(lib.rb_check(self._handle, report, 512))
+
+
+def unlink(prefix: str, force: bool = False) -> None:
+    """Remove the segment of ``prefix``; refuses (:class:`SegmentBusy`) while attached unless ``force``."""
+    _check(lib.rb_unlink(_prefix(prefix), 1 if force else 0))
+
+
+def attached(prefix: str) -> bool:
+    """True if some process has the segment of ``prefix`` open."""
+    return bool(_check(lib.rb_attached(_prefix(prefix))))
+
+
+def stat(prefix: str) -> dict[str, int]:
+    """Header facts and totals of an existing segment (attaches briefly)."""
+    info = ffi.new("rb_info *")
+    _check(lib.rb_stat_segment(_prefix(prefix), info))
+    return _info_dict(info)
+
+
+def list_segments() -> list[dict[str, object]]:
+    """Every ring-buffer segment file on this host, with its facts.
+
+    A file that is not readable as one of ours is still listed, with an
+    ``error`` entry saying why.
+    """
+    out: list[dict[str, object]] = []
+    try:
+        entries = sorted(os.listdir(SHM_DIR))
+    except FileNotFoundError:
+        return out
+    for entry in entries:
+        if not entry.startswith(SEGMENT_FILE_PREFIX) or ".init." in entry:
+            continue
+        prefix = entry[len(SEGMENT_FILE_PREFIX):]
+        path = os.path.join(SHM_DIR, entry)
+        row: dict[str, object] = {"prefix": prefix, "path": path}
+        try:
+            st = os.stat(path)
+            row.update(owner_uid=st.st_uid, mode=st.st_mode & 0o777, file_size=st.st_size)
+            row.update(stat(prefix))
+            row["attached"] = attached(prefix)
+        except (RingBufError, OSError) as exc:
+            row["error"] = str(exc)
+        out.append(row)
+    return out
+

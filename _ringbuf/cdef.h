@@ -1,0 +1,115 @@
+/* cdef.h - the C API as cffi's cdef() parses it (declarations only; every
+ * value comes from include/ringbuf.h at build time through "...").  Keep in
+ * step with include/ringbuf.h. */
+#define RB_MAGIC ...
+#define RB_LAYOUT_VERSION ...
+#define RB_NAME_MAX ...
+#define RB_WAIT_MAX ...
+#define RB_MAX_SLEEP_NS ...
+#define RB_DEFAULT_SIZE ...
+#define RB_DEFAULT_MAX_RECORD ...
+#define RB_DEFAULT_SLOTS ...
+#define RB_DEFAULT_WAITERS ...
+#define RB_CELL_SIZE ...
+#define RB_OK ...
+#define RB_E_EMPTY ...
+#define RB_E_FULL ...
+#define RB_E_NOMEM ...
+#define RB_E_TOOLARGE ...
+#define RB_E_NAME ...
+#define RB_E_NOSLOT ...
+#define RB_E_MAGIC ...
+#define RB_E_VERSION ...
+#define RB_E_SYS ...
+#define RB_E_INVAL ...
+#define RB_E_BUFSMALL ...
+#define RB_E_NOTFOUND ...
+#define RB_E_WAITERS ...
+#define RB_E_CORRUPT ...
+#define RB_E_BUSY ...
+#define RB_E_INTR ...
+#define RB_KIND_QUEUE ...
+#define RB_KIND_SET ...
+
+typedef struct rb_seg rb_seg;
+
+typedef struct rb_options {
+    uint64_t size;
+    uint32_t mode;
+    uint32_t max_record;
+    uint32_t slots;
+    uint32_t waiters;
+    int32_t create;
+    ...;
+} rb_options;
+
+typedef struct rb_info {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t max_record;
+    uint64_t size;
+    uint32_t cell_size;
+    uint32_t cells_total;
+    uint32_t cells_free;
+    uint32_t slots_total;
+    uint32_t slots_used;
+    uint32_t waiters_total;
+    uint32_t waiters_used;
+    uint32_t queues;
+    uint32_t sets;
+    uint32_t members;
+    uint64_t sent;
+    uint64_t received;
+    uint64_t full;
+    uint64_t expired;
+    uint64_t repairs;
+    uint64_t created_ns;
+    uint32_t creator_pid;
+    ...;
+} rb_info;
+
+typedef struct rb_queue_stats {
+    uint64_t sent;
+    uint64_t full;
+    uint64_t pending;
+    uint64_t oldest_age_ns;
+    uint32_t capacity;
+    uint32_t waiters;
+    ...;
+} rb_queue_stats;
+
+int rb_open(const char *prefix, const rb_options *opts, rb_seg **out);
+void rb_close(rb_seg *seg);
+int rb_unlink(const char *prefix, int force);
+int rb_stat_segment(const char *prefix, rb_info *out);
+int rb_info_get(rb_seg *seg, rb_info *out);
+int rb_attached(const char *prefix);
+const char *rb_last_error(void);
+uint64_t rb_now_ns(void);
+
+int rb_send(rb_seg *seg, const char *name, size_t name_len, const char *data,
+            size_t len, uint64_t deadline_ns, uint32_t capacity);
+int rb_receive(rb_seg *seg, const char *names, size_t names_len, uint32_t count,
+               char *buf, size_t cap, size_t *out_len, uint32_t *out_index,
+               int64_t timeout_ns, uint32_t spin_us);
+int rb_wait(rb_seg *seg, const char *names, size_t names_len, uint32_t count,
+            int64_t timeout_ns, uint32_t spin_us);
+int rb_queue_stats_get(rb_seg *seg, const char *name, size_t name_len,
+                       rb_queue_stats *out);
+
+int rb_set_add(rb_seg *seg, const char *set, size_t set_len, const char *member,
+               size_t member_len, uint64_t deadline_ns);
+int rb_set_discard(rb_seg *seg, const char *set, size_t set_len,
+                   const char *member, size_t member_len);
+int rb_set_members(rb_seg *seg, const char *set, size_t set_len, char *buf,
+                   size_t cap, size_t *out_len, uint32_t *out_count);
+int rb_fanout(rb_seg *seg, const char *set, size_t set_len, const char *data,
+              size_t len, uint64_t deadline_ns, uint32_t capacity,
+              uint32_t *out_sent, uint32_t *out_skipped);
+
+int rb_list_names(rb_seg *seg, int kind, char *buf, size_t cap, size_t *out_len,
+                  uint32_t *out_count);
+int rb_stats_reset(rb_seg *seg);
+int rb_flush(rb_seg *seg);
+int rb_recover(rb_seg *seg, uint32_t *out_swept);
+int rb_check(rb_seg *seg, char *report, size_t cap);

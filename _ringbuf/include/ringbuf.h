@@ -1,0 +1,164 @@
+/*
+ * ringbuf.h - the public C API of the shared-memory message core.
+ *
+ * The core knows bytes, byte-string names, record counts and u64 deadlines
+ * (CLOCK_MONOTONIC nanoseconds, 0 = never).  It knows nothing of ASGI,
+ * msgpack, channel-name syntax, Twisted or Django.
+ *
+ * Theory of operation (the long form lives in src/internal.h):
+ *
+ *  - One POSIX shared-memory segment per prefix ("/rbuf.<prefix>").  Its
+ *    header starts with RB_MAGIC and RB_LAYOUT_VERSION; an attach to a
+ *    segment with another magic or version is refused (RB_E_MAGIC /
+ *    RB_E_VERSION) and rb_last_error() names both values.
+ *  - Every mutation happens under one process-shared *robust* mutex.  A
+ *    process SIGKILLed while holding it hands the next locker EOWNERDEAD;
+ *    that locker rebuilds every derived structure (free lists, hash index,
+ *    counts, member lists) from the primary data (slot states and the
+ *    committed record chains) before marking the mutex consistent.  Every
+ *    primary-data commit point is a single release store, so a record or
+ *    slot is either fully there or not there at all (LMDB-style repair).
+ *  - A blocked receiver registers in a waiter table (pid + start time) and
+ *    sleeps with futex_waitv(2) on the per-queue sequence words of the
+ *    queues it watches: a send wakes one waiter of that queue only.  Every
+ *    sleep is bounded (RB_MAX_SLEEP_NS) so a waiter whose waker died
+ *    recovers; dead waiters are swept by pid liveness checks.
+ *
+ * All functions return RB_OK (0) or a negative RB_E_* code; on failure the
+ * calling thread's rb_last_error() holds a sentence that names the culprit.
+ */
+#ifndef RINGBUF_H
+#define RINGBUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RB_MAGIC 0x52494E47425546ULL /* "RINGBUF" */
+#define RB_LAYOUT_VERSION 1
+
+/* Names (queue, set and member names) are 1..RB_NAME_MAX bytes. */
+#define RB_NAME_MAX 256
+/* A receive or wait watches at most this many queues at once (futex_waitv's
+ * own limit is 128). */
+#define RB_WAIT_MAX 64
+/* No futex sleep lasts longer than this; the caller's timeout is honoured by
+ * sleeping again.  Bounds the damage of a waker that died between its
+ * commit and its wake. */
+#define RB_MAX_SLEEP_NS 200000000ULL
+
+#define RB_DEFAULT_SIZE (64ULL << 20)
+#define RB_DEFAULT_MAX_RECORD (1U << 20)
+#define RB_DEFAULT_SLOTS 16384U
+#define RB_DEFAULT_WAITERS 256U
+#define RB_CELL_SIZE 256U
+
+/* Return codes. */
+#define RB_OK 0
+#define RB_E_EMPTY (-1)    /* nothing to receive before the timeout */
+#define RB_E_FULL (-2)     /* the queue holds `capacity` records */
+#define RB_E_NOMEM (-3)    /* the segment's record memory is exhausted */
+#define RB_E_TOOLARGE (-4) /* record larger than the segment's max_record */
+#define RB_E_NAME (-5)     /* empty or over-long name, or bad prefix */
+#define RB_E_NOSLOT (-6)   /* the name table is full */
+#define RB_E_MAGIC (-7)    /* the segment is not one of ours */
+#define RB_E_VERSION (-8)  /* the segment has another layout version */
+#define RB_E_SYS (-9)      /* a system call failed (errno in the message) */
+#define RB_E_INVAL (-10)   /* a bad argument */
+#define RB_E_BUFSMALL (-11) /* the output buffer is too small; *out_len says how big */
+#define RB_E_NOTFOUND (-12) /* no such segment */
+#define RB_E_WAITERS (-13) /* the waiter table is full */
+#define RB_E_CORRUPT (-14) /* rb_check found a broken invariant */
+#define RB_E_BUSY (-15)    /* rb_unlink: processes are still attached */
+#define RB_E_INTR (-16)    /* a signal arrived while waiting; call again */
+
+/* Kinds for rb_list_names. */
+#define RB_KIND_QUEUE 1
+#define RB_KIND_SET 2
+
+typedef struct rb_seg rb_seg;
+
+typedef struct rb_options {
+    uint64_t size;       /* segment bytes; 0 = RB_DEFAULT_SIZE */
+    uint32_t mode;       /* file mode on create; 0 = 0600 */
+    uint32_t max_record; /* largest record; 0 = RB_DEFAULT_MAX_RECORD */
+    uint32_t slots;      /* name-table rows; 0 = RB_DEFAULT_SLOTS */
+    uint32_t waiters;    /* waiter-table rows; 0 = RB_DEFAULT_WAITERS */
+    int32_t create;      /* 1 = create when absent, 0 = attach only */
+} rb_options;
+
+typedef struct rb_info {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t max_record;
+    uint64_t size;
+    uint32_t cell_size;
+    uint32_t cells_total;
+    uint32_t cells_free;
+    uint32_t slots_total;
+    uint32_t slots_used;
+    uint32_t waiters_total;
+    uint32_t waiters_used;
+    uint32_t queues;
+    uint32_t sets;
+    uint32_t members;
+    uint64_t sent;       /* records enqueued (sends + fan-out copies) */
+    uint64_t received;   /* records handed to a receiver */
+    uint64_t full;       /* sends refused: queue full or memory exhausted */
+    uint64_t expired;    /* records dropped at their deadline */
+    uint64_t repairs;    /* EOWNERDEAD repairs run on this segment */
+    uint64_t created_ns; /* CLOCK_REALTIME ns of creation */
+    uint32_t creator_pid;
+    uint32_t pad;
+} rb_info;
+
+typedef struct rb_queue_stats {
+    uint64_t sent;          /* records enqueued */
+    uint64_t full;          /* sends refused because the queue was full */
+    uint64_t pending;       /* records waiting (expired ones not yet swept included) */
+    uint64_t oldest_age_ns; /* age of the oldest pending record, 0 if none */
+    uint32_t capacity;      /* the stored capacity (0 = unlimited) */
+    uint32_t waiters;       /* receivers asleep on this queue */
+} rb_queue_stats;
+
+/* Segments. */
+int rb_open(const char *prefix, const rb_options *opts, rb_seg **out);
+void rb_close(rb_seg *seg);
+int rb_unlink(const char *prefix, int force);
+int rb_stat_segment(const char *prefix, rb_info *out);
+int rb_info_get(rb_seg *seg, rb_info *out);
+int rb_attached(const char *prefix); /* 1 if some process holds it open, 0 if not, <0 error */
+const char *rb_last_error(void);
+uint64_t rb_now_ns(void);
+
+/* Queues.  `names` for receive/wait is a blob of `count` entries, each a
+ * little-endian u16 length followed by that many bytes. */
+int rb_send(rb_seg *seg, const char *name, size_t name_len, const char *data,
+            size_t len, uint64_t deadline_ns, uint32_t capacity);
+int rb_receive(rb_seg *seg, const char *names, size_t names_len, uint32_t count,
+               char *buf, size_t cap, size_t *out_len, uint32_t *out_index,
+               int64_t timeout_ns, uint32_t spin_us);
+int rb_wait(rb_seg *seg, const char *names, size_t names_len, uint32_t count,
+            int64_t timeout_ns, uint32_t spin_us);
+int rb_queue_stats_get(rb_seg *seg, const char *name, size_t name_len,
+                       rb_queue_stats *out);
+
+/* Sets (group membership). */
+int rb_set_add(rb_seg *seg, const char *set, size_t set_len, const char *member,
+               size_t member_len, uint64_t deadline_ns);
+int rb_set_discard(rb_seg *seg, const char *set, size_t set_len,
+                   const char *member, size_t member_len);
+int rb_set_members(rb_seg *seg, const char *set, size_t set_len, char *buf,
+                   size_t cap, size_t *out_len, uint32_t *out_count);
+int rb_fanout(rb_seg *seg, const char *set, size_t set_len, const char *data,
+              size_t len, uint64_t deadline_ns, uint32_t capacity,
+              uint32_t *out_sent, uint32_t *out_skipped);
+
+/* Maintenance. */
+int rb_list_names(rb_seg *seg, int kind, char *buf, size_t cap, size_t *out_len,
+                  uint32_t *out_count);
+int rb_stats_reset(rb_seg *seg);
+int rb_flush(rb_seg *seg);
+int rb_recover(rb_seg *seg, uint32_t *out_swept);
+int rb_check(rb_seg *seg, char *report, size_t cap);
+
+#endif

@@ -1,0 +1,226 @@
+/*
+ * internal.h - the on-segment layout and the helpers shared by the .c files.
+ *
+ * Theory of operation
+ * -------------------
+ * A segment is one mmap'd POSIX shm file laid out as
+ *
+ *     [rb_header][slots: slot_count x rb_slot][index: index_size x u32]
+ *     [waiters: waiter_count x rb_waiter][cells: cell_count x RB_CELL_SIZE]
+ *
+ * Slots are the rows of a name table.  A slot is FREE, a QUEUE (a FIFO of
+ * records), a SET (a group) or a MEMBER (one member of one set, with its own
+ * deadline).  The index is an open-addressing hash from (kind, name) - or
+ * (set id, member name) for members - to slot ids.
+ *
+ * A record is a chain of cells.  Its first cell starts with an rb_rec header
+ * (next record of the queue, length, deadline, enqueue time); the payload
+ * follows, continuing in the cells linked by rb_cell.next.
+ *
+ * PRIMARY vs DERIVED data.  Everything is mutated under the one robust
+ * mutex.  The data is split in two classes:
+ *
+ *   primary - slot.state, slot.name/name_len/hash, slot.head (a queue's
+ *             first record), rb_rec.next (the link from a record to the
+ *             next one), the record bytes, member.set_id/deadline,
+ *             queue.capacity, waiter.pid and the waiter's slot list, and the
+ *             statistics counters.
+ *   derived - the cell free list and bump mark, the slot free list and bump
+ *             mark, the hash index, queue.tail and queue.count, set member
+ *             lists and counts, queue.waiters.
+ *
+ * A process that dies holding the mutex (SIGKILL at any instruction) makes
+ * the next locker get EOWNERDEAD; it then runs rb_repair(), which keeps the
+ * primary data and rebuilds every derived structure from it.  For that to
+ * be sound, every change of primary data is ordered so that each single
+ * store leaves a state the repair can read:
+ *
+ *   - a record is fully written (cells, header) BEFORE the release store
+ *     that links it (queue.head or the previous record's next);
+ *   - a slot's name and fields are written BEFORE the release store of its
+ *     state; a slot is retired by storing state = FREE first;
+ *   - cells and slots not reachable from primary data are free, so a
+ *     half-built record or slot of a dead process is reclaimed, never
+ *     leaked; a record unlinked but not yet pushed on the free list is
+ *     reclaimed the same way.
+ *
+ * The release stores are there for the compiler as much as for the CPU:
+ * without them the compiler may sink the payload copy below the link and a
+ * SIGKILL between the two would publish garbage.
+ */
+#ifndef RINGBUF_INTERNAL_H
+#define RINGBUF_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <stdbool.h>
+
+#include "ringbuf.h"
+
+#define RB_NIL 0xFFFFFFFFu
+#define RB_INDEX_EMPTY 0u         /* index entries hold slot id + 1 */
+#define RB_INDEX_TOMB 0xFFFFFFFFu /* a deleted index entry */
+
+enum rb_slot_state {
+    RB_SLOT_FREE = 0, /* zero so that a fresh (zero-filled) segment is all free */
+    RB_SLOT_QUEUE = 1,
+    RB_SLOT_SET = 2,
+    RB_SLOT_MEMBER = 3,
+};
+
+/* The first bytes of a record's first cell. */
+typedef struct rb_rec {
+    uint32_t next;     /* PRIMARY: first cell of the next record in the queue, or RB_NIL */
+    uint32_t len;      /* PRIMARY: payload bytes */
+    uint64_t deadline; /* PRIMARY: CLOCK_MONOTONIC ns after which it is dropped, 0 = never */
+    uint64_t enq_ns;   /* PRIMARY: CLOCK_MONOTONIC ns of the send, for age statistics and fairness */
+} rb_rec;
+
+typedef struct rb_cell {
+    uint32_t next; /* next cell of the same record, or RB_NIL; free-list link when free (derived) */
+    uint32_t pad;
+    unsigned char data[RB_CELL_SIZE - 8];
+} rb_cell;
+
+#define RB_CELL_PAYLOAD (RB_CELL_SIZE - 8)
+#define RB_FIRST_PAYLOAD (RB_CELL_PAYLOAD - sizeof(rb_rec))
+
+typedef struct rb_slot {
+    uint32_t state;    /* PRIMARY: rb_slot_state; the commit point of a slot (release store) */
+    uint32_t name_len; /* PRIMARY: 1..RB_NAME_MAX */
+    uint64_t hash;     /* PRIMARY: hash of (kind, name) or (set id, name), fixed while used */
+    uint32_t next_free; /* DERIVED: slot free-list link while FREE */
+    /* QUEUE */
+    uint32_t head;     /* PRIMARY: first cell of the oldest record, RB_NIL if empty */
+    uint32_t tail;     /* DERIVED: first cell of the newest record, RB_NIL if empty */
+    uint32_t count;    /* DERIVED: records in the queue (expired ones not yet swept included) */
+    uint32_t capacity; /* PRIMARY: the capacity the last send stated, 0 = unlimited */
+    uint32_t seq;      /* futex word: bumped (release) on every enqueue; waiters sleep on it */
+    uint32_t waiters;  /* DERIVED: waiter-table rows watching this queue */
+    uint32_t pad0;
+    uint64_t sent;     /* statistics: records enqueued */
+    uint64_t full;     /* statistics: sends refused as full */
+    /* SET */
+    uint32_t first_member; /* DERIVED: head of the set's member list */
+    uint32_t member_count; /* DERIVED */
+    /* MEMBER */
+    uint32_t set_id;      /* PRIMARY: the SET slot this member belongs to */
+    uint32_t next_member; /* DERIVED */
+    uint32_t prev_member; /* DERIVED */
+    uint32_t pad1;
+    uint64_t deadline;    /* PRIMARY: membership deadline, 0 = never */
+    char name[RB_NAME_MAX];
+} rb_slot;
+
+/* One receiver asleep (or about to sleep) on up to RB_WAIT_MAX queues. */
+typedef struct rb_waiter {
+    uint32_t pid;        /* PRIMARY: 0 = row free; written last on register (release) */
+    uint32_t n;          /* PRIMARY: number of slot ids below */
+    uint64_t start_time; /* PRIMARY: the pid's start time (/proc/pid/stat field 22), against pid reuse */
+    uint64_t token;      /* PRIMARY: unique per registration, so a row swept and reused is not
+                          * unregistered by its first owner */
+    uint32_t slot[RB_WAIT_MAX];
+} rb_waiter;
+
+typedef struct rb_header {
+    /* --- identity: checked on every attach --- */
+    uint64_t magic;        /* RB_MAGIC; written when the segment is complete */
+    uint32_t version;      /* RB_LAYOUT_VERSION */
+    uint32_t header_size;  /* sizeof(rb_header): catches an ABI change (e.g. pthread_mutex_t size) */
+    uint32_t slot_size;    /* sizeof(rb_slot) */
+    uint32_t cell_size;    /* RB_CELL_SIZE */
+    uint64_t size;         /* bytes of the whole segment */
+    uint32_t max_record;
+    uint32_t slot_count;
+    uint32_t index_size;   /* power of two >= 2 * slot_count */
+    uint32_t waiter_count;
+    uint32_t cell_count;
+    uint32_t creator_pid;
+    uint64_t slots_off, index_off, waiters_off, cells_off;
+    uint64_t created_ns;   /* CLOCK_REALTIME */
+
+    /* --- the lock: robust + process-shared --- */
+    pthread_mutex_t lock;
+
+    /* --- DERIVED allocation state (rebuilt by rb_repair) --- */
+    uint32_t cell_free_head; /* free-list of cells below cell_bump */
+    uint32_t cell_free;      /* cells on the free list */
+    uint32_t cell_bump;      /* cells >= this were never handed out since the last rebuild */
+    uint32_t slot_free_head;
+    uint32_t slot_bump;
+    uint32_t slots_used;
+    uint32_t index_tombs;    /* tombstones in the index; a rebuild clears them */
+    uint32_t waiters_used;
+    uint32_t gc_epoch;       /* bumped by every table GC: queue ids taken before may be stale */
+    uint32_t pad;
+    uint64_t waiter_token;   /* last rb_waiter.token handed out */
+
+    /* --- statistics (primary; never needed for correctness) --- */
+    uint64_t sent, received, full, expired, repairs;
+} rb_header;
+
+struct rb_seg {
+    unsigned char *base;
+    rb_header *hdr;
+    rb_slot *slots;
+    uint32_t *index;
+    rb_waiter *waiters;
+    rb_cell *cells;
+    size_t size;
+    int fd;
+    char prefix[RB_NAME_MAX + 1];
+};
+
+/* errors.c-style helper living in segment.c: set the thread's message, return code. */
+int rb_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* segment.c: the lock (runs rb_repair on EOWNERDEAD). */
+int rb_lock(rb_seg *s);
+void rb_unlock(rb_seg *s);
+
+/* table.c */
+uint64_t rb_hash(uint32_t kind, uint32_t set_id, const char *name, size_t len);
+uint32_t rb_table_find(rb_seg *s, uint32_t kind, uint32_t set_id, const char *name, size_t len);
+int rb_table_create(rb_seg *s, uint32_t kind, uint32_t set_id, const char *name, size_t len,
+                    uint64_t deadline, uint32_t *out);
+void rb_table_remove(rb_seg *s, uint32_t id);
+void rb_index_rebuild(rb_seg *s);
+int rb_check_name(const char *what, const char *name, size_t len);
+
+/* alloc.c */
+uint32_t rb_cells_needed(size_t len);
+uint32_t rb_cells_available(rb_seg *s);
+uint32_t rb_cell_alloc(rb_seg *s);
+void rb_record_free(rb_seg *s, uint32_t first);
+
+/* queue.c */
+int rb_enqueue_locked(rb_seg *s, uint32_t q, const char *data, size_t len, uint64_t deadline,
+                      uint64_t now, uint32_t capacity);
+uint32_t rb_purge_queue(rb_seg *s, uint32_t q, uint64_t now);
+void rb_queue_clear(rb_seg *s, uint32_t q);
+
+/* sets.c */
+void rb_member_unlink(rb_seg *s, uint32_t m);
+
+/* wait.c */
+int rb_futex_wait_many(uint32_t **words, const uint32_t *vals, uint32_t n, uint64_t abs_deadline_ns);
+void rb_futex_wake(uint32_t *word, int n);
+void rb_cpu_relax(void);
+
+/* recover.c */
+void rb_repair(rb_seg *s);
+uint64_t rb_self_start_time(void);
+uint32_t rb_self_pid(void);
+bool rb_pid_alive(uint32_t pid, uint64_t start_time);
+uint32_t rb_sweep_waiters(rb_seg *s);
+
+static inline rb_slot *rb_slot_at(rb_seg *s, uint32_t id) { return &s->slots[id]; }
+static inline rb_cell *rb_cell_at(rb_seg *s, uint32_t id) { return &s->cells[id]; }
+static inline rb_rec *rb_rec_at(rb_seg *s, uint32_t id) { return (rb_rec *)s->cells[id].data; }
+
+#define RB_STORE_RELEASE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define RB_LOAD_ACQUIRE(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define RB_LOAD_RELAXED(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+
+#endif

@@ -1,0 +1,485 @@
+/*
+ * queue.c - per-name FIFO queues of variable-length records: send, receive,
+ * wait, expiry sweeps and per-queue statistics.
+ *
+ * Order of a send (all under the segment lock):
+ *   1. find or create the queue slot;
+ *   2. capacity check (after sweeping expired records if it looks full) -
+ *      atomic with the enqueue because both happen under the one lock;
+ *   3. allocate cells and copy the payload;
+ *   4. COMMIT: link the record (release store of queue.head or of the
+ *      previous tail record's next);
+ *   5. bump the queue's futex word; after unlocking, wake one waiter.
+ * A SIGKILL before 4 loses only this record (its cells are reclaimed by the
+ * repair); after 4 the record is delivered even if the wake never happens,
+ * because every futex sleep is bounded.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Copy a payload into a chain of freshly allocated cells and return the
+ * first cell (not yet linked to any queue). */
+static uint32_t record_write(rb_seg *s, const char *data, size_t len, uint64_t deadline,
+                             uint64_t now)
+{
+    uint32_t first = rb_cell_alloc(s);
+    rb_rec *rec = rb_rec_at(s, first);
+    rec->next = RB_NIL;
+    rec->len = (uint32_t)len;
+    rec->deadline = deadline;
+    rec->enq_ns = now;
+    size_t n = len < RB_FIRST_PAYLOAD ? len : RB_FIRST_PAYLOAD;
+    memcpy(s->cells[first].data + sizeof(rb_rec), data, n);
+    size_t off = n;
+    uint32_t prev = first;
+    while (off < len) {
+        uint32_t c = rb_cell_alloc(s);
+        size_t k = len - off < RB_CELL_PAYLOAD ? len - off : RB_CELL_PAYLOAD;
+        memcpy(s->cells[c].data, data + off, k);
+        s->cells[prev].next = c;
+        prev = c;
+        off += k;
+    }
+    return first;
+}
+
+static void record_read(rb_seg *s, uint32_t first, char *buf)
+{
+    rb_rec *rec = rb_rec_at(s, first);
+    size_t len = rec->len;
+    size_t n = len < RB_FIRST_PAYLOAD ? len : RB_FIRST_PAYLOAD;
+    memcpy(buf, s->cells[first].data + sizeof(rb_rec), n);
+    size_t off = n;
+    uint32_t c = s->cells[first].next;
+    while (off < len && c != RB_NIL) {
+        size_t k = len - off < RB_CELL_PAYLOAD ? len - off : RB_CELL_PAYLOAD;
+        memcpy(buf + off, s->cells[c].data, k);
+        off += k;
+        c = s->cells[c].next;
+    }
+}
+
+static void link_tail(rb_seg *s, rb_slot *q, uint32_t rec)
+{
+    if (q->head == RB_NIL) {
+        /* COMMIT (empty queue): the record becomes reachable here. */
+        RB_STORE_RELEASE(&q->head, rec);
+    } else {
+        /* COMMIT (non-empty queue): link from the current tail record. */
+        RB_STORE_RELEASE(&rb_rec_at(s, q->tail)->next, rec);
+    }
+    q->tail = rec;
+    q->count++;
+}
+
+/* Unlink the head record of q (the caller has read it if it wanted to). */
+static void pop_head(rb_seg *s, rb_slot *q)
+{
+    uint32_t rec = q->head;
+    /* COMMIT: after this store the record is gone from the queue; killed
+     * before the free below, its cells are unreachable and the repair
+     * reclaims them. */
+    RB_STORE_RELEASE(&q->head, rb_rec_at(s, rec)->next);
+    if (q->head == RB_NIL)
+        q->tail = RB_NIL;
+    q->count--;
+    rb_record_free(s, rec);
+}
+
+/* Drop expired records at the head of q.  Returns the live head or RB_NIL. */
+static uint32_t live_head(rb_seg *s, rb_slot *q, uint64_t now)
+{
+    while (q->head != RB_NIL) {
+        rb_rec *r = rb_rec_at(s, q->head);
+        if (r->deadline == 0 || r->deadline > now)
+            return q->head;
+        pop_head(s, q);
+        s->hdr->expired++;
+    }
+    return RB_NIL;
+}
+
+/* Drop every expired record of q, wherever it sits.  Returns how many. */
+uint32_t rb_purge_queue(rb_seg *s, uint32_t qid, uint64_t now)
+{
+    rb_slot *q = rb_slot_at(s, qid);
+    uint32_t dropped = 0;
+    live_head(s, q, now);
+    if (q->head == RB_NIL)
+        return 0;
+    uint32_t prev = q->head;
+    uint32_t cur = rb_rec_at(s, prev)->next;
+    while (cur != RB_NIL) {
+        rb_rec *r = rb_rec_at(s, cur);
+        uint32_t next = r->next;
+        if (r->deadline != 0 && r->deadline <= now) {
+            /* COMMIT: bypass cur; its cells are reclaimed below (or by the repair). */
+            RB_STORE_RELEASE(&rb_rec_at(s, prev)->next, next);
+            if (q->tail == cur)
+                q->tail = prev;
+            q->count--;
+            rb_record_free(s, cur);
+            dropped++;
+        } else {
+            prev = cur;
+        }
+        cur = next;
+    }
+    s->hdr->expired += dropped;
+    return dropped;
+}
+
+/* Sweep expired records from every queue: the last resort before saying
+ * the segment's memory is exhausted. */
+static uint32_t purge_all(rb_seg *s, uint64_t now)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->hdr->slot_bump; i++)
+        if (s->slots[i].state == RB_SLOT_QUEUE && s->slots[i].head != RB_NIL)
+            n += rb_purge_queue(s, i, now);
+    return n;
+}
+
+void rb_queue_clear(rb_seg *s, uint32_t qid)
+{
+    rb_slot *q = rb_slot_at(s, qid);
+    while (q->head != RB_NIL)
+        pop_head(s, q);
+}
+
+int rb_enqueue_locked(rb_seg *s, uint32_t qid, const char *data, size_t len, uint64_t deadline,
+                      uint64_t now, uint32_t capacity)
+{
+    rb_header *h = s->hdr;
+    rb_slot *q = rb_slot_at(s, qid);
+    if (capacity)
+        q->capacity = capacity;
+    uint32_t cap = q->capacity;
+    if (cap && q->count >= cap && (rb_purge_queue(s, qid, now), q->count >= cap)) {
+        q->full++;
+        h->full++;
+        return rb_fail(RB_E_FULL, "queue %.*s is full (capacity %u)",
+                       (int)(q->name_len > 100 ? 100 : q->name_len), q->name, cap);
+    }
+    uint32_t need = rb_cells_needed(len);
+    if (rb_cells_available(s) < need && (purge_all(s, now), rb_cells_available(s) < need)) {
+        q->full++;
+        h->full++;
+        return rb_fail(RB_E_NOMEM, "segment %s is out of record memory (%u cells free, %u needed)",
+                       s->prefix, rb_cells_available(s), need);
+    }
+    uint32_t rec = record_write(s, data, len, deadline, now);
+    link_tail(s, q, rec);
+    q->sent++;
+    h->sent++;
+    /* The futex word changes under the lock, after the record is linked: a
+     * receiver that snapshotted it under the lock and found the queue empty
+     * is guaranteed to see a different value and not sleep through this. */
+    __atomic_fetch_add(&q->seq, 1, __ATOMIC_RELEASE);
+    return RB_OK;
+}
+
+static int check_record(rb_seg *s, size_t len)
+{
+    if (len > s->hdr->max_record)
+        return rb_fail(RB_E_TOOLARGE, "record of %zu bytes exceeds the segment's max_record of %u bytes",
+                       len, s->hdr->max_record);
+    return RB_OK;
+}
+
+int rb_send(rb_seg *s, const char *name, size_t name_len, const char *data, size_t len,
+            uint64_t deadline_ns, uint32_t capacity)
+{
+    int r = rb_check_name("queue", name, name_len);
+    if (r == RB_OK)
+        r = check_record(s, len);
+    if (r != RB_OK)
+        return r;
+    if (data == NULL && len)
+        return rb_fail(RB_E_INVAL, "data is NULL");
+    uint64_t now = rb_now_ns();
+    if ((r = rb_lock(s)) != RB_OK)
+        return r;
+    uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, name, name_len);
+    if (qid == RB_NIL)
+        r = rb_table_create(s, RB_SLOT_QUEUE, 0, name, name_len, 0, &qid);
+    if (r == RB_OK)
+        r = rb_enqueue_locked(s, qid, data, len, deadline_ns, now, capacity);
+    rb_slot *q = qid == RB_NIL ? NULL : rb_slot_at(s, qid);
+    uint32_t waiters = q ? q->waiters : 0;
+    rb_unlock(s);
+    if (r == RB_OK && waiters)
+        rb_futex_wake(&q->seq, 1);
+    return r;
+}
+
+/* ---- receive / wait ----------------------------------------------------- */
+
+/* Parse the u16-length-prefixed names blob. */
+typedef struct name_ref {
+    const char *p;
+    uint32_t len;
+} name_ref;
+
+static int parse_names(const char *blob, size_t blob_len, uint32_t count, name_ref *out)
+{
+    if (count == 0 || count > RB_WAIT_MAX)
+        return rb_fail(RB_E_INVAL, "receive needs 1..%d queue names, got %u", RB_WAIT_MAX, count);
+    size_t off = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        if (off + 2 > blob_len)
+            return rb_fail(RB_E_INVAL, "names blob truncated at entry %u", i);
+        uint32_t n = (uint32_t)(unsigned char)blob[off] | (uint32_t)(unsigned char)blob[off + 1] << 8;
+        off += 2;
+        if (off + n > blob_len)
+            return rb_fail(RB_E_INVAL, "names blob truncated in entry %u", i);
+        int r = rb_check_name("queue", blob + off, n);
+        if (r != RB_OK)
+            return r;
+        out[i].p = blob + off;
+        out[i].len = n;
+        off += n;
+    }
+    return RB_OK;
+}
+
+/* Under the lock: find the listed queue whose live head is the oldest (fair
+ * across queues: no queue can starve another).  Returns its index in the
+ * list or -1. */
+static int pick_oldest(rb_seg *s, const name_ref *names, uint32_t count, uint64_t now,
+                       uint32_t *out_qid)
+{
+    int best = -1;
+    uint64_t best_enq = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, names[i].p, names[i].len);
+        if (qid == RB_NIL)
+            continue;
+        uint32_t rec = live_head(s, rb_slot_at(s, qid), now);
+        if (rec == RB_NIL)
+            continue;
+        uint64_t enq = rb_rec_at(s, rec)->enq_ns;
+        if (best < 0 || enq < best_enq) {
+            best = (int)i;
+            best_enq = enq;
+            *out_qid = qid;
+        }
+    }
+    return best;
+}
+
+/* Under the lock: resolve (creating when absent) the queue slots to sleep
+ * on, and snapshot their futex words.  Creating a slot may GC other empty
+ * queues, so retry until one pass completes without a GC. */
+static int resolve_for_wait(rb_seg *s, const name_ref *names, uint32_t count, uint32_t *ids,
+                            uint32_t *vals)
+{
+    for (int attempt = 0; attempt < 4; attempt++) {
+        uint32_t epoch = s->hdr->gc_epoch;
+        int r = RB_OK;
+        for (uint32_t i = 0; i < count && r == RB_OK; i++) {
+            ids[i] = rb_table_find(s, RB_SLOT_QUEUE, 0, names[i].p, names[i].len);
+            if (ids[i] == RB_NIL)
+                r = rb_table_create(s, RB_SLOT_QUEUE, 0, names[i].p, names[i].len, 0, &ids[i]);
+        }
+        if (r != RB_OK)
+            return r;
+        if (epoch == s->hdr->gc_epoch) {
+            for (uint32_t i = 0; i < count; i++)
+                vals[i] = RB_LOAD_RELAXED(&s->slots[ids[i]].seq);
+            return RB_OK;
+        }
+    }
+    return rb_fail(RB_E_NOSLOT, "name table too full to wait on %u queues", count);
+}
+
+static int waiter_register(rb_seg *s, const uint32_t *ids, uint32_t count, uint32_t *out_row,
+                           uint64_t *out_token)
+{
+    rb_header *h = s->hdr;
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t w = 0; w < h->waiter_count; w++) {
+            rb_waiter *wt = &s->waiters[w];
+            if (wt->pid != 0)
+                continue;
+            wt->n = count;
+            wt->start_time = rb_self_start_time();
+            memcpy(wt->slot, ids, count * sizeof(uint32_t));
+            wt->token = ++h->waiter_token;
+            *out_token = wt->token;
+            /* COMMIT: the pid makes the row live; the repair recounts
+             * queue.waiters from live rows only. */
+            RB_STORE_RELEASE(&wt->pid, rb_self_pid());
+            h->waiters_used++;
+            for (uint32_t i = 0; i < count; i++)
+                s->slots[ids[i]].waiters++;
+            *out_row = w;
+            return RB_OK;
+        }
+        if (pass == 0 && rb_sweep_waiters(s) == 0)
+            break;
+    }
+    return rb_fail(RB_E_WAITERS, "all %u waiter rows are in use; raise the segment's waiters option",
+                   h->waiter_count);
+}
+
+static void waiter_unregister(rb_seg *s, uint32_t row, uint64_t token)
+{
+    rb_waiter *wt = &s->waiters[row];
+    if (wt->pid == 0 || wt->token != token)
+        return; /* swept by a repair meanwhile, maybe reused: nothing of ours to undo */
+    for (uint32_t i = 0; i < wt->n; i++)
+        if (s->slots[wt->slot[i]].waiters)
+            s->slots[wt->slot[i]].waiters--;
+    RB_STORE_RELEASE(&wt->pid, 0u);
+    s->hdr->waiters_used--;
+}
+
+/* The shared engine of rb_receive (take != 0) and rb_wait (take == 0). */
+static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_t count,
+                           int take, char *buf, size_t cap, size_t *out_len, uint32_t *out_index,
+                           int64_t timeout_ns, uint32_t spin_us)
+{
+    name_ref names[RB_WAIT_MAX];
+    uint32_t ids[RB_WAIT_MAX], vals[RB_WAIT_MAX];
+    uint32_t *words[RB_WAIT_MAX];
+    int r = parse_names(blob, blob_len, count, names);
+    if (r != RB_OK)
+        return r;
+    uint64_t start = rb_now_ns();
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
+    uint64_t spin_end = start + (uint64_t)spin_us * 1000ULL;
+    int registered = 0;
+    uint32_t row = 0;
+    uint64_t token = 0;
+
+    for (;;) {
+        if ((r = rb_lock(s)) != RB_OK)
+            return r;
+        if (registered) {
+            waiter_unregister(s, row, token);
+            registered = 0;
+        }
+        uint64_t now = rb_now_ns();
+        uint32_t qid = RB_NIL;
+        int idx = pick_oldest(s, names, count, now, &qid);
+        if (idx >= 0) {
+            rb_slot *q = rb_slot_at(s, qid);
+            uint32_t rec = q->head;
+            uint32_t len = rb_rec_at(s, rec)->len;
+            if (out_index)
+                *out_index = (uint32_t)idx;
+            if (!take) {
+                rb_unlock(s);
+                return RB_OK;
+            }
+            if (out_len)
+                *out_len = len;
+            if (len > cap) {
+                rb_unlock(s);
+                return rb_fail(RB_E_BUFSMALL, "record of %u bytes does not fit a %zu-byte buffer",
+                               len, cap);
+            }
+            record_read(s, rec, buf);
+            pop_head(s, q);
+            s->hdr->received++;
+            /* Pass the baton: if more records wait and somebody sleeps on
+             * this queue, wake one (the sender woke only one). */
+            int more = q->head != RB_NIL && q->waiters > 0;
+            rb_unlock(s);
+            if (more)
+                rb_futex_wake(&q->seq, 1);
+            return RB_OK;
+        }
+        if (now >= deadline) {
+            rb_unlock(s);
+            return rb_fail(RB_E_EMPTY, "nothing received within the timeout");
+        }
+        int spinning = now < spin_end;
+        r = resolve_for_wait(s, names, count, ids, vals);
+        if (r == RB_OK && !spinning) {
+            r = waiter_register(s, ids, count, &row, &token);
+            registered = r == RB_OK;
+        }
+        rb_unlock(s);
+        if (r != RB_OK)
+            return r;
+        for (uint32_t i = 0; i < count; i++)
+            words[i] = &s->slots[ids[i]].seq;
+
+        if (spinning) {
+            /* Busy-wait on the futex words without the lock: costs CPU but
+             * no syscall, for latency-critical deployments. */
+            uint64_t until = spin_end < deadline ? spin_end : deadline;
+            for (uint32_t n = 0;; n++) {
+                int changed = 0;
+                for (uint32_t i = 0; i < count && !changed; i++)
+                    changed = RB_LOAD_ACQUIRE(words[i]) != vals[i];
+                if (changed)
+                    break;
+                rb_cpu_relax();
+                if ((n & 63) == 0 && rb_now_ns() >= until)
+                    break;
+            }
+            continue;
+        }
+        uint64_t wake_at = now + RB_MAX_SLEEP_NS;
+        if (wake_at > deadline)
+            wake_at = deadline;
+        r = rb_futex_wait_many(words, vals, count, wake_at);
+        if (r == RB_E_INTR) {
+            if ((r = rb_lock(s)) != RB_OK)
+                return r;
+            waiter_unregister(s, row, token);
+            rb_unlock(s);
+            return rb_fail(RB_E_INTR, "interrupted by a signal");
+        }
+        /* Woken, timed out or the word had already changed: loop and look. */
+    }
+}
+
+int rb_receive(rb_seg *s, const char *names, size_t names_len, uint32_t count, char *buf,
+               size_t cap, size_t *out_len, uint32_t *out_index, int64_t timeout_ns,
+               uint32_t spin_us)
+{
+    if (buf == NULL && cap)
+        return rb_fail(RB_E_INVAL, "buffer is NULL");
+    return receive_or_wait(s, names, names_len, count, 1, buf, cap, out_len, out_index,
+                           timeout_ns, spin_us);
+}
+
+int rb_wait(rb_seg *s, const char *names, size_t names_len, uint32_t count, int64_t timeout_ns,
+            uint32_t spin_us)
+{
+    return receive_or_wait(s, names, names_len, count, 0, NULL, 0, NULL, NULL, timeout_ns,
+                           spin_us);
+}
+
+int rb_queue_stats_get(rb_seg *s, const char *name, size_t name_len, rb_queue_stats *out)
+{
+    int r = rb_check_name("queue", name, name_len);
+    if (r != RB_OK)
+        return r;
+    memset(out, 0, sizeof *out);
+    uint64_t now = rb_now_ns();
+    if ((r = rb_lock(s)) != RB_OK)
+        return r;
+    uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, name, name_len);
+    if (qid != RB_NIL) {
+        rb_slot *q = rb_slot_at(s, qid);
+        live_head(s, q, now);
+        out->sent = q->sent;
+        out->full = q->full;
+        out->pending = q->count;
+        out->capacity = q->capacity;
+        out->waiters = q->waiters;
+        if (q->head != RB_NIL) {
+            uint64_t enq = rb_rec_at(s, q->head)->enq_ns;
+            out->oldest_age_ns = now > enq ? now - enq : 0;
+        }
+    }
+    rb_unlock(s);
+    return RB_OK;
+}

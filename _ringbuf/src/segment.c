@@ -1,0 +1,451 @@
+/*
+ * segment.c - create / attach / detach / unlink a named shm segment, the
+ * segment lock, the error message helper.
+ *
+ * Segments live in /dev/shm as "rbuf.<prefix>" (the names shm_open(3) uses
+ * on Linux).  Creation is crash-safe without any lock: the creator builds
+ * the whole segment under a private temporary name and link(2)s it into
+ * place, which atomically fails with EEXIST if another process won the race.
+ * So an attacher never sees a half-initialised segment, and a creator killed
+ * mid-way leaves only a temporary file that the next rb_open removes.
+ *
+ * Every attached process holds a shared flock(2) on the segment file for as
+ * long as it is attached; rb_attached()/rb_unlink() probe it with a
+ * non-blocking exclusive flock.  The kernel drops the lock when the last
+ * descriptor closes, so a SIGKILLed process never looks attached.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define SHM_DIR "/dev/shm/"
+#define SHM_PREFIX "rbuf."
+
+static __thread char rb_errbuf[512];
+
+int rb_fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rb_errbuf, sizeof rb_errbuf, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *rb_last_error(void) { return rb_errbuf; }
+
+uint64_t rb_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t realtime_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* A prefix becomes a file name: keep it to a safe charset. */
+static int check_prefix(const char *prefix)
+{
+    size_t n = prefix ? strlen(prefix) : 0;
+    if (n == 0 || n > 200)
+        return rb_fail(RB_E_NAME, "segment prefix must be 1..200 characters, got %zu", n);
+    for (size_t i = 0; i < n; i++) {
+        char c = prefix[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return rb_fail(RB_E_NAME,
+                           "segment prefix %.200s: character %d at %zu is not one of "
+                           "A-Z a-z 0-9 - _ .",
+                           prefix, (int)(unsigned char)c, i);
+    }
+    return RB_OK;
+}
+
+static void seg_path(char *buf, size_t cap, const char *prefix)
+{
+    snprintf(buf, cap, SHM_DIR SHM_PREFIX "%s", prefix);
+}
+
+static uint32_t pow2_at_least(uint64_t n)
+{
+    uint32_t p = 1;
+    while (p < n)
+        p <<= 1;
+    return p;
+}
+
+static uint64_t align64(uint64_t n) { return (n + 63) & ~(uint64_t)63; }
+
+/* Lay out and initialise a fresh (zero-filled) segment in memory. */
+static int init_layout(unsigned char *base, uint64_t size, const rb_options *o)
+{
+    rb_header *h = (rb_header *)base;
+    uint32_t slots = o->slots ? o->slots : RB_DEFAULT_SLOTS;
+    uint32_t waiters = o->waiters ? o->waiters : RB_DEFAULT_WAITERS;
+    uint32_t max_record = o->max_record ? o->max_record : RB_DEFAULT_MAX_RECORD;
+    uint32_t index_size = pow2_at_least((uint64_t)slots * 2);
+
+    h->slots_off = align64(sizeof(rb_header));
+    h->index_off = align64(h->slots_off + (uint64_t)slots * sizeof(rb_slot));
+    h->waiters_off = align64(h->index_off + (uint64_t)index_size * sizeof(uint32_t));
+    h->cells_off = align64(h->waiters_off + (uint64_t)waiters * sizeof(rb_waiter));
+    if (h->cells_off >= size)
+        return rb_fail(RB_E_INVAL, "segment size %llu is too small for %u slots and %u waiters",
+                       (unsigned long long)size, slots, waiters);
+    uint64_t cells = (size - h->cells_off) / RB_CELL_SIZE;
+    if (cells > 0xFFFFFFF0ULL)
+        cells = 0xFFFFFFF0ULL;
+    if (cells < rb_cells_needed(max_record) + 1)
+        return rb_fail(RB_E_INVAL,
+                       "segment size %llu leaves %llu cells, fewer than one max_record (%u bytes) needs",
+                       (unsigned long long)size, (unsigned long long)cells, max_record);
+
+    h->version = RB_LAYOUT_VERSION;
+    h->header_size = sizeof(rb_header);
+    h->slot_size = sizeof(rb_slot);
+    h->cell_size = RB_CELL_SIZE;
+    h->size = size;
+    h->max_record = max_record;
+    h->slot_count = slots;
+    h->index_size = index_size;
+    h->waiter_count = waiters;
+    h->cell_count = (uint32_t)cells;
+    h->creator_pid = (uint32_t)getpid();
+    h->created_ns = realtime_ns();
+    /* Slots, index and waiters are valid when zero (FREE / EMPTY / unused),
+     * and cells are handed out from a bump mark: nothing else to touch, so a
+     * 64 MiB segment costs only the pages actually used. */
+    h->cell_free_head = RB_NIL;
+    h->slot_free_head = RB_NIL;
+
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    int r = pthread_mutex_init(&h->lock, &a);
+    pthread_mutexattr_destroy(&a);
+    if (r != 0)
+        return rb_fail(RB_E_SYS, "pthread_mutex_init: %s", strerror(r));
+    return RB_OK;
+}
+
+static void attach_views(rb_seg *s)
+{
+    rb_header *h = s->hdr;
+    s->slots = (rb_slot *)(s->base + h->slots_off);
+    s->index = (uint32_t *)(s->base + h->index_off);
+    s->waiters = (rb_waiter *)(s->base + h->waiters_off);
+    s->cells = (rb_cell *)(s->base + h->cells_off);
+}
+
+/* Remove temporary files of creators that died mid-way (best effort). */
+static void sweep_stale_temps(const char *prefix)
+{
+    char want[300];
+    snprintf(want, sizeof want, SHM_PREFIX "%s.init.", prefix);
+    DIR *d = opendir(SHM_DIR);
+    if (!d)
+        return;
+    struct dirent *e;
+    size_t wl = strlen(want);
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, want, wl) != 0)
+            continue;
+        long pid = strtol(e->d_name + wl, NULL, 10);
+        if (pid > 0 && kill((pid_t)pid, 0) == -1 && errno == ESRCH) {
+            char p[600];
+            snprintf(p, sizeof p, SHM_DIR "%s", e->d_name);
+            unlink(p);
+        }
+    }
+    closedir(d);
+}
+
+/* Build a complete segment under a temporary name and link it into place.
+ * Returns RB_OK (created), 1 (somebody else's is there now) or an error. */
+static int create_segment(const char *prefix, const rb_options *o)
+{
+    char path[300], tmp[340];
+    seg_path(path, sizeof path, prefix);
+    snprintf(tmp, sizeof tmp, "%s.init.%d", path, (int)getpid());
+    uint64_t size = o->size ? o->size : RB_DEFAULT_SIZE;
+    mode_t mode = o->mode ? (mode_t)o->mode : 0600;
+
+    sweep_stale_temps(prefix);
+    unlink(tmp);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0)
+        return rb_fail(RB_E_SYS, "create %s: %s", tmp, strerror(errno));
+    /* The umask must not narrow the mode the user asked for. */
+    if (fchmod(fd, mode) != 0 || ftruncate(fd, (off_t)size) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        return rb_fail(RB_E_SYS, "size %s to %llu bytes: %s", tmp, (unsigned long long)size,
+                       strerror(e));
+    }
+    unsigned char *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (base == MAP_FAILED) {
+        int e = errno;
+        unlink(tmp);
+        return rb_fail(RB_E_SYS, "mmap %s: %s", tmp, strerror(e));
+    }
+    int r = init_layout(base, size, o);
+    if (r == RB_OK)
+        /* The magic is the last store of initialisation: a reader that sees
+         * it sees the whole header (release pairs with the acquire load in
+         * rb_open). */
+        RB_STORE_RELEASE(&((rb_header *)base)->magic, RB_MAGIC);
+    munmap(base, size);
+    if (r != RB_OK) {
+        unlink(tmp);
+        return r;
+    }
+    /* CRASH POINT: killed here, the temp file stays and is swept by the next
+     * create; nobody ever attached to it. */
+    r = link(tmp, path) == 0 ? RB_OK : (errno == EEXIST ? 1 : -errno);
+    unlink(tmp);
+    if (r < 0)
+        return rb_fail(RB_E_SYS, "link %s -> %s: %s", tmp, path, strerror(-r));
+    return r;
+}
+
+int rb_open(const char *prefix, const rb_options *opts, rb_seg **out)
+{
+    rb_options defaults = {0};
+    const rb_options *o = opts ? opts : &defaults;
+    int r = check_prefix(prefix);
+    if (r != RB_OK)
+        return r;
+    if (o->slots > (1u << 24) || (o->max_record && o->max_record > (1u << 30)) ||
+        o->waiters > 65536)
+        return rb_fail(RB_E_INVAL, "options out of range: slots=%u max_record=%u waiters=%u",
+                       o->slots, o->max_record, o->waiters);
+
+    char path[300];
+    seg_path(path, sizeof path, prefix);
+    int fd = -1;
+    for (int attempt = 0; attempt < 8 && fd < 0; attempt++) {
+        fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd >= 0 || errno != ENOENT)
+            break;
+        if (!o->create)
+            return rb_fail(RB_E_NOTFOUND, "no segment for prefix %s (%s)", prefix, path);
+        r = create_segment(prefix, o);
+        if (r < 0)
+            return r;
+    }
+    if (fd < 0)
+        return rb_fail(RB_E_SYS, "open %s: %s", path, strerror(errno));
+
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(rb_header)) {
+        close(fd);
+        return rb_fail(RB_E_MAGIC, "segment %s is %lld bytes, too small to be a ring-buffer segment",
+                       path, (long long)st.st_size);
+    }
+    unsigned char *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        int e = errno;
+        close(fd);
+        return rb_fail(RB_E_SYS, "mmap %s: %s", path, strerror(e));
+    }
+    rb_header *h = (rb_header *)base;
+    uint64_t magic = RB_LOAD_ACQUIRE(&h->magic);
+    const char *bad = NULL;
+    int code = RB_OK;
+    if (magic != RB_MAGIC) {
+        code = rb_fail(RB_E_MAGIC, "segment %s has magic 0x%llx, expected 0x%llx: not a ring-buffer segment",
+                       path, (unsigned long long)magic, (unsigned long long)RB_MAGIC);
+        bad = "magic";
+    } else if (h->version != RB_LAYOUT_VERSION) {
+        code = rb_fail(RB_E_VERSION,
+                       "segment %s has layout version %u, this build reads version %u; "
+                       "remove it (ipc-layer rm --prefix %s) or run a matching version",
+                       path, h->version, RB_LAYOUT_VERSION, prefix);
+        bad = "version";
+    } else if (h->header_size != sizeof(rb_header) || h->slot_size != sizeof(rb_slot) ||
+               h->cell_size != RB_CELL_SIZE || h->size != (uint64_t)st.st_size) {
+        code = rb_fail(RB_E_VERSION,
+                       "segment %s has header/slot/cell sizes %u/%u/%u and size %llu; this build "
+                       "expects %zu/%zu/%u and the file is %lld bytes",
+                       path, h->header_size, h->slot_size, h->cell_size,
+                       (unsigned long long)h->size, sizeof(rb_header), sizeof(rb_slot),
+                       RB_CELL_SIZE, (long long)st.st_size);
+        bad = "layout";
+    }
+    if (bad) {
+        munmap(base, (size_t)st.st_size);
+        close(fd);
+        return code;
+    }
+    rb_seg *s = calloc(1, sizeof *s);
+    if (!s) {
+        munmap(base, (size_t)st.st_size);
+        close(fd);
+        return rb_fail(RB_E_SYS, "out of memory");
+    }
+    s->base = base;
+    s->hdr = h;
+    s->size = (size_t)st.st_size;
+    s->fd = fd;
+    snprintf(s->prefix, sizeof s->prefix, "%s", prefix);
+    attach_views(s);
+    /* Mark this process attached for as long as the descriptor lives
+     * (inherited across fork, dropped by the kernel at death). */
+    flock(fd, LOCK_SH);
+    *out = s;
+    return RB_OK;
+}
+
+void rb_close(rb_seg *s)
+{
+    if (!s)
+        return;
+    munmap(s->base, s->size);
+    close(s->fd);
+    free(s);
+}
+
+int rb_attached(const char *prefix)
+{
+    int r = check_prefix(prefix);
+    if (r != RB_OK)
+        return r;
+    char path[300];
+    seg_path(path, sizeof path, prefix);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? rb_fail(RB_E_NOTFOUND, "no segment for prefix %s (%s)", prefix, path)
+                               : rb_fail(RB_E_SYS, "open %s: %s", path, strerror(errno));
+    int busy = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return busy ? 1 : 0;
+}
+
+int rb_unlink(const char *prefix, int force)
+{
+    int r = rb_attached(prefix);
+    if (r < 0)
+        return r;
+    if (r == 1 && !force)
+        return rb_fail(RB_E_BUSY, "segment for prefix %s is still attached by a process; "
+                                  "stop them or force the removal", prefix);
+    char path[300];
+    seg_path(path, sizeof path, prefix);
+    if (unlink(path) != 0)
+        return errno == ENOENT ? rb_fail(RB_E_NOTFOUND, "no segment for prefix %s", prefix)
+                               : rb_fail(RB_E_SYS, "unlink %s: %s", path, strerror(errno));
+    return RB_OK;
+}
+
+/* ---- the lock ---------------------------------------------------------- */
+
+int rb_lock(rb_seg *s)
+{
+    pthread_mutex_t *m = &s->hdr->lock;
+    int r;
+    /* A short trylock spin first: critical sections are a few hundred
+     * nanoseconds, far less than the futex sleep/wake a contended
+     * pthread_mutex_lock would pay. */
+    for (int i = 0; i < 64; i++) {
+        r = pthread_mutex_trylock(m);
+        if (r != EBUSY)
+            goto got;
+        rb_cpu_relax();
+    }
+    r = pthread_mutex_lock(m);
+got:
+    if (r == 0)
+        return RB_OK;
+    if (r == EOWNERDEAD) {
+        /* The previous owner died inside a critical section.  Rebuild the
+         * derived state from the primary data, then mark the mutex
+         * consistent.  CRASH POINT: if we die during the repair the mutex
+         * stays inconsistent and the next locker gets EOWNERDEAD again and
+         * repeats the (idempotent) repair. */
+        rb_repair(s);
+        s->hdr->repairs++;
+        pthread_mutex_consistent(m);
+        return RB_OK;
+    }
+    return rb_fail(RB_E_SYS, "segment lock of prefix %s: %s", s->prefix, strerror(r));
+}
+
+void rb_unlock(rb_seg *s) { pthread_mutex_unlock(&s->hdr->lock); }
+
+/* ---- information -------------------------------------------------------- */
+
+static void fill_info(rb_seg *s, rb_info *o)
+{
+    rb_header *h = s->hdr;
+    memset(o, 0, sizeof *o);
+    o->magic = h->magic;
+    o->version = h->version;
+    o->max_record = h->max_record;
+    o->size = h->size;
+    o->cell_size = h->cell_size;
+    o->cells_total = h->cell_count;
+    o->cells_free = h->cell_free + (h->cell_count - h->cell_bump);
+    o->slots_total = h->slot_count;
+    o->slots_used = h->slots_used;
+    o->waiters_total = h->waiter_count;
+    o->waiters_used = h->waiters_used;
+    for (uint32_t i = 0; i < h->slot_bump; i++) {
+        uint32_t st = s->slots[i].state;
+        o->queues += st == RB_SLOT_QUEUE;
+        o->sets += st == RB_SLOT_SET;
+        o->members += st == RB_SLOT_MEMBER;
+    }
+    o->sent = h->sent;
+    o->received = h->received;
+    o->full = h->full;
+    o->expired = h->expired;
+    o->repairs = h->repairs;
+    o->created_ns = h->created_ns;
+    o->creator_pid = h->creator_pid;
+}
+
+int rb_info_get(rb_seg *s, rb_info *out)
+{
+    int r = rb_lock(s);
+    if (r != RB_OK)
+        return r;
+    fill_info(s, out);
+    rb_unlock(s);
+    return RB_OK;
+}
+
+int rb_stat_segment(const char *prefix, rb_info *out)
+{
+    rb_options o = {0};
+    o.create = 0;
+    rb_seg *s;
+    int r = rb_open(prefix, &o, &s);
+    if (r != RB_OK)
+        return r;
+    r = rb_info_get(s, out);
+    rb_close(s);
+    return r;
+}

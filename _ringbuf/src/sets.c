@@ -1,0 +1,244 @@
+/*
+ * sets.c - named sets of member names, each member with its own deadline,
+ * and the fan-out send that puts one record into every live member's queue.
+ *
+ * A set is a SET slot; each member is a MEMBER slot whose primary fields are
+ * its name, set_id and deadline.  The per-set member list (first_member,
+ * next/prev_member, member_count) is derived: rb_repair() rebuilds it from
+ * the member rows' set_id.
+ *
+ * Crash points: a member row is committed by its state store (after the SET
+ * row exists); retiring a member stores FREE first.  A SET left with no
+ * members by a dead process is dropped by the repair.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static void member_link(rb_seg *s, uint32_t set, uint32_t m)
+{
+    rb_slot *st = rb_slot_at(s, set), *ms = rb_slot_at(s, m);
+    ms->prev_member = RB_NIL;
+    ms->next_member = st->first_member;
+    if (st->first_member != RB_NIL)
+        rb_slot_at(s, st->first_member)->prev_member = m;
+    st->first_member = m;
+    st->member_count++;
+}
+
+/* Retire a member row, and its set when that was the last member. */
+void rb_member_unlink(rb_seg *s, uint32_t m)
+{
+    rb_slot *ms = rb_slot_at(s, m);
+    uint32_t set = ms->set_id;
+    rb_slot *st = rb_slot_at(s, set);
+    uint32_t prev = ms->prev_member, next = ms->next_member;
+    rb_table_remove(s, m); /* COMMIT: the member is gone (state FREE) */
+    if (prev != RB_NIL)
+        rb_slot_at(s, prev)->next_member = next;
+    else
+        st->first_member = next;
+    if (next != RB_NIL)
+        rb_slot_at(s, next)->prev_member = prev;
+    st->member_count--;
+    if (st->member_count == 0)
+        rb_table_remove(s, set);
+}
+
+static int check_pair(const char *set, size_t set_len, const char *member, size_t member_len)
+{
+    int r = rb_check_name("set", set, set_len);
+    if (r == RB_OK && member)
+        r = rb_check_name("member", member, member_len);
+    return r;
+}
+
+int rb_set_add(rb_seg *s, const char *set, size_t set_len, const char *member, size_t member_len,
+               uint64_t deadline_ns)
+{
+    int r = check_pair(set, set_len, member, member_len);
+    if (r != RB_OK)
+        return r;
+    if ((r = rb_lock(s)) != RB_OK)
+        return r;
+    uint32_t sid = rb_table_find(s, RB_SLOT_SET, 0, set, set_len);
+    if (sid == RB_NIL)
+        r = rb_table_create(s, RB_SLOT_SET, 0, set, set_len, 0, &sid);
+    if (r == RB_OK) {
+        uint32_t m = rb_table_find(s, RB_SLOT_MEMBER, sid, member, member_len);
+        if (m != RB_NIL) {
+            rb_slot_at(s, m)->deadline = deadline_ns; /* re-add refreshes the deadline */
+        } else {
+            r = rb_table_create(s, RB_SLOT_MEMBER, sid, member, member_len, deadline_ns, &m);
+            if (r == RB_OK) {
+                member_link(s, sid, m);
+            } else if (rb_slot_at(s, sid)->member_count == 0) {
+                rb_table_remove(s, sid);
+            }
+        }
+    }
+    rb_unlock(s);
+    return r;
+}
+
+int rb_set_discard(rb_seg *s, const char *set, size_t set_len, const char *member,
+                   size_t member_len)
+{
+    int r = check_pair(set, set_len, member, member_len);
+    if (r != RB_OK)
+        return r;
+    if ((r = rb_lock(s)) != RB_OK)
+        return r;
+    uint32_t sid = rb_table_find(s, RB_SLOT_SET, 0, set, set_len);
+    if (sid != RB_NIL) {
+        uint32_t m = rb_table_find(s, RB_SLOT_MEMBER, sid, member, member_len);
+        if (m != RB_NIL)
+            rb_member_unlink(s, m);
+    }
+    rb_unlock(s);
+    return RB_OK;
+}
+
+/* Under the lock: the set's id after dropping its expired members, or RB_NIL. */
+static uint32_t live_set(rb_seg *s, const char *set, size_t set_len, uint64_t now)
+{
+    uint32_t sid = rb_table_find(s, RB_SLOT_SET, 0, set, set_len);
+    if (sid == RB_NIL)
+        return RB_NIL;
+    uint32_t m = rb_slot_at(s, sid)->first_member;
+    while (m != RB_NIL) {
+        rb_slot *ms = rb_slot_at(s, m);
+        uint32_t next = ms->next_member;
+        if (ms->deadline && ms->deadline <= now) {
+            int last = rb_slot_at(s, sid)->member_count == 1;
+            rb_member_unlink(s, m);
+            if (last)
+                return RB_NIL;
+        }
+        m = next;
+    }
+    return sid;
+}
+
+static void put_name(char *buf, size_t off, const char *name, uint32_t len)
+{
+    buf[off] = (char)(len & 0xFF);
+    buf[off + 1] = (char)(len >> 8);
+    memcpy(buf + off + 2, name, len);
+}
+
+int rb_set_members(rb_seg *s, const char *set, size_t set_len, char *buf, size_t cap,
+                   size_t *out_len, uint32_t *out_count)
+{
+    int r = check_pair(set, set_len, NULL, 0);
+    if (r != RB_OK)
+        return r;
+    uint64_t now = rb_now_ns();
+    if ((r = rb_lock(s)) != RB_OK)
+        return r;
+    uint32_t sid = live_set(s, set, set_len, now);
+    size_t need = 0;
+    uint32_t count = 0;
+    for (uint32_t m = sid == RB_NIL ? RB_NIL : rb_slot_at(s, sid)->first_member; m != RB_NIL;
+         m = rb_slot_at(s, m)->next_member) {
+        rb_slot *ms = rb_slot_at(s, m);
+        if (buf && need + 2 + ms->name_len <= cap)
+            put_name(buf, need, ms->name, ms->name_len);
+        need += 2 + ms->name_len;
+        count++;
+    }
+    rb_unlock(s);
+    *out_len = need;
+    if (out_count)
+        *out_count = count;
+    if (need > cap)
+        return rb_fail(RB_E_BUFSMALL, "set members need %zu bytes, buffer has %zu", need, cap);
+    return RB_OK;
+}
+
+int rb_list_names(rb_seg *s, int kind, char *buf, size_t cap, size_t *out_len,
+                  uint32_t *out_count)
+{
+    if (kind != RB_KIND_QUEUE && kind != RB_KIND_SET)
+        return rb_fail(RB_E_INVAL, "kind must be RB_KIND_QUEUE or RB_KIND_SET, got %d", kind);
+    uint32_t want = kind == RB_KIND_QUEUE ? RB_SLOT_QUEUE : RB_SLOT_SET;
+    int r = rb_lock(s);
+    if (r != RB_OK)
+        return r;
+    size_t need = 0;
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < s->hdr->slot_bump; i++) {
+        rb_slot *sl = &s->slots[i];
+        if (sl->state != want)
+            continue;
+        if (buf && need + 2 + sl->name_len <= cap)
+            put_name(buf, need, sl->name, sl->name_len);
+        need += 2 + sl->name_len;
+        count++;
+    }
+    rb_unlock(s);
+    *out_len = need;
+    if (out_count)
+        *out_count = count;
+    if (need > cap)
+        return rb_fail(RB_E_BUFSMALL, "names need %zu bytes, buffer has %zu", need, cap);
+    return RB_OK;
+}
+
+int rb_fanout(rb_seg *s, const char *set, size_t set_len, const char *data, size_t len,
+              uint64_t deadline_ns, uint32_t capacity, uint32_t *out_sent, uint32_t *out_skipped)
+{
+    int r = check_pair(set, set_len, NULL, 0);
+    if (r != RB_OK)
+        return r;
+    if (len > s->hdr->max_record)
+        return rb_fail(RB_E_TOOLARGE, "record of %zu bytes exceeds the segment's max_record of %u bytes",
+                       len, s->hdr->max_record);
+    uint64_t now = rb_now_ns();
+    uint32_t sent = 0, skipped = 0;
+    /* Queues to wake after unlocking (waking under the lock would make the
+     * wakee contend for it at once).  Spill to the heap for big sets. */
+    uint32_t stack_wake[128];
+    uint32_t *wake = stack_wake, nwake = 0;
+    if ((r = rb_lock(s)) != RB_OK)
+        return r;
+    uint32_t sid = live_set(s, set, set_len, now);
+    if (sid != RB_NIL && rb_slot_at(s, sid)->member_count > 128) {
+        wake = malloc(sizeof(uint32_t) * rb_slot_at(s, sid)->member_count);
+        if (!wake) {
+            rb_unlock(s);
+            return rb_fail(RB_E_SYS, "out of memory for %u members", rb_slot_at(s, sid)->member_count);
+        }
+    }
+    for (uint32_t m = sid == RB_NIL ? RB_NIL : rb_slot_at(s, sid)->first_member; m != RB_NIL;
+         m = rb_slot_at(s, m)->next_member) {
+        rb_slot *ms = rb_slot_at(s, m);
+        uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, ms->name, ms->name_len);
+        int e = RB_OK;
+        if (qid == RB_NIL)
+            e = rb_table_create(s, RB_SLOT_QUEUE, 0, ms->name, ms->name_len, 0, &qid);
+        if (e == RB_OK) {
+            rb_slot *q = rb_slot_at(s, qid);
+            /* A member queue's own stated capacity wins over the default. */
+            e = rb_enqueue_locked(s, qid, data, len, deadline_ns, now, q->capacity ? 0 : capacity);
+        }
+        if (e != RB_OK) {
+            skipped++;
+            continue;
+        }
+        sent++;
+        if (rb_slot_at(s, qid)->waiters)
+            wake[nwake++] = qid;
+    }
+    rb_unlock(s);
+    for (uint32_t i = 0; i < nwake; i++)
+        rb_futex_wake(&s->slots[wake[i]].seq, 1);
+    if (wake != stack_wake)
+        free(wake);
+    if (out_sent)
+        *out_sent = sent;
+    if (out_skipped)
+        *out_skipped = skipped;
+    return RB_OK;
+}

@@ -1,0 +1,38 @@
+"""Packaging: builds the C core ``_ringbuf._native`` with cffi (out-of-line API mode)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="ipc-layer",
+    version="0.1.0",
+    description="A Django Channels channel layer in POSIX shared memory, for sites on one host",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="BSD-3-Clause",
+    python_requires=">=3.10",
+    packages=find_packages(include=["_ringbuf", "ipc_layer", "ipc_layer.*", "server", "server.*",
+                                    "worker", "worker.*", "bench", "bench.*"]),
+    package_data={"_ringbuf": ["cdef.h", "include/*.h", "src/*.c", "src/*.h", "Makefile"]},
+    include_package_data=True,
+    setup_requires=["cffi>=1.15"],
+    cffi_modules=["_ringbuf/build_ffi.py:ffibuilder"],
+    install_requires=["cffi>=1.15", "msgpack>=1.0"],
+    extras_require={
+        "tests": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "redis>=5", "hiredis>=2",
+                  "channels>=4", "channels_redis>=4", "matplotlib>=3.6", "msgpack>=1.0"],
+        "redis": ["redis>=5", "hiredis>=2"],
+        "channels4": ["channels>=4", "asgiref>=3.6"],
+        "bench": ["redis>=5", "hiredis>=2", "channels>=4", "channels_redis>=4", "matplotlib>=3.6"],
+    },
+    entry_points={
+        "console_scripts": [
+            "ipc-bench = bench.cli:main",
+        ],
+    },
+    zip_safe=False,
+    classifiers=[
+        "Framework :: Django",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: C",
+        "Programming Language :: Python :: 3",
+    ],
+)
