@@ -1,0 +1,103 @@
+"""Channel capacities: one default plus per-name-glob overrides, compiled once.
+
+``channel_capacity={"http.request": 200, "daphne.response*": 10}`` is the
+ASGI 1 ``CHANNEL_LAYERS`` config shape. Keys are ``fnmatch`` globs (or
+pre-compiled regexes, kept for asgi_redis/asgi_ipc config compatibility,
+matched with ``.match`` as asgiref did); the first key that matches wins, so
+the mapping's insertion order is the priority order.
+
+Capacity belongs to the queue, and a process-specific channel ``name!x``
+queues into ``name!``; :meth:`ChannelCapacities.get` therefore looks up the
+non-local name, so ``get("name!x") == get("name!")`` always.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import re
+from collections.abc import Mapping
+from typing import Union
+
+from .names import non_local_name
+
+__all__ = ["DEFAULT_CAPACITY", "CapacityKey", "ChannelCapacities", "validate_capacity"]
+
+#: ASGI 1's recommended default (asgi_ipc's code said 10, its README 100).
+DEFAULT_CAPACITY = 100
+
+CapacityKey = Union[str, "re.Pattern[str]"]
+
+# Distinct channel names looked up; reply channels are many but short-lived.
+_CACHE_SIZE = 4096
+
+
+def validate_capacity(value: object, what: str) -> int:
+    """Return ``value`` if it is an int >= 1; ``what`` names it in the error."""
+    # bool is an int subclass; True as a capacity is a config mistake.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int >= 1, not {type(value).__name__}: {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be >= 1, got {value!r}")
+    return value
+
+
+class ChannelCapacities:
+    """The capacity of every channel, from a default and ordered glob rules.
+
+    :param default: capacity of channels no rule matches.
+    :param channel_capacity: ordered mapping of glob (or compiled regex) to
+        capacity; the first matching rule wins.
+    """
+
+    __slots__ = ("_default", "_get", "_rules", "_source")
+
+    def __init__(
+        self,
+        default: int = DEFAULT_CAPACITY,
+        channel_capacity: Mapping[CapacityKey, int] | None = None,
+    ) -> None:
+        self._default = validate_capacity(default, "capacity")
+        source = dict(channel_capacity or {})
+        rules: list[tuple[re.Pattern[str], int]] = []
+        for key, value in source.items():
+            if isinstance(key, re.Pattern):
+                pattern = key
+            elif isinstance(key, str):
+                # translate() anchors at both ends, so "http.request" is an
+                # exact name and "daphne.response*" a prefix.
+                pattern = re.compile(fnmatch.translate(key))
+            else:
+                raise TypeError(
+                    f"channel_capacity key {key!r} must be a glob str or a compiled regex, "
+                    f"not {type(key).__name__}"
+                )
+            rules.append((pattern, validate_capacity(value, f"channel_capacity[{key!r}]")))
+        self._rules = tuple(rules)
+        self._source = source
+        # Per instance, so the cache dies with the layer and never mixes configs.
+        self._get = functools.lru_cache(maxsize=_CACHE_SIZE)(self._lookup)
+
+    @property
+    def default(self) -> int:
+        """Capacity of channels that no rule matches."""
+        return self._default
+
+    @property
+    def channel_capacity(self) -> dict[CapacityKey, int]:
+        """A copy of the rules as given (glob or regex -> capacity)."""
+        return dict(self._source)
+
+    def get(self, channel: str) -> int:
+        """Capacity of the queue ``channel`` sends into (``name!x`` -> ``name!``)."""
+        result: int = self._get(non_local_name(channel))
+        return result
+
+    def _lookup(self, queue: str) -> int:
+        for pattern, value in self._rules:
+            if pattern.match(queue):
+                return value
+        return self._default
+
+    def __repr__(self) -> str:
+        return f"ChannelCapacities(default={self._default!r}, channel_capacity={self._source!r})"
