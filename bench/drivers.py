@@ -1,0 +1,572 @@
+"""One synchronous driver interface over every layer the bench measures.
+
+A scenario only ever talks to a :class:`Driver`. A driver is built *inside* the child
+process that uses it, from a picklable :class:`LayerSpec` (layers are never shared across
+``fork``). The interface is the ASGI 1 one, synchronous:
+
+=====================================  ===================================================
+``send(channel, message)``             raises :class:`Full` on back-pressure
+``receive(channels, timeout)``         ``(channel, message)`` or ``(None, None)`` after
+                                       ``timeout`` seconds (blocking, never busy-polling)
+``new_channel()``                      a fresh channel this process can receive on
+``group_add(group, channel)``
+``send_group(group, message)``         ``group_send`` for Channels 4 layers
+``group_members(n)``                   ``(members, listens)``: ``n`` channels to add to a
+                                       group, and the ``receive`` channel lists that drain
+                                       one message per member in *this* process
+``flush()`` / ``close()`` / ``destroy()``  empty / disconnect / remove shared state
+=====================================  ===================================================
+
+Adding a layer: write a ``_make_<name>(spec)`` factory returning a :class:`Driver`
+(usually an :class:`Asgi1Driver` or :class:`Channels4Driver` around the layer object), and
+add a :class:`LayerInfo` to :data:`LAYERS`. A factory whose import fails makes the layer
+"skipped" with the import error as the printed reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "LAYERS",
+    "Driver",
+    "Full",
+    "LayerInfo",
+    "LayerSpec",
+    "Unavailable",
+    "make_driver",
+    "sweep",
+]
+
+
+class Full(Exception):
+    """The layer refused a send for lack of room (capacity or memory); retry later."""
+
+
+class Unavailable(Exception):
+    """The layer cannot be built here (missing module, no Redis); the message says why."""
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Everything a child needs to build its own driver (picklable)."""
+
+    layer: str
+    prefix: str  # unique per case: no two cases share queues, keys or segments
+    redis_url: str | None = None
+    capacity: int = 100_000
+    segment_size: int = 256 << 20  # raw _ringbuf driver only
+    spin_us: int = 0  # raw _ringbuf driver only: spin budget before sleeping
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    factory: Callable[[LayerSpec], Driver]
+    description: str
+    needs_redis: bool = False
+    limit: bool = False  # a stated limit (raw core), not a layer users deploy
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+class Driver:
+    """The interface every scenario uses (see the module docstring)."""
+
+    name = "?"
+
+    def send(self, channel: str, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def receive(
+        self, channels: list[str], timeout: float
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        raise NotImplementedError
+
+    def new_channel(self) -> str:
+        raise NotImplementedError
+
+    def group_add(self, group: str, channel: str) -> None:
+        raise NotImplementedError
+
+    def send_group(self, group: str, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def group_members(self, n: int) -> tuple[list[str], list[list[str]]]:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Empty everything this driver's prefix owns."""
+
+    def close(self) -> None:
+        """Release connections/mappings of this process."""
+
+    def destroy(self) -> None:
+        """Remove shared state named from the prefix (segments); after :meth:`flush`."""
+
+
+# --------------------------------------------------------------------------- ASGI 1 (sync)
+
+
+class Asgi1Driver(Driver):
+    """An ASGI 1 synchronous layer (``ipc_layer.IPCChannelLayer`` and its Redis twin).
+
+    Process-specific channels (``name!x``, received on ``name!``) serve as group members,
+    as a protocol server holding many connections uses them.
+    """
+
+    def __init__(self, name: str, layer: Any, prefix: str, destroy: Callable[[], object] | None):
+        self.name = name
+        self.layer = layer
+        self.prefix = prefix
+        self._destroy = destroy
+        full = getattr(layer, "ChannelFull", None)
+        self._full: tuple[type[BaseException], ...] = (full,) if isinstance(full, type) else ()
+
+    def send(self, channel: str, message: dict[str, Any]) -> None:
+        try:
+            self.layer.send(channel, message)
+        except self._full as exc:
+            raise Full(str(exc)) from None
+
+    def receive(
+        self, channels: list[str], timeout: float
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        deadline = _now() + timeout
+        while True:
+            # block=True sleeps in the layer for its own bounded while; loop to our timeout.
+            channel, message = self.layer.receive(channels, block=True)
+            if channel is not None:
+                return channel, message
+            if _now() >= deadline:
+                return None, None
+
+    def new_channel(self) -> str:
+        return str(self.layer.new_channel("bench.reply?"))
+
+    def group_add(self, group: str, channel: str) -> None:
+        self.layer.group_add(group, channel)
+
+    def send_group(self, group: str, message: dict[str, Any]) -> None:
+        self.layer.send_group(group, message)
+
+    def group_members(self, n: int) -> tuple[list[str], list[list[str]]]:
+        base = f"bench.g{secrets.token_hex(4)}!"
+        return [f"{base}{i}" for i in range(n)], [[base]] * n
+
+    def flush(self) -> None:
+        self.layer.flush()
+
+    def close(self) -> None:
+        close = getattr(self.layer, "close", None)
+        if callable(close):
+            close()
+
+    def destroy(self) -> None:
+        if self._destroy is not None:
+            self._destroy()
+
+
+# ------------------------------------------------------------------ Channels 4 (asyncio)
+
+
+class Channels4Driver(Driver):
+    """A Channels 4 ``BaseChannelLayer`` driven as users drive it from sync code: one
+    long-lived event loop per process, ``loop.run_until_complete(layer.send(...))``.
+
+    Channels 4 receives one channel at a time, so ``receive`` takes a one-item list; group
+    members are ``new_channel()`` channels of this process (as consumers' are).
+    """
+
+    def __init__(self, name: str, layer: Any, full: tuple[type[BaseException], ...]):
+        self.name = name
+        self.layer = layer
+        self._full = full
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+
+    def _run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def send(self, channel: str, message: dict[str, Any]) -> None:
+        try:
+            self._run(self.layer.send(channel, message))
+        except self._full as exc:
+            raise Full(str(exc)) from None
+
+    def receive(
+        self, channels: list[str], timeout: float
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        if len(channels) != 1:
+            raise ValueError(f"{self.name}: Channels 4 receives one channel, got {channels!r}")
+        try:
+            message = self._run(asyncio.wait_for(self.layer.receive(channels[0]), timeout))
+        except asyncio.TimeoutError:
+            return None, None
+        # channels_redis acknowledges a received message in a background task (it removes
+        # the message from the channel's in-flight backup). A sync caller's loop does not run
+        # between calls, so finish that task here: otherwise a competing consumer's next
+        # receive puts the message back in the channel and it is delivered twice.
+        cleaners = getattr(self.layer, "receive_cleaners", None)
+        if cleaners:
+            self._run(asyncio.gather(*list(cleaners), return_exceptions=True))
+        return channels[0], message
+
+    def new_channel(self) -> str:
+        return str(self._run(self.layer.new_channel()))
+
+    def group_add(self, group: str, channel: str) -> None:
+        self._run(self.layer.group_add(group, channel))
+
+    def send_group(self, group: str, message: dict[str, Any]) -> None:
+        self._run(self.layer.group_send(group, message))
+
+    def group_members(self, n: int) -> tuple[list[str], list[list[str]]]:
+        members = [self.new_channel() for _ in range(n)]
+        return members, [[m] for m in members]
+
+    def flush(self) -> None:
+        self._run(self.layer.flush())
+
+    def close(self) -> None:
+        try:
+            close_pools = getattr(self.layer, "close_pools", None)
+            if callable(close_pools):
+                self._run(close_pools())
+        finally:
+            self.loop.close()
+
+
+# ---------------------------------------------------------------------- raw baselines
+
+
+#: KEYS[1] = the group's set; ARGV = (key prefix, payload). One RPUSH per member, where
+#: ``name!x`` members share the list ``name!`` (as :meth:`RedisRawDriver._key` maps them).
+_REDIS_FANOUT = """
+local members = redis.call('SMEMBERS', KEYS[1])
+for i = 1, #members do
+  local name = members[i]
+  local bang = string.find(name, '!', 1, true)
+  if bang then name = string.sub(name, 1, bang) end
+  redis.call('RPUSH', ARGV[1] .. name, ARGV[2])
+end
+return #members
+"""
+
+
+class RedisRawDriver(Driver):
+    """The floor of any Redis layer: redis-py + hiredis, RPUSH / BLPOP of msgpack bytes.
+
+    ``name!x`` channels share the list ``name!`` (so one BLPOP drains every member of a
+    process); a group is a Redis set, sent by one Lua call that RPUSHes a copy per member.
+    """
+
+    name = "redis_raw"
+
+    def __init__(self, spec: LayerSpec):
+        import msgpack
+        import redis
+
+        if not spec.redis_url:
+            raise Unavailable("no Redis server (redis-server not found and no --redis-url)")
+        self._packb = msgpack.packb
+        self._unpackb = msgpack.unpackb
+        self.client = redis.Redis.from_url(spec.redis_url)
+        self.prefix = spec.prefix + ":"
+        self.capacity = spec.capacity
+        self._fanout = self.client.register_script(_REDIS_FANOUT)
+
+    def _key(self, channel: str) -> str:
+        bang = channel.find("!")
+        return self.prefix + (channel if bang < 0 else channel[: bang + 1])
+
+    def send(self, channel: str, message: dict[str, Any]) -> None:
+        key = self._key(channel)
+        length = self.client.rpush(key, self._packb(message, use_bin_type=True))
+        if length > self.capacity:
+            # No check-and-push in one command without Lua (which would not be the floor);
+            # RPUSH returns the new length, so wait here until consumers catch up.
+            deadline = _now() + 30.0
+            while self.client.llen(key) > self.capacity:
+                if _now() > deadline:
+                    raise Full(f"{channel!r} held more than {self.capacity} messages for 30 s")
+                time.sleep(0.0005)
+
+    def receive(
+        self, channels: list[str], timeout: float
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        keys = [self._key(c) for c in channels]
+        # BLPOP takes fractional seconds (Redis >= 6); 0 would mean "forever": never pass it.
+        got = self.client.blpop(keys, timeout=max(0.01, timeout))
+        if got is None:
+            return None, None
+        key, data = got
+        return key.decode()[len(self.prefix) :], self._unpackb(data, raw=False)
+
+    def new_channel(self) -> str:
+        return f"bench.reply.{secrets.token_hex(8)}"
+
+    def group_add(self, group: str, channel: str) -> None:
+        self.client.sadd(self.prefix + "group:" + group, channel)
+
+    def send_group(self, group: str, message: dict[str, Any]) -> None:
+        # One round trip, the payload sent once: the copies are made inside Redis.
+        self._fanout(keys=[self.prefix + "group:" + group], args=[self.prefix, self._packb(message, use_bin_type=True)])
+
+    def group_members(self, n: int) -> tuple[list[str], list[list[str]]]:
+        base = f"bench.g{secrets.token_hex(4)}!"
+        return [f"{base}{i}" for i in range(n)], [[base]] * n
+
+    def flush(self) -> None:
+        keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
+        for i in range(0, len(keys), 500):
+            self.client.delete(*keys[i : i + 500])
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RingbufRawDriver(Driver):
+    """The raw ``_ringbuf`` binding with msgpack on top: the stated limit of the layer.
+
+    No name checks, no expiry bookkeeping, no ``!`` routing: every group member is its own
+    queue, and the drain receives from each member queue in turn.
+    """
+
+    name = "ringbuf_raw"
+
+    def __init__(self, spec: LayerSpec):
+        import msgpack
+
+        import _ringbuf
+
+        self._rb = _ringbuf
+        self._packb = msgpack.packb
+        self._unpackb = msgpack.unpackb
+        self.prefix = spec.prefix
+        self.capacity = spec.capacity
+        self.spin_us = spec.spin_us
+        self.seg = _ringbuf.Segment(spec.prefix, size=spec.segment_size)
+        self._full_exc: type[BaseException] = _ringbuf.QueueFull
+        self._names: dict[str, bytes] = {}
+        self._lists: dict[tuple[str, ...], list[bytes]] = {}
+
+    def _name(self, channel: str) -> bytes:
+        name = self._names.get(channel)
+        if name is None:
+            name = self._names[channel] = channel.encode()
+        return name
+
+    def send(self, channel: str, message: dict[str, Any]) -> None:
+        try:
+            self.seg.send(self._name(channel), self._packb(message, use_bin_type=True), 0, self.capacity)
+        except self._full_exc as exc:
+            raise Full(str(exc)) from None
+
+    def receive(
+        self, channels: list[str], timeout: float
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        key = tuple(channels)
+        names = self._lists.get(key)
+        if names is None:
+            names = self._lists[key] = [c.encode() for c in channels]
+        got = self.seg.receive(names, timeout, self.spin_us)
+        if got is None:
+            return None, None
+        index, data = got
+        return channels[index], self._unpackb(data, raw=False)
+
+    def new_channel(self) -> str:
+        return f"bench.reply.{secrets.token_hex(8)}"
+
+    def group_add(self, group: str, channel: str) -> None:
+        self.seg.set_add(group.encode(), channel.encode())
+
+    def send_group(self, group: str, message: dict[str, Any]) -> None:
+        self.seg.fanout(self._name(group), self._packb(message, use_bin_type=True))
+
+    def group_members(self, n: int) -> tuple[list[str], list[list[str]]]:
+        base = f"bench.g{secrets.token_hex(4)}."
+        members = [f"{base}{i}" for i in range(n)]
+        return members, [[m] for m in members]  # every member queue gets exactly one copy
+
+    def close(self) -> None:
+        self.seg.close()
+
+    def destroy(self) -> None:
+        _unlink_segments(self.prefix)
+
+
+# ------------------------------------------------------------------------- factories
+
+
+def _import(module: str, what: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise Unavailable(f"cannot import {module} ({what}): {exc}") from exc
+
+
+def _unlink_segments(prefix: str) -> int:
+    """Unlink every ``_ringbuf`` segment whose prefix starts with ``prefix``; returns how
+    many. Our prefixes are unique per case, so nobody else can be using them."""
+    try:
+        import _ringbuf
+    except ImportError:
+        return 0
+    from _ringbuf import binding
+
+    shm_dir = getattr(binding, "SHM_DIR", "/dev/shm")
+    file_prefix = getattr(binding, "SEGMENT_FILE_PREFIX", None)
+    if file_prefix is None:  # no naming facts: ask the binding (it attaches to each segment)
+        names = [str(entry.get("prefix", "")) for entry in _ringbuf.list_segments()]
+    else:
+        try:
+            entries = os.listdir(shm_dir)
+        except FileNotFoundError:
+            entries = []
+        names = [e[len(file_prefix) :] for e in entries if e.startswith(file_prefix) and ".init." not in e]
+    removed = 0
+    for name in names:
+        if name.startswith(prefix):
+            try:
+                _ringbuf.unlink(name, force=True)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    if file_prefix is not None:  # files a crashed create may leave (".init." temporaries)
+        try:
+            leftovers = [e for e in os.listdir(shm_dir) if e.startswith(file_prefix + prefix)]
+        except FileNotFoundError:
+            leftovers = []
+        for entry in leftovers:
+            try:
+                os.unlink(os.path.join(shm_dir, entry))
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def sweep(prefix: str, redis_url: str | None) -> None:
+    """Remove whatever a case left under ``prefix``: Redis keys and shared-memory segments.
+
+    Runs in the parent, which never builds a layer: it only deletes by name.
+    """
+    _unlink_segments(prefix)
+    if redis_url:
+        import redis
+
+        client = redis.Redis.from_url(redis_url, socket_timeout=10)
+        try:
+            keys = list(client.scan_iter(match=prefix + "*", count=1000))
+            for i in range(0, len(keys), 500):
+                client.delete(*keys[i : i + 500])
+        finally:
+            client.close()
+
+
+def _make_ipc(spec: LayerSpec) -> Driver:
+    mod = _import("ipc_layer", "this project's layer")
+    layer = mod.IPCChannelLayer(prefix=spec.prefix, capacity=spec.capacity)
+    return Asgi1Driver("ipc", layer, spec.prefix, lambda: _unlink_segments(spec.prefix))
+
+
+def _make_ipc_redis(spec: LayerSpec) -> Driver:
+    mod = _import("ipc_layer.redis_layer", "this project's Redis layer")
+    if not spec.redis_url:
+        raise Unavailable("no Redis server (redis-server not found and no --redis-url)")
+    layer = mod.RedisChannelLayer(hosts=[spec.redis_url], prefix=spec.prefix, capacity=spec.capacity)
+    return Asgi1Driver("ipc_redis", layer, spec.prefix, None)
+
+
+def _channels_full() -> tuple[type[BaseException], ...]:
+    try:
+        from channels.exceptions import ChannelFull
+    except ImportError:
+        return ()
+    return (ChannelFull,)
+
+
+def _make_ipc_aio(spec: LayerSpec) -> Driver:
+    mod = _import("ipc_layer.aio", "this project's Channels 4 backend")
+    layer = mod.IPCChannelLayer(prefix=spec.prefix, capacity=spec.capacity)
+    full = _channels_full() + tuple(
+        c for c in (getattr(layer, "ChannelFull", None),) if isinstance(c, type)
+    )
+    return Channels4Driver("ipc_aio", layer, full)
+
+
+def _make_channels_redis(spec: LayerSpec) -> Driver:
+    mod = _import("channels_redis.core", "channels_redis 4.x")
+    if not spec.redis_url:
+        raise Unavailable("no Redis server (redis-server not found and no --redis-url)")
+    layer = mod.RedisChannelLayer(
+        hosts=[spec.redis_url], prefix=spec.prefix, capacity=spec.capacity
+    )
+    return Channels4Driver("channels_redis", layer, _channels_full())
+
+
+def _make_redis_raw(spec: LayerSpec) -> Driver:
+    _import("redis", "redis-py")
+    _import("hiredis", "the hiredis parser")
+    return RedisRawDriver(spec)
+
+
+def _make_ringbuf_raw(spec: LayerSpec) -> Driver:
+    _import("_ringbuf", "this project's C core")
+    return RingbufRawDriver(spec)
+
+
+#: Every layer, in the order of the tables. ``channels_redis`` is the reference of the
+#: "x vs channels_redis" columns.
+LAYERS: dict[str, LayerInfo] = {
+    info.name: info
+    for info in (
+        LayerInfo("ipc", _make_ipc, "ipc_layer.IPCChannelLayer (ASGI 1, shared memory)"),
+        LayerInfo("ipc_aio", _make_ipc_aio, "ipc_layer.aio.IPCChannelLayer (Channels 4)"),
+        LayerInfo(
+            "ipc_redis",
+            _make_ipc_redis,
+            "ipc_layer.redis_layer.RedisChannelLayer (ASGI 1, Redis)",
+            needs_redis=True,
+        ),
+        LayerInfo(
+            "channels_redis",
+            _make_channels_redis,
+            "channels_redis.core.RedisChannelLayer 4.x (own event loop per process)",
+            needs_redis=True,
+        ),
+        LayerInfo(
+            "redis_raw",
+            _make_redis_raw,
+            "redis-py + hiredis RPUSH/BLPOP of msgpack bytes (the Redis floor)",
+            needs_redis=True,
+        ),
+        LayerInfo(
+            "ringbuf_raw",
+            _make_ringbuf_raw,
+            "raw _ringbuf binding + msgpack (the limit)",
+            limit=True,
+        ),
+    )
+}
+
+REFERENCE_LAYER = "channels_redis"
+
+
+def make_driver(spec: LayerSpec) -> Driver:
+    """Build the driver of ``spec.layer`` in this process (raises :class:`Unavailable`)."""
+    try:
+        info = LAYERS[spec.layer]
+    except KeyError:
+        raise Unavailable(f"unknown layer {spec.layer!r}; known: {', '.join(LAYERS)}") from None
+    return info.factory(spec)
