@@ -126,6 +126,14 @@ _ERRORS: dict[int, type[RingBufError] | type[OSError] | type[TypeError]] = {
 }
 
 
+# Hot-path globals: one dict lookup instead of an attribute chain per call.
+_rb_send = lib.rb_send
+_rb_receive = lib.rb_receive
+_unpack = ffi.unpack
+_E_EMPTY = lib.RB_E_EMPTY
+_E_INTR = lib.RB_E_INTR
+
+
 def _check(rc: int) -> int:
     """Map a C return code to an exception carrying the C error message."""
     if rc >= 0:
@@ -244,31 +252,33 @@ class Segment:
     @property
     def _handle(self):
         if self._seg is None:
-            raise ValueError(f"segment {self.prefix!r} is closed")
+            self._closed()
         return self._seg
 
-    def _buffers(self):
+    def _closed(self):
+        raise ValueError(f"segment {self.prefix!r} is closed")
+
+    def _new_buffers(self):
         """Per-thread receive buffer of max_record bytes plus out-params."""
-        local = self._local
-        bufs = getattr(local, "bufs", None)
-        if bufs is None:
-            bufs = (ffi.new("char[]", self.max_record), ffi.new("size_t *"), ffi.new("uint32_t *"))
-            local.bufs = bufs
+        bufs = (ffi.new("char[]", self.max_record), ffi.new("size_t *"), ffi.new("uint32_t *"))
+        self._local.bufs = bufs
         return bufs
 
     def _blob(self, names: Sequence[bytes]) -> tuple[bytes, int]:
+        """The packed names blob for a receive list, cached per tuple of names."""
         key = tuple(names)
-        blob = self._blobs.get(key)
-        if blob is None:
-            if not names:
-                raise ValueError("receive needs at least one queue name")
-            if len(names) > WAIT_MAX:
-                raise ValueError(f"receive watches at most {WAIT_MAX} queues, got {len(names)}")
-            blob = _pack_names(names)
-            if len(self._blobs) > 4096:
-                self._blobs.clear()
-            self._blobs[key] = blob
-        return blob, len(key)
+        hit = self._blobs.get(key)
+        if hit is not None:
+            return hit
+        if not key:
+            raise ValueError("receive needs at least one queue name")
+        if len(key) > WAIT_MAX:
+            raise ValueError(f"receive watches at most {WAIT_MAX} queues, got {len(key)}")
+        hit = (_pack_names(key), len(key))
+        if len(self._blobs) > 4096:
+            self._blobs.clear()
+        self._blobs[key] = hit
+        return hit
 
     # -- queues --------------------------------------------------------------
     def send(self, name: bytes, data: bytes, deadline_ns: int = 0, capacity: int = 0) -> None:
@@ -280,7 +290,10 @@ class Segment:
         enqueue.  Raises :class:`QueueFull` (or :class:`OutOfMemory`),
         :class:`RecordTooLarge`, :class:`BadName`.
         """
-        rc = lib.rb_send(self._handle, name, len(name), data, len(data), deadline_ns, capacity)
+        seg = self._seg
+        if seg is None:
+            self._closed()
+        rc = _rb_send(seg, name, len(name), data, len(data), deadline_ns, capacity)
         if rc:
             _check(rc)
 
@@ -292,24 +305,41 @@ class Segment:
         Returns ``(index into names, data)``, or ``None`` if nothing arrived
         within ``timeout`` seconds (0 = do not wait, None = wait until a
         record comes; either way each kernel sleep is bounded).
-        ``spin_us`` busy-waits that long before sleeping.
+        ``spin_us`` busy-waits that long before sleeping.  Pass ``names`` as
+        a tuple on hot paths: its packed form is cached.
         """
-        blob, count = self._blob(names)
-        buf, out_len, out_index = self._buffers()
-        handle = self._handle
-        tns = _timeout_ns(timeout)
-        end = None if timeout is None else time.monotonic() + timeout
+        # The hot path: every attribute lookup here costs throughput.
+        try:
+            blob, count = self._blobs[names]
+        except (KeyError, TypeError):
+            blob, count = self._blob(names)
+        try:
+            buf, out_len, out_index = self._local.bufs
+        except AttributeError:
+            buf, out_len, out_index = self._new_buffers()
+        seg = self._seg
+        if seg is None:
+            self._closed()
+        if timeout is None:
+            tns = -1
+        elif timeout >= 0:
+            tns = int(timeout * 1e9)
+        else:
+            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+        end = None
         while True:
-            rc = lib.rb_receive(handle, blob, len(blob), count, buf, self.max_record, out_len,
-                                out_index, tns, spin_us)
+            rc = _rb_receive(seg, blob, len(blob), count, buf, self.max_record, out_len,
+                             out_index, tns, spin_us)
             if rc == 0:
-                return out_index[0], ffi.unpack(buf, out_len[0])
-            if rc == lib.RB_E_EMPTY:
+                return out_index[0], _unpack(buf, out_len[0])
+            if rc == _E_EMPTY:
                 return None
-            if rc != lib.RB_E_INTR:
+            if rc != _E_INTR:
                 _check(rc)
             # A signal: returning to the interpreter lets its handler run
             # (KeyboardInterrupt surfaces here), then wait out the rest.
+            if end is None and timeout is not None:
+                end = time.monotonic() + tns / 1e9
             tns = self._remaining(end)
 
     def wait(self, names: Sequence[bytes], timeout: float | None = 0.0, spin_us: int = 0) -> bool:
@@ -327,9 +357,9 @@ class Segment:
             rc = lib.rb_wait(handle, blob, len(blob), count, tns, spin_us)
             if rc == 0:
                 return True
-            if rc == lib.RB_E_EMPTY:
+            if rc == _E_EMPTY:
                 return False
-            if rc != lib.RB_E_INTR:
+            if rc != _E_INTR:
                 _check(rc)
             tns = self._remaining(end)
 

@@ -99,6 +99,10 @@ typedef struct rb_slot {
     uint32_t seq;      /* futex word: bumped (release) on every enqueue; waiters sleep on it */
     uint32_t waiters;  /* DERIVED: waiter-table rows watching this queue */
     uint32_t pad0;
+    uint64_t expiry_hint; /* DERIVED: <= the earliest deadline of any record queued (0 = no
+                           * deadline pending).  Only ever too early, never too late, so a
+                           * sweep is skipped exactly when it could not drop anything;
+                           * the repair sets 1 ("sweep to find out"). */
     uint64_t sent;     /* statistics: records enqueued */
     uint64_t full;     /* statistics: sends refused as full */
     /* SET */

@@ -106,14 +106,22 @@ uint32_t rb_purge_queue(rb_seg *s, uint32_t qid, uint64_t now)
 {
     rb_slot *q = rb_slot_at(s, qid);
     uint32_t dropped = 0;
+    /* Nothing can have expired yet: skip the O(records) walk.  This is
+     * what keeps a full queue (backpressure) cheap to refuse. */
+    if (q->expiry_hint == 0 || q->expiry_hint > now)
+        return 0;
     live_head(s, q, now);
+    q->expiry_hint = 0;
     if (q->head == RB_NIL)
         return 0;
+    uint64_t earliest = rb_rec_at(s, q->head)->deadline;
     uint32_t prev = q->head;
     uint32_t cur = rb_rec_at(s, prev)->next;
     while (cur != RB_NIL) {
         rb_rec *r = rb_rec_at(s, cur);
         uint32_t next = r->next;
+        if (r->deadline != 0 && r->deadline > now && (earliest == 0 || r->deadline < earliest))
+            earliest = r->deadline;
         if (r->deadline != 0 && r->deadline <= now) {
             /* COMMIT: bypass cur; its cells are reclaimed below (or by the repair). */
             RB_STORE_RELEASE(&rb_rec_at(s, prev)->next, next);
@@ -127,6 +135,7 @@ uint32_t rb_purge_queue(rb_seg *s, uint32_t qid, uint64_t now)
         }
         cur = next;
     }
+    q->expiry_hint = earliest;
     s->hdr->expired += dropped;
     return dropped;
 }
@@ -172,6 +181,8 @@ int rb_enqueue_locked(rb_seg *s, uint32_t qid, const char *data, size_t len, uin
     }
     uint32_t rec = record_write(s, data, len, deadline, now);
     link_tail(s, q, rec);
+    if (deadline && (q->expiry_hint == 0 || deadline < q->expiry_hint))
+        q->expiry_hint = deadline;
     q->sent++;
     h->sent++;
     /* The futex word changes under the lock, after the record is linked: a

@@ -181,6 +181,7 @@ static int64_t walk_queue(rb_seg *s, uint32_t qid, unsigned char *mark, int repa
     if (repair) {
         q->count = count;
         q->tail = prev;
+        q->expiry_hint = count ? 1 : 0;
     } else if (q->count != count || q->tail != prev) {
         snprintf(why, cap, "queue %.*s: count %u tail %u, walk found %u records tail %u",
                  (int)(q->name_len > 60 ? 60 : q->name_len), q->name, q->count, q->tail, count,

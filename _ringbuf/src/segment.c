@@ -369,7 +369,7 @@ int rb_lock(rb_seg *s)
     /* A short trylock spin first: critical sections are a few hundred
      * nanoseconds, far less than the futex sleep/wake a contended
      * pthread_mutex_lock would pay. */
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < 200; i++) {
         r = pthread_mutex_trylock(m);
         if (r != EBUSY)
             goto got;
