@@ -383,10 +383,18 @@ class Segment:
         }
 
     # -- sets ------------------------------------------------------------------
-    def set_add(self, set_name: bytes, member: bytes, deadline_ns: int = 0) -> None:
-        """Add ``member`` to ``set_name`` (re-adding refreshes its deadline)."""
-        _check(lib.rb_set_add(self._handle, set_name, len(set_name), member, len(member),
-                              deadline_ns))
+    def set_add(self, set_name: bytes, member: bytes, deadline_ns: int = 0,
+                queue_len: int | None = None) -> None:
+        """Add ``member`` to ``set_name`` (re-adding refreshes its deadline).
+
+        ``queue_len`` routes the member: fan-out copies for it go to queue
+        ``member[:queue_len]`` and, with ``fanout(tagged=True)``, carry the
+        tag ``member[queue_len:]`` (at most 255 bytes).  Default: the whole
+        name is the queue.
+        """
+        qlen = len(member) if queue_len is None else queue_len
+        _check(lib.rb_set_add_routed(self._handle, set_name, len(set_name), member, len(member),
+                                     qlen, deadline_ns))
 
     def set_discard(self, set_name: bytes, member: bytes) -> None:
         """Remove ``member`` from ``set_name``; absent is fine."""
@@ -399,15 +407,17 @@ class Segment:
                 self._handle, set_name, len(set_name), buf, cap, out_len, out_count))
 
     def fanout(self, set_name: bytes, data: bytes, deadline_ns: int = 0,
-               capacity: int = 0) -> tuple[int, int]:
+               capacity: int = 0, tagged: bool = False) -> tuple[int, int]:
         """Put one copy of ``data`` in every live member's queue, in one C call.
 
         Members whose queue is full (their stored capacity, else
-        ``capacity``) are skipped.  Returns ``(sent, skipped)``.
+        ``capacity``) are skipped.  With ``tagged``, each copy starts with
+        the member's tag frame: ``bytes([len(tag)]) + tag`` (see
+        :meth:`set_add`).  Returns ``(sent, skipped)``.
         """
         out = ffi.new("uint32_t[2]")
-        _check(lib.rb_fanout(self._handle, set_name, len(set_name), data, len(data), deadline_ns,
-                             capacity, out, out + 1))
+        _check(lib.rb_fanout_tagged(self._handle, set_name, len(set_name), data, len(data),
+                                    deadline_ns, capacity, 1 if tagged else 0, out, out + 1))
         return out[0], out[1]
 
     # -- maintenance -------------------------------------------------------------

@@ -106,6 +106,17 @@ int rb_set_members(rb_seg *seg, const char *set, size_t set_len, char *buf,
 int rb_fanout(rb_seg *seg, const char *set, size_t set_len, const char *data,
               size_t len, uint64_t deadline_ns, uint32_t capacity,
               uint32_t *out_sent, uint32_t *out_skipped);
+/* Routed members and tagged fan-out: a member added with queue_len < its
+ * length receives in queue member[0:queue_len]; rb_fanout_tagged(tagged=1)
+ * prefixes each copy with that member's tag frame: one byte (the tag's
+ * length, 0..255) and the tag member[queue_len:].  Plain rb_set_add is
+ * rb_set_add_routed with queue_len = member_len. */
+int rb_set_add_routed(rb_seg *seg, const char *set, size_t set_len,
+                      const char *member, size_t member_len, size_t queue_len,
+                      uint64_t deadline_ns);
+int rb_fanout_tagged(rb_seg *seg, const char *set, size_t set_len, const char *data,
+                     size_t len, uint64_t deadline_ns, uint32_t capacity, int tagged,
+                     uint32_t *out_sent, uint32_t *out_skipped);
 
 int rb_list_names(rb_seg *seg, int kind, char *buf, size_t cap, size_t *out_len,
                   uint32_t *out_count);

@@ -112,7 +112,8 @@ typedef struct rb_slot {
     uint32_t set_id;      /* PRIMARY: the SET slot this member belongs to */
     uint32_t next_member; /* DERIVED */
     uint32_t prev_member; /* DERIVED */
-    uint32_t pad1;
+    uint32_t queue_len;   /* PRIMARY: the member's queue is name[0:queue_len]; the rest of the
+                           * name is the member's tag (see rb_set_add_routed) */
     uint64_t deadline;    /* PRIMARY: membership deadline, 0 = never */
     char name[RB_NAME_MAX];
 } rb_slot;
@@ -199,8 +200,8 @@ uint32_t rb_cell_alloc(rb_seg *s);
 void rb_record_free(rb_seg *s, uint32_t first);
 
 /* queue.c */
-int rb_enqueue_locked(rb_seg *s, uint32_t q, const char *data, size_t len, uint64_t deadline,
-                      uint64_t now, uint32_t capacity);
+int rb_enqueue_locked(rb_seg *s, uint32_t q, const char *pre, size_t pre_len, const char *data,
+                      size_t len, uint64_t deadline, uint64_t now, uint32_t capacity);
 uint32_t rb_purge_queue(rb_seg *s, uint32_t q, uint64_t now);
 void rb_queue_clear(rb_seg *s, uint32_t q);
 

@@ -19,25 +19,51 @@
 
 #include "internal.h"
 
-/* Copy a payload into a chain of freshly allocated cells and return the
- * first cell (not yet linked to any queue). */
-static uint32_t record_write(rb_seg *s, const char *data, size_t len, uint64_t deadline,
-                             uint64_t now)
+/* A record's bytes may come in two parts (a tag frame and the payload):
+ * copy them as one stream into cells. */
+typedef struct part_cursor {
+    const char *p[2];
+    size_t n[2];
+    int i;
+} part_cursor;
+
+static void cursor_copy(part_cursor *c, unsigned char *dst, size_t k)
 {
+    while (k) {
+        if (c->n[c->i] == 0) {
+            c->i++;
+            continue;
+        }
+        size_t take = k < c->n[c->i] ? k : c->n[c->i];
+        memcpy(dst, c->p[c->i], take);
+        c->p[c->i] += take;
+        c->n[c->i] -= take;
+        dst += take;
+        k -= take;
+    }
+}
+
+/* Copy a record into a chain of freshly allocated cells and return the
+ * first cell (not yet linked to any queue). */
+static uint32_t record_write(rb_seg *s, const char *pre, size_t pre_len, const char *data,
+                             size_t len, uint64_t deadline, uint64_t now)
+{
+    part_cursor cur = {{pre, data}, {pre_len, len}, 0};
+    size_t total = pre_len + len;
     uint32_t first = rb_cell_alloc(s);
     rb_rec *rec = rb_rec_at(s, first);
     rec->next = RB_NIL;
-    rec->len = (uint32_t)len;
+    rec->len = (uint32_t)total;
     rec->deadline = deadline;
     rec->enq_ns = now;
-    size_t n = len < RB_FIRST_PAYLOAD ? len : RB_FIRST_PAYLOAD;
-    memcpy(s->cells[first].data + sizeof(rb_rec), data, n);
+    size_t n = total < RB_FIRST_PAYLOAD ? total : RB_FIRST_PAYLOAD;
+    cursor_copy(&cur, s->cells[first].data + sizeof(rb_rec), n);
     size_t off = n;
     uint32_t prev = first;
-    while (off < len) {
+    while (off < total) {
         uint32_t c = rb_cell_alloc(s);
-        size_t k = len - off < RB_CELL_PAYLOAD ? len - off : RB_CELL_PAYLOAD;
-        memcpy(s->cells[c].data, data + off, k);
+        size_t k = total - off < RB_CELL_PAYLOAD ? total - off : RB_CELL_PAYLOAD;
+        cursor_copy(&cur, s->cells[c].data, k);
         s->cells[prev].next = c;
         prev = c;
         off += k;
@@ -158,8 +184,8 @@ void rb_queue_clear(rb_seg *s, uint32_t qid)
         pop_head(s, q);
 }
 
-int rb_enqueue_locked(rb_seg *s, uint32_t qid, const char *data, size_t len, uint64_t deadline,
-                      uint64_t now, uint32_t capacity)
+int rb_enqueue_locked(rb_seg *s, uint32_t qid, const char *pre, size_t pre_len, const char *data,
+                      size_t len, uint64_t deadline, uint64_t now, uint32_t capacity)
 {
     rb_header *h = s->hdr;
     rb_slot *q = rb_slot_at(s, qid);
@@ -172,14 +198,14 @@ int rb_enqueue_locked(rb_seg *s, uint32_t qid, const char *data, size_t len, uin
         return rb_fail(RB_E_FULL, "queue %.*s is full (capacity %u)",
                        (int)(q->name_len > 100 ? 100 : q->name_len), q->name, cap);
     }
-    uint32_t need = rb_cells_needed(len);
+    uint32_t need = rb_cells_needed(pre_len + len);
     if (rb_cells_available(s) < need && (purge_all(s, now), rb_cells_available(s) < need)) {
         q->full++;
         h->full++;
         return rb_fail(RB_E_NOMEM, "segment %s is out of record memory (%u cells free, %u needed)",
                        s->prefix, rb_cells_available(s), need);
     }
-    uint32_t rec = record_write(s, data, len, deadline, now);
+    uint32_t rec = record_write(s, pre, pre_len, data, len, deadline, now);
     link_tail(s, q, rec);
     if (deadline && (q->expiry_hint == 0 || deadline < q->expiry_hint))
         q->expiry_hint = deadline;
@@ -217,7 +243,7 @@ int rb_send(rb_seg *s, const char *name, size_t name_len, const char *data, size
     if (qid == RB_NIL)
         r = rb_table_create(s, RB_SLOT_QUEUE, 0, name, name_len, 0, &qid);
     if (r == RB_OK)
-        r = rb_enqueue_locked(s, qid, data, len, deadline_ns, now, capacity);
+        r = rb_enqueue_locked(s, qid, NULL, 0, data, len, deadline_ns, now, capacity);
     rb_slot *q = qid == RB_NIL ? NULL : rb_slot_at(s, qid);
     uint32_t waiters = q ? q->waiters : 0;
     rb_unlock(s);

@@ -57,9 +57,19 @@ static int check_pair(const char *set, size_t set_len, const char *member, size_
 int rb_set_add(rb_seg *s, const char *set, size_t set_len, const char *member, size_t member_len,
                uint64_t deadline_ns)
 {
+    return rb_set_add_routed(s, set, set_len, member, member_len, member_len, deadline_ns);
+}
+
+int rb_set_add_routed(rb_seg *s, const char *set, size_t set_len, const char *member,
+                      size_t member_len, size_t queue_len, uint64_t deadline_ns)
+{
     int r = check_pair(set, set_len, member, member_len);
     if (r != RB_OK)
         return r;
+    if (queue_len == 0 || queue_len > member_len || member_len - queue_len > 255)
+        return rb_fail(RB_E_INVAL,
+                       "member %.*s: queue_len %zu must be 1..%zu and leave a tag of at most 255 bytes",
+                       (int)(member_len > 100 ? 100 : member_len), member, queue_len, member_len);
     if ((r = rb_lock(s)) != RB_OK)
         return r;
     uint32_t sid = rb_table_find(s, RB_SLOT_SET, 0, set, set_len);
@@ -69,9 +79,14 @@ int rb_set_add(rb_seg *s, const char *set, size_t set_len, const char *member, s
         uint32_t m = rb_table_find(s, RB_SLOT_MEMBER, sid, member, member_len);
         if (m != RB_NIL) {
             rb_slot_at(s, m)->deadline = deadline_ns; /* re-add refreshes the deadline */
+            rb_slot_at(s, m)->queue_len = (uint32_t)queue_len;
         } else {
             r = rb_table_create(s, RB_SLOT_MEMBER, sid, member, member_len, deadline_ns, &m);
             if (r == RB_OK) {
+                /* Primary, but written after the commit: a member whose
+                 * queue_len is 0 (killed right here) routes to its whole
+                 * name, see member_queue_len(). */
+                rb_slot_at(s, m)->queue_len = (uint32_t)queue_len;
                 member_link(s, sid, m);
             } else if (rb_slot_at(s, sid)->member_count == 0) {
                 rb_table_remove(s, sid);
@@ -186,15 +201,28 @@ int rb_list_names(rb_seg *s, int kind, char *buf, size_t cap, size_t *out_len,
     return RB_OK;
 }
 
+static uint32_t member_queue_len(const rb_slot *ms)
+{
+    return ms->queue_len == 0 || ms->queue_len > ms->name_len ? ms->name_len : ms->queue_len;
+}
+
 int rb_fanout(rb_seg *s, const char *set, size_t set_len, const char *data, size_t len,
               uint64_t deadline_ns, uint32_t capacity, uint32_t *out_sent, uint32_t *out_skipped)
+{
+    return rb_fanout_tagged(s, set, set_len, data, len, deadline_ns, capacity, 0, out_sent,
+                            out_skipped);
+}
+
+int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *data, size_t len,
+                     uint64_t deadline_ns, uint32_t capacity, int tagged, uint32_t *out_sent,
+                     uint32_t *out_skipped)
 {
     int r = check_pair(set, set_len, NULL, 0);
     if (r != RB_OK)
         return r;
-    if (len > s->hdr->max_record)
-        return rb_fail(RB_E_TOOLARGE, "record of %zu bytes exceeds the segment's max_record of %u bytes",
-                       len, s->hdr->max_record);
+    if (len + (tagged ? 256 : 0) > s->hdr->max_record)
+        return rb_fail(RB_E_TOOLARGE, "record of %zu bytes (+%d for a tag) exceeds the segment's "
+                       "max_record of %u bytes", len, tagged ? 256 : 0, s->hdr->max_record);
     uint64_t now = rb_now_ns();
     uint32_t sent = 0, skipped = 0;
     /* Queues to wake after unlocking (waking under the lock would make the
@@ -214,14 +242,24 @@ int rb_fanout(rb_seg *s, const char *set, size_t set_len, const char *data, size
     for (uint32_t m = sid == RB_NIL ? RB_NIL : rb_slot_at(s, sid)->first_member; m != RB_NIL;
          m = rb_slot_at(s, m)->next_member) {
         rb_slot *ms = rb_slot_at(s, m);
-        uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, ms->name, ms->name_len);
+        uint32_t qlen = member_queue_len(ms);
+        uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, ms->name, qlen);
         int e = RB_OK;
         if (qid == RB_NIL)
-            e = rb_table_create(s, RB_SLOT_QUEUE, 0, ms->name, ms->name_len, 0, &qid);
+            e = rb_table_create(s, RB_SLOT_QUEUE, 0, ms->name, qlen, 0, &qid);
         if (e == RB_OK) {
             rb_slot *q = rb_slot_at(s, qid);
+            /* The tag frame: one length byte, then the name's tail. */
+            char frame[256];
+            size_t frame_len = 0;
+            if (tagged) {
+                frame[0] = (char)(ms->name_len - qlen);
+                memcpy(frame + 1, ms->name + qlen, ms->name_len - qlen);
+                frame_len = 1 + ms->name_len - qlen;
+            }
             /* A member queue's own stated capacity wins over the default. */
-            e = rb_enqueue_locked(s, qid, data, len, deadline_ns, now, q->capacity ? 0 : capacity);
+            e = rb_enqueue_locked(s, qid, frame, frame_len, data, len, deadline_ns, now,
+                                  q->capacity ? 0 : capacity);
         }
         if (e != RB_OK) {
             skipped++;
