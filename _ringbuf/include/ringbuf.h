@@ -134,9 +134,23 @@ uint64_t rb_now_ns(void);
  * little-endian u16 length followed by that many bytes. */
 int rb_send(rb_seg *seg, const char *name, size_t name_len, const char *data,
             size_t len, uint64_t deadline_ns, uint32_t capacity);
+/* Enqueue n records (record i is lens[i] bytes, back to back in data) in
+ * one lock hold.  Stops at the first refusal (full, out of memory) and
+ * returns its code; *out_sent says how many went in, in order. */
+int rb_send_batch(rb_seg *seg, const char *name, size_t name_len, const char *data,
+                  const uint32_t *lens, uint32_t n, uint64_t deadline_ns, uint32_t capacity,
+                  uint32_t *out_sent);
 int rb_receive(rb_seg *seg, const char *names, size_t names_len, uint32_t count,
                char *buf, size_t cap, size_t *out_len, uint32_t *out_index,
                int64_t timeout_ns, uint32_t spin_us);
+/* Take up to `max` records (oldest first across the queues) in one lock
+ * hold: record i is lens[i] bytes at the running offset in buf, from queue
+ * names[idxs[i]]; *out_n says how many.  Blocks like rb_receive for the
+ * first.  A receiver killed mid-batch loses the batch, not one record: the
+ * price of the throughput. */
+int rb_receive_batch(rb_seg *seg, const char *names, size_t names_len, uint32_t count,
+                     char *buf, size_t cap, uint32_t *lens, uint32_t *idxs, uint32_t max,
+                     uint32_t *out_n, size_t *out_len, int64_t timeout_ns, uint32_t spin_us);
 int rb_wait(rb_seg *seg, const char *names, size_t names_len, uint32_t count,
             int64_t timeout_ns, uint32_t spin_us);
 int rb_queue_stats_get(rb_seg *seg, const char *name, size_t name_len,
@@ -160,6 +174,13 @@ int rb_fanout(rb_seg *seg, const char *set, size_t set_len, const char *data,
 int rb_set_add_routed(rb_seg *seg, const char *set, size_t set_len,
                       const char *member, size_t member_len, size_t queue_len,
                       uint64_t deadline_ns);
+/* Like rb_set_add_routed, and the member states the capacity of its queue
+ * for fan-out copies (0 = none: the queue's stored capacity, else the
+ * fan-out's argument), so a queue never sent to directly still gets its
+ * configured capacity.  Re-adding updates it. */
+int rb_set_add_member(rb_seg *seg, const char *set, size_t set_len,
+                      const char *member, size_t member_len, size_t queue_len,
+                      uint32_t capacity, uint64_t deadline_ns);
 int rb_fanout_tagged(rb_seg *seg, const char *set, size_t set_len, const char *data,
                      size_t len, uint64_t deadline_ns, uint32_t capacity, int tagged,
                      uint32_t *out_sent, uint32_t *out_skipped);

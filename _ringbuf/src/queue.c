@@ -252,6 +252,45 @@ int rb_send(rb_seg *s, const char *name, size_t name_len, const char *data, size
     return r;
 }
 
+int rb_send_batch(rb_seg *s, const char *name, size_t name_len, const char *data,
+                  const uint32_t *lens, uint32_t n, uint64_t deadline_ns, uint32_t capacity,
+                  uint32_t *out_sent)
+{
+    int r = rb_check_name("queue", name, name_len);
+    if (r != RB_OK)
+        return r;
+    if (out_sent == NULL || (n && (data == NULL || lens == NULL)))
+        return rb_fail(RB_E_INVAL, "send_batch needs data, lens and out_sent");
+    *out_sent = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if ((r = check_record(s, lens[i])) != RB_OK)
+            return r;
+    uint64_t now = rb_now_ns();
+    if ((r = rb_lock(s)) != RB_OK)
+        return r;
+    uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, name, name_len);
+    if (qid == RB_NIL)
+        r = rb_table_create(s, RB_SLOT_QUEUE, 0, name, name_len, 0, &qid);
+    uint32_t sent = 0;
+    size_t off = 0;
+    /* Each record is committed on its own (same crash points as rb_send):
+     * a producer killed mid-batch has delivered a prefix of the batch. */
+    for (; r == RB_OK && sent < n; sent++) {
+        r = rb_enqueue_locked(s, qid, NULL, 0, data + off, lens[sent], deadline_ns, now, capacity);
+        if (r == RB_OK)
+            off += lens[sent];
+    }
+    if (r != RB_OK && sent > 0)
+        sent--; /* the loop counted the refused record */
+    rb_slot *q = qid == RB_NIL ? NULL : rb_slot_at(s, qid);
+    uint32_t waiters = q ? q->waiters : 0;
+    rb_unlock(s);
+    *out_sent = sent;
+    if (sent && waiters)
+        rb_futex_wake(&q->seq, (int)(waiters < sent ? waiters : sent));
+    return r;
+}
+
 /* ---- receive / wait ----------------------------------------------------- */
 
 /* Parse the u16-length-prefixed names blob. */
@@ -374,9 +413,11 @@ static void waiter_unregister(rb_seg *s, uint32_t row, uint64_t token)
     s->hdr->waiters_used--;
 }
 
-/* The shared engine of rb_receive (take != 0) and rb_wait (take == 0). */
+/* The shared engine of rb_receive (take = 1), rb_receive_batch (take = max
+ * records; lens/idxs arrays given) and rb_wait (take = 0). */
 static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_t count,
-                           int take, char *buf, size_t cap, size_t *out_len, uint32_t *out_index,
+                           uint32_t take, char *buf, size_t cap, size_t *out_len,
+                           uint32_t *out_index, uint32_t *lens, uint32_t *idxs, uint32_t *out_n,
                            int64_t timeout_ns, uint32_t spin_us)
 {
     name_ref names[RB_WAIT_MAX];
@@ -403,36 +444,56 @@ static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_
         uint32_t qid = RB_NIL;
         int idx = pick_oldest(s, names, count, now, &qid);
         if (idx >= 0) {
-            rb_slot *q = rb_slot_at(s, qid);
-            uint32_t rec = q->head;
-            uint32_t len = rb_rec_at(s, rec)->len;
-            if (out_index)
-                *out_index = (uint32_t)idx;
             if (!take) {
                 rb_unlock(s);
                 return RB_OK;
             }
-            if (out_len)
-                *out_len = len;
-            if (len > cap) {
-                rb_unlock(s);
-                return rb_fail(RB_E_BUFSMALL, "record of %u bytes does not fit a %zu-byte buffer",
-                               len, cap);
-            }
-            record_read(s, rec, buf);
-            pop_head(s, q);
-            s->hdr->received++;
-            /* Pass the baton: if more records wait and somebody sleeps on
-             * this queue, wake one (the sender woke only one). */
-            int more = q->head != RB_NIL && q->waiters > 0;
+            /* Take records, oldest first across the listed queues, while
+             * they fit: one for rb_receive, up to `take` for a batch. */
+            size_t used = 0;
+            uint32_t n = 0, wake_q = RB_NIL;
+            do {
+                rb_slot *q = rb_slot_at(s, qid);
+                uint32_t rec = q->head;
+                uint32_t len = rb_rec_at(s, rec)->len;
+                if (used + len > cap) {
+                    if (n > 0)
+                        break;
+                    rb_unlock(s);
+                    if (out_len)
+                        *out_len = len;
+                    return rb_fail(RB_E_BUFSMALL,
+                                   "record of %u bytes does not fit a %zu-byte buffer", len, cap);
+                }
+                record_read(s, rec, buf + used);
+                pop_head(s, q);
+                s->hdr->received++;
+                if (lens) {
+                    lens[n] = len;
+                    idxs[n] = (uint32_t)idx;
+                } else {
+                    *out_len = len;
+                    if (out_index)
+                        *out_index = (uint32_t)idx;
+                }
+                used += len;
+                n++;
+                /* Pass the baton: if records remain and somebody sleeps on
+                 * this queue, wake one (the sender woke only one). */
+                if (q->head != RB_NIL && q->waiters > 0)
+                    wake_q = qid;
+            } while (n < take && (idx = pick_oldest(s, names, count, rb_now_ns(), &qid)) >= 0);
+            if (out_n)
+                *out_n = n;
             rb_unlock(s);
-            if (more)
-                rb_futex_wake(&q->seq, 1);
+            if (wake_q != RB_NIL)
+                rb_futex_wake(&s->slots[wake_q].seq, 1);
             return RB_OK;
         }
         if (now >= deadline) {
             rb_unlock(s);
-            return rb_fail(RB_E_EMPTY, "nothing received within the timeout");
+            /* A normal outcome, and the hot one when polling: no message. */
+            return RB_E_EMPTY;
         }
         int spinning = now < spin_end;
         r = resolve_for_wait(s, names, count, ids, vals);
@@ -483,15 +544,28 @@ int rb_receive(rb_seg *s, const char *names, size_t names_len, uint32_t count, c
 {
     if (buf == NULL && cap)
         return rb_fail(RB_E_INVAL, "buffer is NULL");
-    return receive_or_wait(s, names, names_len, count, 1, buf, cap, out_len, out_index,
-                           timeout_ns, spin_us);
+    if (out_len == NULL)
+        return rb_fail(RB_E_INVAL, "out_len is NULL");
+    return receive_or_wait(s, names, names_len, count, 1, buf, cap, out_len, out_index, NULL,
+                           NULL, NULL, timeout_ns, spin_us);
+}
+
+int rb_receive_batch(rb_seg *s, const char *names, size_t names_len, uint32_t count, char *buf,
+                     size_t cap, uint32_t *lens, uint32_t *idxs, uint32_t max, uint32_t *out_n,
+                     size_t *out_len, int64_t timeout_ns, uint32_t spin_us)
+{
+    if (buf == NULL || lens == NULL || idxs == NULL || out_n == NULL || max == 0)
+        return rb_fail(RB_E_INVAL, "receive_batch needs a buffer, lens/idxs arrays, out_n and max >= 1");
+    *out_n = 0;
+    return receive_or_wait(s, names, names_len, count, max, buf, cap, out_len, NULL, lens, idxs,
+                           out_n, timeout_ns, spin_us);
 }
 
 int rb_wait(rb_seg *s, const char *names, size_t names_len, uint32_t count, int64_t timeout_ns,
             uint32_t spin_us)
 {
-    return receive_or_wait(s, names, names_len, count, 0, NULL, 0, NULL, NULL, timeout_ns,
-                           spin_us);
+    return receive_or_wait(s, names, names_len, count, 0, NULL, 0, NULL, NULL, NULL, NULL, NULL,
+                           timeout_ns, spin_us);
 }
 
 int rb_queue_stats_get(rb_seg *s, const char *name, size_t name_len, rb_queue_stats *out)
