@@ -95,7 +95,9 @@ typedef struct rb_slot {
     uint32_t head;     /* PRIMARY: first cell of the oldest record, RB_NIL if empty */
     uint32_t tail;     /* DERIVED: first cell of the newest record, RB_NIL if empty */
     uint32_t count;    /* DERIVED: records in the queue (expired ones not yet swept included) */
-    uint32_t capacity; /* PRIMARY: the capacity the last send stated, 0 = unlimited */
+    uint32_t capacity; /* PRIMARY: QUEUE: the capacity the last send stated, 0 = unlimited;
+                        * MEMBER: the capacity fan-out copies for this member state
+                        * (0 = the queue's stored one, else the fan-out's argument) */
     uint32_t seq;      /* futex word: bumped (release) on every enqueue; waiters sleep on it */
     uint32_t waiters;  /* DERIVED: waiter-table rows watching this queue */
     uint32_t pad0;

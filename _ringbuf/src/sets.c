@@ -63,6 +63,13 @@ int rb_set_add(rb_seg *s, const char *set, size_t set_len, const char *member, s
 int rb_set_add_routed(rb_seg *s, const char *set, size_t set_len, const char *member,
                       size_t member_len, size_t queue_len, uint64_t deadline_ns)
 {
+    return rb_set_add_member(s, set, set_len, member, member_len, queue_len, 0, deadline_ns);
+}
+
+int rb_set_add_member(rb_seg *s, const char *set, size_t set_len, const char *member,
+                      size_t member_len, size_t queue_len, uint32_t capacity,
+                      uint64_t deadline_ns)
+{
     int r = check_pair(set, set_len, member, member_len);
     if (r != RB_OK)
         return r;
@@ -80,13 +87,16 @@ int rb_set_add_routed(rb_seg *s, const char *set, size_t set_len, const char *me
         if (m != RB_NIL) {
             rb_slot_at(s, m)->deadline = deadline_ns; /* re-add refreshes the deadline */
             rb_slot_at(s, m)->queue_len = (uint32_t)queue_len;
+            rb_slot_at(s, m)->capacity = capacity;
         } else {
             r = rb_table_create(s, RB_SLOT_MEMBER, sid, member, member_len, deadline_ns, &m);
             if (r == RB_OK) {
                 /* Primary, but written after the commit: a member whose
                  * queue_len is 0 (killed right here) routes to its whole
-                 * name, see member_queue_len(). */
+                 * name, see member_queue_len(), and one whose capacity is
+                 * still 0 falls back to the queue's or the fan-out's. */
                 rb_slot_at(s, m)->queue_len = (uint32_t)queue_len;
+                rb_slot_at(s, m)->capacity = capacity;
                 member_link(s, sid, m);
             } else if (rb_slot_at(s, sid)->member_count == 0) {
                 rb_table_remove(s, sid);
@@ -257,9 +267,11 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
                 memcpy(frame + 1, ms->name + qlen, ms->name_len - qlen);
                 frame_len = 1 + ms->name_len - qlen;
             }
-            /* A member queue's own stated capacity wins over the default. */
-            e = rb_enqueue_locked(s, qid, frame, frame_len, data, len, deadline_ns, now,
-                                  q->capacity ? 0 : capacity);
+            /* The member's own capacity (stated by its rb_set_add_member,
+             * and stored on the queue like a send's), else the queue's
+             * stored capacity, else the fan-out's default. */
+            uint32_t cap = ms->capacity ? ms->capacity : q->capacity ? 0 : capacity;
+            e = rb_enqueue_locked(s, qid, frame, frame_len, data, len, deadline_ns, now, cap);
         }
         if (e != RB_OK) {
             skipped++;
