@@ -317,6 +317,84 @@ def loop_wait(rounds: int, size: int, gap_us: int, cpus: tuple[int | None, int |
     return _latency_row(f"ping-pong {size} B, peer = asyncio loop + wait thread, gap {gap_us} us", rtts)
 
 
+def loop_fd(rounds: int, size: int, gap_us: int, cpus: tuple[int | None, int | None]) -> dict[str, Any]:
+    """The alternative design, prototyped for measurement: an fd per waiter.
+
+    The echo side's asyncio loop watches a FIFO with ``add_reader``; the
+    pinger writes one byte to it after each send, as every sender would have
+    to in that design (an open FIFO per waiting process, a write(2) per
+    wake).  No helper thread, one kernel wake-up instead of two.
+    """
+    box = _Seg()
+    seg = box.seg
+    data = b"p" * size
+    ping, pong = (b"ping",), (b"pong",)
+    fifo_dir = tempfile.mkdtemp(prefix="benchcore-fifo-")
+    fifo = os.path.join(fifo_dir, "wake")
+    os.mkfifo(fifo, 0o600)
+    ready_r, ready_w = os.pipe()
+
+    def echo() -> None:
+        _pin(cpus[1])
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        keep = os.open(fifo, os.O_WRONLY)  # so the FIFO never reads EOF
+
+        async def serve() -> None:
+            loop = asyncio.get_running_loop()
+            finished = loop.create_future()
+            done = 0
+
+            def readable() -> None:
+                nonlocal done
+                try:
+                    os.read(fd, 4096)
+                except BlockingIOError:
+                    return
+                while True:
+                    got = seg.receive(ping, 0)
+                    if got is None:
+                        break
+                    seg.send(b"pong", got[1])
+                    done += 1
+                if done >= rounds + 50 and not finished.done():
+                    finished.set_result(None)
+
+            loop.add_reader(fd, readable)
+            os.write(ready_w, b"r")
+            try:
+                await asyncio.wait_for(finished, 120)
+            finally:
+                loop.remove_reader(fd)
+
+        asyncio.run(serve())
+        os.close(keep)
+        os.close(fd)
+
+    pid = _fork(echo)
+    _pin(cpus[0])
+    os.read(ready_r, 1)
+    wfd = os.open(fifo, os.O_WRONLY)
+    rtts = []
+    try:
+        for i in range(rounds + 50):
+            t0 = time.perf_counter_ns()
+            seg.send(b"ping", data)
+            os.write(wfd, b"w")
+            if seg.receive(pong, 5.0) is None:
+                raise TimeoutError("fd-waiting peer stopped answering")
+            if i >= 50:
+                rtts.append((time.perf_counter_ns() - t0) / 1000)
+            time.sleep(gap_us / 1e6)
+        _join(pid, 60)
+    finally:
+        os.close(wfd)
+        for fd in (ready_r, ready_w):
+            os.close(fd)
+        shutil.rmtree(fifo_dir, ignore_errors=True)
+        box.close()
+    return _latency_row(f"ping-pong {size} B, peer = asyncio loop + FIFO fd (prototype), gap {gap_us} us", rtts)
+
+
 # -- fan-out ------------------------------------------------------------------------
 
 
@@ -367,6 +445,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         rows.append(raw)
     rows.append(ping_pong(n_sleep, 100, 0, 200, cpus))
     rows.append(loop_wait(n_sleep, 100, 200, cpus))
+    rows.append(loop_fd(n_sleep, 100, 200, cpus))
     rows.append(fanout(100, 100, int(2_000 * scale) or 50))
     for row in rows:
         row["pinning"] = f"producer/pinger cpu {cpus[0]}, consumer/echo cpu {cpus[1]}"
@@ -388,7 +467,8 @@ def report(rows: list[dict[str, Any]]) -> str:
     raw = next((r for r in rows if r["scenario"].startswith("raw futex")), None)
     sleep = next((r for r in rows if "spin 0 us, gap" in r["scenario"]), None)
     spin = next((r for r in rows if "spin 200 us, gap 0" in r["scenario"]), None)
-    loop = next((r for r in rows if "asyncio" in r["scenario"]), None)
+    loop = next((r for r in rows if "wait thread" in r["scenario"]), None)
+    fdrow = next((r for r in rows if "FIFO fd" in r["scenario"]), None)
     lines.append("")
     one = [r for r in rows if r["scenario"].startswith("one-way")]
     for r in one:
@@ -403,6 +483,10 @@ def report(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"- event-loop wake (thread in Segment.wait -> call_soon_threadsafe): p50 {loop['p50_us']:.1f} us, "
             f"+{loop['p50_us'] - sleep['p50_us']:.1f} us over a direct blocking receive")
+    if fdrow and sleep:
+        lines.append(
+            f"- event-loop wake, fd alternative (FIFO + add_reader, prototype): p50 {fdrow['p50_us']:.1f} us, "
+            f"+{fdrow['p50_us'] - sleep['p50_us']:.1f} us over a direct blocking receive")
     fan = next((r for r in rows if r["scenario"].startswith("fanout")), None)
     if fan:
         lines.append(f"- fan-out to 100 members: p50 {fan['p50_us']:.1f} us per call, mean {fan['mean_us']:.1f} us (target <= 20 us)")
