@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Every ratio column compares with channels_redis at the same scenario and size."
         ),
     )
-    parser.add_argument("--quick", action="store_true", help="short run (under a minute): fewer repeats, 0.2 s each")
+    parser.add_argument("--quick", action="store_true", help="short run (under a minute): 2 repeats of 0.15 s, 0.5 s idle and mixed windows")
     parser.add_argument(
         "--only", type=_csv("scenario", SCENARIOS), metavar="SCENARIO,...", help="run only these scenarios"
     )
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N,...",
         help=f"group sizes for the group scenario (default: {','.join(map(str, DEFAULT_MEMBERS))})",
     )
-    parser.add_argument("--duration", type=_positive(float), metavar="S", help="seconds per repeat (default 1, quick 0.2)")
+    parser.add_argument("--duration", type=_positive(float), metavar="S", help="seconds per repeat (default 1, quick 0.15)")
     parser.add_argument("--repeats", type=_positive(int), metavar="N", help="repeats per case; the median is reported (default 3, quick 2)")
     parser.add_argument("--count", type=_positive(int), metavar="N", help="at most N messages / round trips per repeat")
     parser.add_argument("--rounds", type=_positive(int), metavar="N", help="group sends measured per case (default 5, quick 3)")
@@ -142,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="multiply every duration and count by F (e.g. 0.1 for a tiny smoke run)",
     )
-    parser.add_argument("--rate", type=_positive(float), metavar="R", help="mixed scenario: messages per second (default 1000)")
-    parser.add_argument("--idle-seconds", type=_positive(float), metavar="S", help="idle scenario window (default 5, quick 1)")
-    parser.add_argument("--mixed-seconds", type=_positive(float), metavar="S", help="mixed scenario length (default 5, quick 1)")
+    parser.add_argument("--rate", type=_positive(float), metavar="R", help="mixed scenario: messages per second (default 500)")
+    parser.add_argument("--idle-seconds", type=_positive(float), metavar="S", help="idle scenario window (default 5, quick 0.5)")
+    parser.add_argument("--mixed-seconds", type=_positive(float), metavar="S", help="mixed scenario length (default 6, quick 0.5)")
     parser.add_argument("--producers", type=_positive(int), metavar="N", help="mpmc scenario producers (default 2)")
     parser.add_argument("--consumers", type=_positive(int), metavar="M", help="mpmc scenario consumers (default 2)")
     parser.add_argument("--recv-timeout", type=_positive(float), metavar="S", help="a receive waiting longer is an error (default 10)")
@@ -279,7 +279,7 @@ class Run:
 
     def run_cases(self, layers: list[str]) -> None:
         from bench import scenarios
-        from bench.runner import available_cpus, run_case
+        from bench.runner import CaseResult, available_cpus, run_case
 
         cpus = available_cpus() if self.settings.pin else None
         for scenario in self.settings.scenarios:
@@ -299,7 +299,11 @@ class Run:
             for i in range(n_cases):
                 for layer in layers:
                     case = per_layer[layer][i]
-                    result = run_case(case, self.settings.recv_timeout)
+                    try:
+                        result = run_case(case, self.settings.recv_timeout)
+                    except Exception as exc:  # a harness bug must not lose the whole run
+                        error = f"bench error: {type(exc).__name__}: {exc}"
+                        result = CaseResult(False, [], {}, error, 0.0)
                     row = self._row(case, result)
                     cleanup_error = self._sweep(case.spec)
                     if cleanup_error:

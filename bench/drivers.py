@@ -160,7 +160,10 @@ class Asgi1Driver(Driver):
         self.layer.send_group(group, message)
 
     def group_members(self, n: int) -> tuple[list[str], list[list[str]]]:
-        base = f"bench.g{secrets.token_hex(4)}!"
+        # The layer's own process channel ("bench.g.<unique>!"), as a protocol server
+        # holding n connections uses it: one receive on the base serves every member.
+        make = getattr(self.layer, "new_process_channel", None)
+        base = str(make("bench.g")) if callable(make) else f"bench.g.{secrets.token_hex(4)}!"
         return [f"{base}{i}" for i in range(n)], [[base]] * n
 
     def flush(self) -> None:
@@ -474,9 +477,16 @@ def sweep(prefix: str, redis_url: str | None) -> None:
             client.close()
 
 
+#: ``receive(block=True)`` of an ASGI 1 layer returns (None, None) after this long; short,
+#: so that a driver's own receive timeout is kept to within a second.
+_BLOCKING_TIMEOUT = 1.0
+
+
 def _make_ipc(spec: LayerSpec) -> Driver:
     mod = _import("ipc_layer", "this project's layer")
-    layer = mod.IPCChannelLayer(prefix=spec.prefix, capacity=spec.capacity)
+    layer = mod.IPCChannelLayer(
+        prefix=spec.prefix, capacity=spec.capacity, blocking_timeout=_BLOCKING_TIMEOUT
+    )
     return Asgi1Driver("ipc", layer, spec.prefix, lambda: _unlink_segments(spec.prefix))
 
 
@@ -484,7 +494,12 @@ def _make_ipc_redis(spec: LayerSpec) -> Driver:
     mod = _import("ipc_layer.redis_layer", "this project's Redis layer")
     if not spec.redis_url:
         raise Unavailable("no Redis server (redis-server not found and no --redis-url)")
-    layer = mod.RedisChannelLayer(hosts=[spec.redis_url], prefix=spec.prefix, capacity=spec.capacity)
+    layer = mod.RedisChannelLayer(
+        hosts=[spec.redis_url],
+        prefix=spec.prefix,
+        capacity=spec.capacity,
+        blocking_timeout=_BLOCKING_TIMEOUT,
+    )
     return Asgi1Driver("ipc_redis", layer, spec.prefix, None)
 
 

@@ -115,7 +115,11 @@ _COLUMNS: dict[str, list[_Column]] = {
     "oneway": [("msgs/s", "msgs_per_s"), ("MB/s", "mb_per_s")],
     "mpmc": [("msgs/s", "msgs_per_s"), ("MB/s", "mb_per_s")],
     "group": [("send call us", "send_us"), ("all delivered us", "deliver_us")],
-    "idle": [("receiver CPU %", "cpu_pct"), ("redis-server CPU %", "redis_cpu_pct")],
+    "idle": [
+        ("receiver CPU %", "cpu_pct"),
+        ("redis-server CPU %", "redis_cpu_pct"),
+        ("first wake-up us", "wake_us"),
+    ],
     "mixed": [
         ("p50 us", "p50_us"),
         ("p99 us", "p99_us"),
@@ -179,7 +183,8 @@ def _notes(scenario: str, rows: list[dict[str, Any]], settings: dict[str, Any]) 
         notes.append(
             "CPU time of the blocked receiver process (all threads, /proc schedstat) over the "
             f"window ({settings['idle_seconds']:g} s); the Redis server's own CPU over the same "
-            "window is shown for Redis layers."
+            "window is shown for Redis layers; then another process sends one message: its "
+            "latency is the first wake-up."
         )
     if scenario == "mixed":
         notes.append(
@@ -212,7 +217,8 @@ def _notes(scenario: str, rows: list[dict[str, Any]], settings: dict[str, Any]) 
     pinning = next((r.get("pinning") for r in rows if r.get("pinning")), None)
     if pinning:
         where = ", ".join(f"{role} -> cpu {cpu}" for role, cpu in pinning.items())
-        notes.append(f"Pinning: {where}; redis-server unpinned.")
+        redis = any(LAYERS[r["layer"]].needs_redis for r in rows if r["layer"] in LAYERS)
+        notes.append(f"Pinning: {where}" + ("; redis-server unpinned." if redis else "."))
     elif settings.get("pin") is False:
         notes.append("No CPU pinning (--no-pin).")
     return [f"_{n}_" for n in notes]

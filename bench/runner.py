@@ -67,8 +67,11 @@ class Case:
     roles: list[Role]
     timeout: float
     barriers: dict[str, int] = field(default_factory=dict)
-    #: Called in the parent when a role reports "ready": (case, pid, message) -> metrics.
-    on_ready: Callable[[Case, int, dict[str, Any]], dict[str, Any]] | None = None
+    #: Names of events the parent may set and roles may wait for.
+    events: tuple[str, ...] = ()
+    #: Called in the parent when a role reports "ready":
+    #: (case, pid, message, events) -> metrics merged into the case's extra figures.
+    on_ready: Callable[[Case, int, dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -95,6 +98,11 @@ class RoleContext:
     def wait(self, name: str = "all") -> None:
         """Wait at the named barrier (bounded; a broken barrier raises)."""
         self._barriers[name].wait(self._sync_timeout)
+
+    def wait_event(self, name: str) -> None:
+        """Wait until the parent sets the named event (bounded)."""
+        if not self._barriers[name].wait(self._sync_timeout):
+            raise TimeoutError(f"event {name!r} not set within {self._sync_timeout:.0f} s")
 
     def ready(self, **data: Any) -> None:
         """Tell the parent this role is ready (runs the case's ``on_ready`` hook)."""
@@ -140,6 +148,7 @@ def _child(
 
 
 def _stop(procs: list[Any]) -> None:
+    procs = [proc for proc in procs if proc.pid is not None]  # started ones only
     for proc in procs:
         if proc.is_alive():
             proc.terminate()
@@ -159,6 +168,8 @@ def run_case(case: Case, recv_timeout: float) -> CaseResult:
     deadline = start + case.timeout
     barriers = {"all": len(case.roles), **case.barriers}
     barrier_objs = {name: ctx.Barrier(parties) for name, parties in barriers.items()}
+    events = {name: ctx.Event() for name in case.events}
+    barrier_objs.update(events)
     reports = ctx.Queue()
     procs = [
         ctx.Process(
@@ -197,7 +208,7 @@ def run_case(case: Case, recv_timeout: float) -> CaseResult:
             except queue.Empty:
                 error = _dead_without_result(case, procs, results, reports)
                 continue
-            error = _take(case, procs, msg, results, extra)
+            error = _take(case, msg, results, extra, events)
         finished = error is None
     finally:
         # A clean finish lets the children exit on their own; anything else (an error,
@@ -213,15 +224,18 @@ def run_case(case: Case, recv_timeout: float) -> CaseResult:
 
 def _take(
     case: Case,
-    procs: list[Any],
     msg: dict[str, Any],
     results: dict[int, dict[str, Any]],
     extra: dict[str, Any],
+    events: dict[str, Any],
 ) -> str | None:
     idx = msg["idx"]
     if msg["kind"] == "ready":
         if case.on_ready is not None:
-            extra.update(case.on_ready(case, msg["pid"], msg))
+            try:
+                extra.update(case.on_ready(case, msg["pid"], msg, events))
+            except Exception as exc:
+                return f"measuring {case.roles[idx].name}: {type(exc).__name__}: {exc}"
         return None
     if msg["kind"] == "error":
         return f"{case.roles[idx].name}: {msg['error']}"
@@ -248,6 +262,7 @@ def _dead_without_result(
 
 
 def _join(procs: list[Any], deadline: float) -> None:
+    procs = [proc for proc in procs if proc.pid is not None]
     for proc in procs:
         proc.join(max(0.1, min(5.0, deadline - time.monotonic())))
     _stop(procs)

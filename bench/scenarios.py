@@ -15,14 +15,16 @@ group    one drainer process owns n member channels in a group; the sender's
          ``send_group``/``group_send`` call time, and the time until the drainer has
          received every member's copy.
 idle     a receiver blocked on an empty channel; its CPU time over the window, measured by
-         the parent from ``/proc/<pid>`` (and the Redis server's, when the bench started it).
-mixed    a steady rate (default 1,000 msg/s, open loop) of mixed sizes (90% 100 B,
+         the parent from ``/proc/<pid>`` (and the Redis server's, when the bench started it);
+         then a waker process sends one message: the latency of that first wake-up.
+mixed    a steady rate (default 500 msg/s, open loop) of mixed sizes (90% 100 B,
          9% 1 KiB, 1% 64 KiB); one-way latency percentiles up to p99.9.
 ======== ====================================================================================
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -218,14 +220,25 @@ def group_sender(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[st
 
 
 def idle_receiver(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
-    channel = driver.new_channel()
-    _send(driver, channel, make_message(100), ctx)  # connections and mappings are up
-    _receive(driver, [channel], ctx, "warm-up message")
-    ctx.ready()
-    # The parent measures from 0.2 s after "ready" for a["seconds"]: outlast that window.
-    _, message = driver.receive([channel], a["seconds"] + 0.6)
-    if message is not None:
-        raise RuntimeError("idle receiver got an unexpected message")
+    channels = [a["channel"]]
+    ctx.wait()
+    _send(driver, a["channel"], make_message(100), ctx)  # connections and mappings are up
+    _receive(driver, channels, ctx, "warm-up message")
+    ctx.ready()  # the parent samples our CPU time now, and again after the window
+    _, message = driver.receive(channels, a["seconds"] + ctx.recv_timeout)
+    t_woken = _now_ns()
+    if message is None or "t" not in message:
+        raise TimeoutError("the idle receiver was not woken by the waker's message")
+    return {"wake_us": (t_woken - message["t"]) / 1e3}
+
+
+def idle_waker(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
+    own = driver.new_channel()  # connect (and load any script) before the window
+    _send(driver, own, make_message(100), ctx)
+    _receive(driver, [own], ctx, "warm-up message")
+    ctx.wait()
+    ctx.wait_event("window_over")  # set by the parent once it has measured the receiver
+    _send(driver, a["channel"], {"t": _now_ns()}, ctx)
     return {}
 
 
@@ -298,16 +311,24 @@ def proc_cpu_ns(pid: int) -> int:
 
 
 def _idle_monitor(
-    seconds: float, redis_pid: int | None, case: Case, pid: int, msg: dict[str, Any]
+    seconds: float,
+    redis_pid: int | None,
+    case: Case,
+    pid: int,
+    msg: dict[str, Any],
+    events: dict[str, Any],
 ) -> dict[str, Any]:
-    time.sleep(0.2)  # let the receiver settle into its blocking wait
-    t0 = time.monotonic()
-    c0 = proc_cpu_ns(pid)
-    r0 = proc_cpu_ns(redis_pid) if redis_pid else None
-    time.sleep(seconds)
-    c1 = proc_cpu_ns(pid)
-    r1 = proc_cpu_ns(redis_pid) if redis_pid else None
-    window = time.monotonic() - t0
+    try:
+        time.sleep(0.2)  # let the receiver settle into its blocking wait
+        t0 = time.monotonic()
+        c0 = proc_cpu_ns(pid)
+        r0 = proc_cpu_ns(redis_pid) if redis_pid else None
+        time.sleep(seconds)
+        c1 = proc_cpu_ns(pid)
+        r1 = proc_cpu_ns(redis_pid) if redis_pid else None
+        window = time.monotonic() - t0
+    finally:
+        events["window_over"].set()  # the waker now wakes the receiver up
     out = {"cpu_pct": (c1 - c0) / 1e9 / window * 100.0, "window_s": window}
     if r0 is not None and r1 is not None and case.spec.redis_url and _needs_redis(case.layer):
         out["redis_cpu_pct"] = (r1 - r0) / 1e9 / window * 100.0
@@ -391,13 +412,27 @@ def build_cases(
                 timeout = 30 + 2 * rt + (s.group_rounds + 1) * 10 + members * 0.01
                 label = f"{size_label(size)} x {members}"
                 params = {"size": size, "members": members}
-                cases.append(Case(scenario, layer, label, params, make_spec(size), roles, timeout))
+                spec = make_spec(size)
+                # Members may share one process queue: it must hold a copy for each.
+                spec = dataclasses.replace(spec, capacity=max(spec.capacity, 2 * members))
+                cases.append(Case(scenario, layer, label, params, spec, roles, timeout))
     elif scenario == "idle":
-        roles = [Role("receiver", "idle_receiver", {"seconds": s.idle_seconds}, _cpu(cpus, 0))]
+        args = {"channel": "bench.idle", "seconds": s.idle_seconds}
+        roles = [
+            Role("receiver", "idle_receiver", args, _cpu(cpus, 0)),
+            Role("waker", "idle_waker", args, _cpu(cpus, 1)),
+        ]
         case = Case(
-            scenario, layer, "-", {"seconds": s.idle_seconds}, make_spec(None), roles, 30 + rt + 2 * s.idle_seconds
+            scenario,
+            layer,
+            "-",
+            {"seconds": s.idle_seconds},
+            make_spec(None),
+            roles,
+            30 + 2 * rt + 2 * s.idle_seconds,
+            events=("window_over",),
+            on_ready=functools.partial(_idle_monitor, s.idle_seconds, redis_pid),
         )
-        case.on_ready = functools.partial(_idle_monitor, s.idle_seconds, redis_pid)
         cases.append(case)
     elif scenario == "mixed":
         args = dict(channel="bench.mixed", seconds=s.mixed_seconds, rate=s.rate, warmup=s.warmup)
@@ -431,7 +466,7 @@ def summarize(case: Case, results: list[dict[str, Any]], extra: dict[str, Any]) 
             for s, d in zip(by_role["sender"]["repeats"], by_role["drainer"]["repeats"])
         ]
     elif case.scenario == "idle":
-        repeats = [dict(extra)]
+        repeats = [dict(extra, wake_us=by_role["receiver"]["wake_us"])]
     elif case.scenario == "mixed":
         summary = dict(by_role["receiver"]["summary"])
         sender = by_role["sender"]

@@ -30,8 +30,9 @@ class Settings:
     warmup: int = 200
     group_rounds: int = 5
     idle_seconds: float = 5.0
-    mixed_seconds: float = 5.0
-    rate: float = 1000.0
+    mixed_seconds: float = 6.0
+    #: Well under every layer's one-way rate here, so the tail is not a queue.
+    rate: float = 500.0
     producers: int = 2
     consumers: int = 2
     #: A receive that waits longer than this is an error (the peer is gone or stuck).
@@ -47,12 +48,12 @@ class Settings:
         return cls(
             layers=layers,
             quick=True,
-            duration=0.2,
+            duration=0.15,
             repeats=2,
             warmup=50,
             group_rounds=3,
-            idle_seconds=1.0,
-            mixed_seconds=1.0,
+            idle_seconds=0.5,
+            mixed_seconds=0.5,
         )
 
     def scaled(self, scale: float) -> Settings:
