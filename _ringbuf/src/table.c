@@ -126,6 +126,11 @@ int rb_table_create(rb_seg *s, uint32_t kind, uint32_t set_id, const char *name,
     sl->first_member = RB_NIL;
     sl->member_count = 0;
     sl->set_id = set_id;
+    /* A reused row must not keep a previous member's routing: rb_set_add_member
+     * writes queue_len only after the commit below, and a creator killed in
+     * between leaves it as is - 0 ("the whole name"), never a stale prefix length
+     * that would misroute fan-out copies to a truncated queue name. */
+    sl->queue_len = 0;
     sl->next_member = sl->prev_member = RB_NIL;
     sl->deadline = deadline;
     /* COMMIT: the state store publishes the row; every field above is in
