@@ -1,0 +1,362 @@
+"""``IPCChannelLayer``: the ASGI 1 channel layer in POSIX shared memory.
+
+One :class:`_ringbuf.Segment` per ``prefix`` holds every queue, group and
+counter; every process (and every instance) with the same prefix shares
+them. The C core knows bytes; this module maps the ASGI 1 contract onto it.
+
+Wire format
+-----------
+A channel's messages live in the queue named like its *non-local* name
+(``"name!x"`` -> ``"name!"``, anything else as is). Each record is a tag
+frame followed by the msgpack payload (:mod:`ipc_layer.serializer`)::
+
+    normal, "?" and "name!" channels:  b"\\x00" + payload
+    process-specific "name!suffix":    bytes([len(suffix)]) + suffix + payload
+
+so a receive on ``"name!"`` gives back the full name ``"name!" + suffix``
+without a reserved message key (asgi_ipc's ``__asgi_channel__``), and the
+capacity of ``"name!x"`` is that of queue ``"name!"``. Group fan-out
+writes the same frames in C (tagged fan-out over routed members, see
+:mod:`ipc_layer.groups`).
+
+Capacity and back-pressure
+--------------------------
+Every send states the channel's capacity (default or first matching glob,
+looked up once per channel name and cached) and the core checks it
+atomically with the enqueue: ``ChannelFull`` exactly when the queue holds
+``capacity`` unexpired records. A segment out of record memory or name
+rows is also ``ChannelFull`` (one kind of back-pressure for the caller).
+Group members carry their own capacity (see :mod:`ipc_layer.groups`).
+
+Expiry
+------
+Records carry an absolute CLOCK_MONOTONIC deadline (send time +
+``expiry``); the core never delivers one past it and sweeps them when a
+queue looks full or memory runs short. ``time.monotonic_ns()`` is the same
+clock as the core's ``now_ns()`` on Linux.
+
+Statistics
+----------
+From the core's counters, reset by :meth:`flush`:
+
+* ``global_statistics()``: ``messages_count`` = records queued (each group
+  copy counts), ``channel_full_count`` = refusals (full sends, full group
+  members skipped, memory exhausted).
+* ``channel_statistics(ch)``, for the queue ``ch`` sends into:
+  ``messages_count`` and ``channel_full_count`` as above for that queue,
+  ``messages_pending`` = records waiting (expired ones at the head are
+  swept first), ``messages_max_age`` = whole seconds since the oldest
+  waiting record was sent. A queue's counters live in its table row, which
+  the core recycles once the queue is empty and the name table is full, so
+  per-channel counters of idle channels may restart from zero.
+
+Blocking
+--------
+``receive(block=True)`` sleeps on the queues' futex words in the core (no
+polling; a send wakes one sleeper of that queue), up to
+``blocking_timeout`` seconds, after spinning ``spin_us`` microseconds if
+asked to. The GIL is released while blocked.
+
+Processes
+---------
+A layer made before ``fork()`` keeps working in the child (the mapping is
+shared and nothing in the handle is per-process). Instances are
+thread-safe: the core serialises under its robust mutex and the binding
+keeps per-thread buffers.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import _ringbuf
+from _ringbuf import QueueFull, RecordTooLarge, RingBufError, Segment
+
+from . import names
+from .base import (
+    DEFAULT_BLOCKING_TIMEOUT,
+    DEFAULT_EXPIRY,
+    DEFAULT_GROUP_EXPIRY,
+    BaseChannelLayer,
+    Message,
+    ReceiveResult,
+)
+from .capacity import DEFAULT_CAPACITY, CapacityKey
+from .exceptions import ChannelFull, LayoutMismatch, MessageTooLarge, SegmentError
+from .groups import GroupStore
+from .serializer import DEFAULT_MAX_MESSAGE_SIZE
+
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_SEGMENT_SIZE", "IPCChannelLayer"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "ipc"
+#: Bytes of shared memory per prefix: room for ~240k small messages.
+DEFAULT_SEGMENT_SIZE = 64 << 20
+#: A record is a frame (1 length byte + a tag of at most 255 bytes) plus
+#: the payload; the core's fan-out reserves the same 256 bytes.
+FRAME_MAX = 256
+
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}", re.ASCII)
+_NS = 1_000_000_000
+# Channel names (send) and receive lists cached with their encoded forms;
+# cleared when they grow past this (unique reply channels come and go).
+_CACHE_LIMIT = 4096
+
+_NO_FRAME = b"\x00"
+
+
+def _validate_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str, not {type(prefix).__name__}: {prefix!r}")
+    if _PREFIX_RE.fullmatch(prefix) is None:
+        raise ValueError(
+            f"prefix {prefix!r} must be 1..100 ASCII letters, digits, '_', '.' or '-' "
+            "(it names the /dev/shm file)"
+        )
+    return prefix
+
+
+def _non_negative_int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}: {value!r}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, got {value!r}")
+    return value
+
+
+class IPCChannelLayer(BaseChannelLayer):
+    """ASGI 1 channel layer over one shared-memory segment per ``prefix``.
+
+    :param prefix: names the segment (``/dev/shm/rbuf.<prefix>``); every
+        layer with the same prefix on this host shares all state.
+    :param expiry: seconds before an undelivered message is dropped.
+    :param group_expiry: seconds a membership lasts after its last add.
+    :param capacity: default capacity of a channel.
+    :param channel_capacity: ``{glob or regex: capacity}``, first match wins.
+    :param max_message_size: largest encoded message (``MessageTooLarge``).
+    :param blocking_timeout: longest ``receive(block=True)`` waits.
+    :param spin_us: microseconds a blocking receive busy-waits before
+        sleeping (0 = sleep at once); trades CPU for wake-up latency.
+    :param segment_size: bytes of the segment when this layer creates it.
+    :param mode: file mode of a segment this layer creates.
+    :param slots: name-table rows (queues + groups + memberships), 0 = the
+        core's default (16384), when this layer creates the segment.
+    :param waiters: receivers that may block at once, 0 = the core's
+        default (256), when this layer creates the segment.
+
+    The sizing options apply only when the segment does not exist yet; an
+    existing segment is attached as it is.
+    """
+
+    extensions = ("groups", "flush", "statistics")
+
+    def __init__(
+        self,
+        prefix: str = DEFAULT_PREFIX,
+        expiry: float = DEFAULT_EXPIRY,
+        group_expiry: float = DEFAULT_GROUP_EXPIRY,
+        capacity: int = DEFAULT_CAPACITY,
+        channel_capacity: Mapping[CapacityKey, int] | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        blocking_timeout: float = DEFAULT_BLOCKING_TIMEOUT,
+        spin_us: int = 0,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        mode: int = 0o600,
+        slots: int = 0,
+        waiters: int = 0,
+    ) -> None:
+        super().__init__(
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+            max_message_size=max_message_size,
+            blocking_timeout=blocking_timeout,
+        )
+        self.prefix = _validate_prefix(prefix)
+        self.spin_us = _non_negative_int(spin_us, "spin_us")
+        for what, value in (("segment_size", segment_size), ("mode", mode), ("slots", slots),
+                            ("waiters", waiters)):
+            _non_negative_int(value, what)
+        self._seg = self._attach(segment_size, mode, slots, waiters)
+        self._expiry_ns = int(self.expiry * _NS)
+        self._groups = GroupStore(self._seg, self.capacities, int(self.group_expiry * _NS))
+        # channel -> (queue name bytes, tag frame, capacity)
+        self._routes: dict[str, tuple[bytes, bytes, int]] = {}
+        # tuple of channels -> (queue names as a bytes tuple, channel names)
+        self._plans: dict[tuple[str, ...], tuple[tuple[bytes, ...], tuple[str, ...]]] = {}
+        # Hot-path bindings: one attribute lookup instead of a chain per call.
+        self._encode = self.serializer.encode
+        self._decode = self.serializer.decode
+        self._seg_send = self._seg.send
+        self._seg_receive = self._seg.receive
+
+    def _attach(self, size: int, mode: int, slots: int, waiters: int) -> Segment:
+        max_record = self.max_message_size + FRAME_MAX
+        try:
+            seg = Segment(self.prefix, size=size, mode=mode, max_record=max_record, slots=slots,
+                          waiters=waiters)
+        except _ringbuf.LayoutMismatch as exc:
+            raise LayoutMismatch(f"segment for prefix {self.prefix!r}: {exc}") from exc
+        except (RingBufError, OSError) as exc:
+            raise SegmentError(f"cannot open the segment for prefix {self.prefix!r}: {exc}") from exc
+        if seg.max_record < max_record:
+            logger.warning(
+                "segment %r takes records of at most %d bytes, less than max_message_size=%d needs; "
+                "larger messages raise MessageTooLarge (remove the segment to resize it)",
+                self.prefix, seg.max_record, self.max_message_size,
+            )
+        logger.debug("attached segment %r (%d bytes, max_record %d)", self.prefix, seg.size, seg.max_record)
+        return seg
+
+    # -- core API ------------------------------------------------------------
+
+    def send(self, channel: str, message: Message) -> None:
+        try:
+            queue, frame, capacity = self._routes[channel]
+        except (KeyError, TypeError):
+            queue, frame, capacity = self._route(channel)
+        payload = self._encode(message, channel)
+        try:
+            self._seg_send(queue, frame + payload, time.monotonic_ns() + self._expiry_ns, capacity)
+        except QueueFull as exc:
+            raise ChannelFull(f"channel {channel!r} is full: {exc}") from None
+        except RecordTooLarge as exc:
+            raise self._too_large(channel, len(payload), exc) from None
+        except RingBufError as exc:
+            raise SegmentError(f"send to {channel!r} on segment {self.prefix!r}: {exc}") from exc
+
+    def _route(self, channel: object) -> tuple[bytes, bytes, int]:
+        """Validate ``channel`` and cache (queue bytes, tag frame, capacity) for it."""
+        name = names.validate_channel(channel)
+        queue, suffix = names.split_process_channel(name)
+        frame = bytes([len(suffix)]) + suffix.encode("ascii") if suffix else _NO_FRAME
+        route = (queue.encode("ascii"), frame, self.capacities.get(name))
+        if len(self._routes) >= _CACHE_LIMIT:
+            self._routes.clear()
+        self._routes[name] = route
+        return route
+
+    def _too_large(self, what: str, size: int, exc: Exception) -> MessageTooLarge:
+        return MessageTooLarge(
+            f"message for {what!r} is {size:,} bytes encoded, more than segment {self.prefix!r} "
+            f"takes ({self._seg.max_record - FRAME_MAX:,} bytes; it was created with a smaller "
+            f"max_message_size): {exc}"
+        )
+
+    def receive(self, channels: Iterable[str], block: bool = False) -> ReceiveResult:
+        try:
+            queues, wanted = self._plans[channels]  # type: ignore[index]
+        except (KeyError, TypeError):
+            queues, wanted = self._plan(channels)
+        try:
+            if block:
+                got = self._seg_receive(queues, self.blocking_timeout, self.spin_us)
+            else:
+                got = self._seg_receive(queues, 0.0, 0)
+        except RingBufError as exc:
+            raise SegmentError(f"receive on segment {self.prefix!r}: {exc}") from exc
+        if got is None:
+            return None, None
+        index, data = got
+        tag = data[0]
+        if tag:
+            channel = wanted[index] + data[1 : 1 + tag].decode("ascii")
+        else:
+            channel = wanted[index]
+        return channel, self._decode(data[1 + tag :])
+
+    def _plan(self, channels: object) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
+        """Validate a receive list and cache its queue names (a tuple the binding caches too)."""
+        if type(channels) is list:
+            key = tuple(channels)
+            hit = self._plans.get(key)
+            if hit is not None:
+                return hit
+        wanted = tuple(names.validate_receive_channels(channels))
+        plan = (tuple(name.encode("ascii") for name in wanted), wanted)
+        if len(self._plans) >= _CACHE_LIMIT:
+            self._plans.clear()
+        self._plans[wanted] = plan
+        return plan
+
+    def new_channel(self, pattern: str) -> str:
+        names.validate_new_channel_pattern(pattern)
+        while True:
+            name = pattern + names.random_suffix()
+            # 71 random bits make a clash vanishingly rare; a queue that
+            # holds something proves the name taken.
+            if self._seg.queue_stats(name.encode("ascii"))["pending"] == 0:
+                return name
+
+    # -- groups ------------------------------------------------------------------
+
+    def group_add(self, group: str, channel: str) -> None:
+        self._groups.add(group, channel, time.monotonic_ns())
+
+    def group_discard(self, group: str, channel: str) -> None:
+        self._groups.discard(group, channel)
+
+    def group_channels(self, group: str) -> list[str]:
+        return self._groups.channels(group)
+
+    def send_group(self, group: str, message: Message) -> None:
+        names.validate_group(group)
+        payload = self._encode(message, group, kind="group")
+        try:
+            self._groups.fanout(group, payload, time.monotonic_ns() + self._expiry_ns, self.capacity)
+        except RecordTooLarge as exc:
+            raise self._too_large(group, len(payload), exc) from None
+        except RingBufError as exc:
+            raise SegmentError(f"send_group to {group!r} on segment {self.prefix!r}: {exc}") from exc
+
+    # -- flush and statistics ------------------------------------------------------
+
+    def flush(self) -> None:
+        """Drop every message, group and counter of this prefix (all processes)."""
+        try:
+            self._seg.flush()
+        except RingBufError as exc:
+            raise SegmentError(f"flush of segment {self.prefix!r}: {exc}") from exc
+
+    def global_statistics(self) -> dict[str, int]:
+        info = self._seg.info()
+        return {"messages_count": info["sent"], "channel_full_count": info["full"]}
+
+    def channel_statistics(self, channel: str) -> dict[str, int]:
+        queue = names.non_local_name(names.validate_channel(channel))
+        stats = self._seg.queue_stats(queue.encode("ascii"))
+        return {
+            "messages_count": stats["sent"],
+            "messages_pending": stats["pending"],
+            "messages_max_age": stats["oldest_age_ns"] // _NS,
+            "channel_full_count": stats["full"],
+        }
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def segment(self) -> Segment:
+        """The attached :class:`_ringbuf.Segment` (for tools and tests)."""
+        return self._seg
+
+    def close(self) -> None:
+        """Unmap the segment from this instance; shared state stays."""
+        self._seg.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(prefix={self.prefix!r}, expiry={self.expiry!r}, "
+            f"group_expiry={self.group_expiry!r}, capacity={self.capacity!r}, "
+            f"channel_capacity={self.channel_capacity!r})"
+        )
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"{type(self).__name__} cannot be pickled; make one per process with prefix={self.prefix!r}"
+        )
