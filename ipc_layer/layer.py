@@ -205,6 +205,8 @@ class IPCChannelLayer(BaseChannelLayer):
             raise LayoutMismatch(f"segment for prefix {self.prefix!r}: {exc}") from exc
         except (RingBufError, OSError) as exc:
             raise SegmentError(f"cannot open the segment for prefix {self.prefix!r}: {exc}") from exc
+        except ValueError as exc:  # sizing options the core refuses
+            raise ValueError(f"segment options for prefix {self.prefix!r}: {exc}") from exc
         if seg.max_record < max_record:
             logger.warning(
                 "segment %r takes records of at most %d bytes, less than max_message_size=%d needs; "
@@ -250,10 +252,18 @@ class IPCChannelLayer(BaseChannelLayer):
         )
 
     def receive(self, channels: Iterable[str], block: bool = False) -> ReceiveResult:
+        # No exception on the hot path: a list is looked up as a tuple (a
+        # str must never be, or "abc" would mean ["a", "b", "c"]).
+        kind = type(channels)
+        plan = None
         try:
-            queues, wanted = self._plans[channels]  # type: ignore[index]
-        except (KeyError, TypeError):
-            queues, wanted = self._plan(channels)
+            if kind is tuple:
+                plan = self._plans.get(channels)  # type: ignore[call-overload]
+            elif kind is list:
+                plan = self._plans.get(tuple(channels))  # type: ignore[arg-type]
+        except TypeError:  # an unhashable item: _plan names it
+            pass
+        queues, wanted = plan if plan is not None else self._plan(channels)
         try:
             if block:
                 got = self._seg_receive(queues, self.blocking_timeout, self.spin_us)
@@ -273,11 +283,6 @@ class IPCChannelLayer(BaseChannelLayer):
 
     def _plan(self, channels: object) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
         """Validate a receive list and cache its queue names (a tuple the binding caches too)."""
-        if type(channels) is list:
-            key = tuple(channels)
-            hit = self._plans.get(key)
-            if hit is not None:
-                return hit
         wanted = tuple(names.validate_receive_channels(channels))
         plan = (tuple(name.encode("ascii") for name in wanted), wanted)
         if len(self._plans) >= _CACHE_LIMIT:
