@@ -26,6 +26,7 @@ setup(
     entry_points={
         "console_scripts": [
             "ipc-bench = bench.cli:main",
+            "ipc-layer = ipc_layer.cli:main",
         ],
     },
     zip_safe=False,

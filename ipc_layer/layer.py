@@ -90,7 +90,7 @@ from .exceptions import ChannelFull, LayoutMismatch, MessageTooLarge, SegmentErr
 from .groups import GroupStore
 from .serializer import DEFAULT_MAX_MESSAGE_SIZE
 
-__all__ = ["DEFAULT_PREFIX", "DEFAULT_SEGMENT_SIZE", "IPCChannelLayer"]
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_SEGMENT_SIZE", "IPCChannelLayer", "validate_prefix"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ _CACHE_LIMIT = 4096
 _NO_FRAME = b"\x00"
 
 
-def _validate_prefix(prefix: object) -> str:
+def validate_prefix(prefix: object) -> str:
+    """Return ``prefix`` if it can name a segment, else raise naming it."""
     if not isinstance(prefix, str):
         raise TypeError(f"prefix must be a str, not {type(prefix).__name__}: {prefix!r}")
     if _PREFIX_RE.fullmatch(prefix) is None:
@@ -178,7 +179,7 @@ class IPCChannelLayer(BaseChannelLayer):
             max_message_size=max_message_size,
             blocking_timeout=blocking_timeout,
         )
-        self.prefix = _validate_prefix(prefix)
+        self.prefix = validate_prefix(prefix)
         self.spin_us = _non_negative_int(spin_us, "spin_us")
         for what, value in (("segment_size", segment_size), ("mode", mode), ("slots", slots),
                             ("waiters", waiters)):
