@@ -16,4 +16,7 @@ Modules, one job each:
 - :mod:`bench.machine`      -- the machine record (CPU, kernel, versions).
 - :mod:`bench.report`       -- markdown tables, ratios, JSON lines.
 - :mod:`bench.plots`        -- matplotlib (Agg) figures.
+
+``python -m bench.core`` (:mod:`bench.core`, kept with the ``_ringbuf`` core) prints the
+raw core's own figures; ``python -m bench`` compares layers.
 """

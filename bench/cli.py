@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Every ratio column compares with channels_redis at the same scenario and size."
         ),
     )
-    parser.add_argument("--quick", action="store_true", help="short run (under a minute): 2 repeats of 0.15 s, 0.5 s idle and mixed windows")
+    parser.add_argument("--quick", action="store_true", help="short run (under a minute): 2 repeats of 0.1 s, 2 group rounds, 0.5 s idle and mixed windows")
     parser.add_argument(
         "--only", type=_csv("scenario", SCENARIOS), metavar="SCENARIO,...", help="run only these scenarios"
     )
@@ -131,10 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N,...",
         help=f"group sizes for the group scenario (default: {','.join(map(str, DEFAULT_MEMBERS))})",
     )
-    parser.add_argument("--duration", type=_positive(float), metavar="S", help="seconds per repeat (default 1, quick 0.15)")
+    parser.add_argument("--duration", type=_positive(float), metavar="S", help="seconds per repeat (default 1, quick 0.1)")
     parser.add_argument("--repeats", type=_positive(int), metavar="N", help="repeats per case; the median is reported (default 3, quick 2)")
     parser.add_argument("--count", type=_positive(int), metavar="N", help="at most N messages / round trips per repeat")
-    parser.add_argument("--rounds", type=_positive(int), metavar="N", help="group sends measured per case (default 5, quick 3)")
+    parser.add_argument("--rounds", type=_positive(int), metavar="N", help="group sends measured per case (default 5, quick 2)")
     parser.add_argument(
         "--scale",
         type=_positive(float),
@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mixed-seconds", type=_positive(float), metavar="S", help="mixed scenario length (default 6, quick 0.5)")
     parser.add_argument("--producers", type=_positive(int), metavar="N", help="mpmc scenario producers (default 2)")
     parser.add_argument("--consumers", type=_positive(int), metavar="M", help="mpmc scenario consumers (default 2)")
-    parser.add_argument("--recv-timeout", type=_positive(float), metavar="S", help="a receive waiting longer is an error (default 10)")
-    parser.add_argument("--spin-us", type=int, metavar="US", help="ringbuf_raw: spin budget before sleeping (default 0)")
+    parser.add_argument("--recv-timeout", type=_positive(float), metavar="S", help="a receive waiting longer is an error (default 10, quick 5)")
+    parser.add_argument("--spin-us", type=int, metavar="US", help="spin budget before sleeping of the shared-memory layers (default: the layer's own; 0 for ringbuf_raw)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     return parser

@@ -62,8 +62,12 @@ class LayerSpec:
     prefix: str  # unique per case: no two cases share queues, keys or segments
     redis_url: str | None = None
     capacity: int = 100_000
-    segment_size: int = 256 << 20  # raw _ringbuf driver only
-    spin_us: int = 0  # raw _ringbuf driver only: spin budget before sleeping
+    #: Shared-memory segment of the ipc layers and the raw core: room for a 64 KiB message
+    #: to each of 1,000 group members, or a full channel of 64 KiB messages.
+    segment_size: int = 256 << 20
+    #: Spin budget before sleeping in a receive (shared-memory layers); None: the layer's
+    #: default (0 for the raw core).
+    spin_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +256,13 @@ class Channels4Driver(Driver):
 # ---------------------------------------------------------------------- raw baselines
 
 
+#: redis-py 8 reads with a 5 s socket timeout by default, the very length of channels_redis'
+#: BZPOPMIN wait: a receiver idle for 5 s then fails with "Timeout reading from socket".
+#: A deployment has to raise it (a ``hosts`` entry may carry redis-py options); so do we.
+_REDIS_SOCKET_TIMEOUT = 30.0
+#: Longest single blocking pop of the raw Redis driver (inside the socket timeout).
+_REDIS_BLOCK = 5.0
+
 #: KEYS[1] = the group's set; ARGV = (key prefix, payload). One RPUSH per member, where
 #: ``name!x`` members share the list ``name!`` (as :meth:`RedisRawDriver._key` maps them).
 _REDIS_FANOUT = """
@@ -283,7 +294,7 @@ class RedisRawDriver(Driver):
             raise Unavailable("no Redis server (redis-server not found and no --redis-url)")
         self._packb = msgpack.packb
         self._unpackb = msgpack.unpackb
-        self.client = redis.Redis.from_url(spec.redis_url)
+        self.client = redis.Redis.from_url(spec.redis_url, socket_timeout=_REDIS_SOCKET_TIMEOUT)
         self.prefix = spec.prefix + ":"
         self.capacity = spec.capacity
         self._fanout = self.client.register_script(_REDIS_FANOUT)
@@ -308,10 +319,16 @@ class RedisRawDriver(Driver):
         self, channels: list[str], timeout: float
     ) -> tuple[str | None, dict[str, Any] | None]:
         keys = [self._key(c) for c in channels]
-        # BLPOP takes fractional seconds (Redis >= 6); 0 would mean "forever": never pass it.
-        got = self.client.blpop(keys, timeout=max(0.01, timeout))
-        if got is None:
-            return None, None
+        deadline = _now() + timeout
+        while True:
+            # BLPOP takes fractional seconds (Redis >= 6); 0 would mean "forever": never pass
+            # it. Each wait stays well inside the socket timeout.
+            wait = min(_REDIS_BLOCK, max(0.01, deadline - _now()))
+            got = self.client.blpop(keys, timeout=wait)
+            if got is not None:
+                break
+            if _now() >= deadline:
+                return None, None
         key, data = got
         return key.decode()[len(self.prefix) :], self._unpackb(data, raw=False)
 
@@ -357,7 +374,7 @@ class RingbufRawDriver(Driver):
         self._unpackb = msgpack.unpackb
         self.prefix = spec.prefix
         self.capacity = spec.capacity
-        self.spin_us = spec.spin_us
+        self.spin_us = spec.spin_us or 0
         self.seg = _ringbuf.Segment(spec.prefix, size=spec.segment_size)
         self._full_exc: type[BaseException] = _ringbuf.QueueFull
         self._names: dict[str, bytes] = {}
@@ -484,8 +501,11 @@ _BLOCKING_TIMEOUT = 1.0
 
 def _make_ipc(spec: LayerSpec) -> Driver:
     mod = _import("ipc_layer", "this project's layer")
+    options: dict[str, Any] = {"segment_size": spec.segment_size}
+    if spec.spin_us is not None:
+        options["spin_us"] = spec.spin_us
     layer = mod.IPCChannelLayer(
-        prefix=spec.prefix, capacity=spec.capacity, blocking_timeout=_BLOCKING_TIMEOUT
+        prefix=spec.prefix, capacity=spec.capacity, blocking_timeout=_BLOCKING_TIMEOUT, **options
     )
     return Asgi1Driver("ipc", layer, spec.prefix, lambda: _unlink_segments(spec.prefix))
 
@@ -513,7 +533,10 @@ def _channels_full() -> tuple[type[BaseException], ...]:
 
 def _make_ipc_aio(spec: LayerSpec) -> Driver:
     mod = _import("ipc_layer.aio", "this project's Channels 4 backend")
-    layer = mod.IPCChannelLayer(prefix=spec.prefix, capacity=spec.capacity)
+    options: dict[str, Any] = {"segment_size": spec.segment_size}
+    if spec.spin_us is not None:
+        options["spin_us"] = spec.spin_us
+    layer = mod.IPCChannelLayer(prefix=spec.prefix, capacity=spec.capacity, **options)
     full = _channels_full() + tuple(
         c for c in (getattr(layer, "ChannelFull", None),) if isinstance(c, type)
     )
@@ -524,9 +547,8 @@ def _make_channels_redis(spec: LayerSpec) -> Driver:
     mod = _import("channels_redis.core", "channels_redis 4.x")
     if not spec.redis_url:
         raise Unavailable("no Redis server (redis-server not found and no --redis-url)")
-    layer = mod.RedisChannelLayer(
-        hosts=[spec.redis_url], prefix=spec.prefix, capacity=spec.capacity
-    )
+    host = {"address": spec.redis_url, "socket_timeout": _REDIS_SOCKET_TIMEOUT}
+    layer = mod.RedisChannelLayer(hosts=[host], prefix=spec.prefix, capacity=spec.capacity)
     return Channels4Driver("channels_redis", layer, _channels_full())
 
 

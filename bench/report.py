@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from bench.drivers import LAYERS, REFERENCE_LAYER
+from bench.drivers import LAYERS, REFERENCE_LAYER, LayerSpec
 from bench.scenarios import PRIMARY, RATIOS
 
 __all__ = ["add_ratios", "render_markdown", "write_jsonl", "RATIO_KEY"]
@@ -57,6 +57,12 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
                 ratios[metric] = ours / theirs if higher_better else theirs / ours
         row["ratios"] = ratios
         row[RATIO_KEY] = ratios[PRIMARY[row["scenario"]][0]]
+
+
+def _spin(spin_us: Any) -> str:
+    if spin_us is None:
+        return "each layer's default spin budget before sleeping (0 us for ringbuf_raw)"
+    return f"spin budget {spin_us} us before sleeping"
 
 
 def _positive(value: Any) -> bool:
@@ -224,6 +230,40 @@ def _notes(scenario: str, rows: list[dict[str, Any]], settings: dict[str, Any]) 
     return [f"_{n}_" for n in notes]
 
 
+#: The figures users compare first (and the project's targets): (title, scenario, label,
+#: metric, unit).
+_HEADLINE = [
+    ("round trip 100 B p50", "pingpong", "100 B", "p50_us", "us"),
+    ("one-way 100 B", "oneway", "100 B", "msgs_per_s", "msgs/s"),
+    ("group_send 100 members, 100 B (call)", "group", "100 B x 100", "send_us", "us"),
+    ("group 100 members, all delivered", "group", "100 B x 100", "deliver_us", "us"),
+]
+
+
+def headline_table(results: list[dict[str, Any]]) -> list[str]:
+    """One line per layer: the headline figures, each with its ratio to the reference."""
+    index = {(r["scenario"], r["label"], r["layer"]): r for r in results}
+    columns = [h for h in _HEADLINE if any((h[1], h[2]) == (r["scenario"], r["label"]) for r in results)]
+    layers = [name for name in LAYERS if any(r["layer"] == name for r in results)]
+    if not columns or not layers:
+        return []
+    head = ["Layer"] + [f"{title} ({unit}, x vs {REFERENCE_LAYER})" for title, _, _, _, unit in columns]
+    lines = ["", "## Headline", "", "| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    for layer in layers:
+        cells = [layer_label(layer)]
+        for _, scenario, label, metric, _ in columns:
+            row = index.get((scenario, label, layer))
+            if row is None:
+                cells.append("-")
+            elif row.get("error"):
+                cells.append("error")
+            else:
+                ratio = row.get("ratios", {}).get(metric)
+                cells.append(f"{fmt_num(row['metrics'].get(metric))} ({fmt_ratio(ratio)})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(
     rows: list[dict[str, Any]],
     machine: dict[str, Any],
@@ -245,9 +285,16 @@ def render_markdown(
     out += [
         "",
         f"Ratios compare each layer with {REFERENCE_LAYER} at the same scenario and size "
-        "(> 1 is better); rows marked (limit) are the raw `_ringbuf` core, the stated limit.",
+        "(> 1 is better); rows marked (limit) are the raw `_ringbuf` core with msgpack, "
+        "the stated limit.",
+        "",
+        f"Shared-memory layers: {_spin(settings.get('spin_us'))}; segments of "
+        f"{LayerSpec.segment_size >> 20} MiB.",
     ]
+    if settings.get("quick"):
+        out += ["", "Quick run: short repeats, figures are indicative only."]
     results = [r for r in rows if r.get("type") == "result"]
+    out += headline_table(results)
     for scenario in PRIMARY:
         srows = [r for r in results if r["scenario"] == scenario]
         if not srows:

@@ -38,7 +38,8 @@ class Settings:
     #: A receive that waits longer than this is an error (the peer is gone or stuck).
     recv_timeout: float = 10.0
     pin: bool = True
-    spin_us: int = 0
+    #: Spin budget (us) of the shared-memory layers; None: each layer's default.
+    spin_us: int | None = None
     capacity: int = 100_000
 
     @classmethod
@@ -48,10 +49,11 @@ class Settings:
         return cls(
             layers=layers,
             quick=True,
-            duration=0.15,
+            duration=0.1,
             repeats=2,
             warmup=50,
-            group_rounds=3,
+            group_rounds=2,
+            recv_timeout=5.0,
             idle_seconds=0.5,
             mixed_seconds=0.5,
         )
