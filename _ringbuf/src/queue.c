@@ -75,6 +75,11 @@ static void record_read(rb_seg *s, uint32_t first, char *buf)
 {
     rb_rec *rec = rb_rec_at(s, first);
     size_t len = rec->len;
+    /* rb_receive accepts buf == NULL with cap == 0, which is exactly enough
+     * for an empty record; memcpy(NULL, src, 0) is still undefined behaviour
+     * (UBSan: "null pointer passed as argument 1"), so copy nothing. */
+    if (len == 0)
+        return;
     size_t n = len < RB_FIRST_PAYLOAD ? len : RB_FIRST_PAYLOAD;
     memcpy(buf, s->cells[first].data + sizeof(rb_rec), n);
     size_t off = n;
