@@ -133,8 +133,8 @@ static int init_layout(unsigned char *base, uint64_t size, const rb_options *o)
     h->creator_pid = (uint32_t)getpid();
     h->created_ns = realtime_ns();
     /* Slots, index and waiters are valid when zero (FREE / EMPTY / unused),
-     * and cells are handed out from a bump mark: nothing else to touch, so a
-     * 64 MiB segment costs only the pages actually used. */
+     * and cells are handed out from a bump mark: nothing else to write, so
+     * initialisation is O(header), whatever the segment's size. */
     h->cell_free_head = RB_NIL;
     h->slot_free_head = RB_NIL;
 
@@ -203,6 +203,17 @@ static int create_segment(const char *prefix, const rb_options *o)
         unlink(tmp);
         return rb_fail(RB_E_SYS, "size %s to %llu bytes: %s", tmp, (unsigned long long)size,
                        strerror(e));
+    }
+    /* Reserve every page now: a sparse tmpfs file would let a later first
+     * touch of a page die with SIGBUS when /dev/shm is full, in whichever
+     * process happened to touch it.  Refusing here, once, is the only clean
+     * place to say "no room". */
+    int fe = posix_fallocate(fd, 0, (off_t)size);
+    if (fe != 0 && fe != EOPNOTSUPP && fe != EINVAL) {
+        close(fd);
+        unlink(tmp);
+        return rb_fail(RB_E_SYS, "reserve %llu bytes for %s: %s (is /dev/shm big enough?)",
+                       (unsigned long long)size, tmp, strerror(fe));
     }
     unsigned char *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
