@@ -7,8 +7,11 @@ sweep reaches it), so that after every step the invariant can compare
 statistics, names and the number of free cells, and run ``Segment.check()``.
 
 Time is deterministic: deadlines are 0 (never), 1 (already past) or far in
-the future.  Fan-out copies share one enqueue time, so a receive over several
-member queues breaks the tie by the order of the names it was given.
+the future.  Fan-out copies (and the records of one send_batch) share one
+enqueue time, so a receive over several queues breaks the tie by the order of
+the names it was given.  Set members may be routed (``queue_len``: copies go
+to ``member[:queue_len]``, tagged copies start with ``len(tag)`` and the
+tag) and may state a capacity; a set's members are walked newest first.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from _ringbuf import QueueFull, RecordTooLarge, Segment
 FAR = 1 << 62
 QUEUES = [b"qa", b"qb", b"qc", b"qd"]
 SETS = [b"s1", b"qa"]  # a set may share a queue's name: different kinds of key
-MAX_RECORD = 4096
+MAX_RECORD = 1280  # small, so a receive_batch often fills its buffer
 CELL_PAYLOAD = 256 - 8
 FIRST_PAYLOAD = CELL_PAYLOAD - 24
 
@@ -37,6 +40,13 @@ payloads = st.one_of(
     st.integers(0, 3).map(lambda k: bytes([k]) * (FIRST_PAYLOAD + k * CELL_PAYLOAD)),
 )
 queue_lists = st.lists(st.sampled_from(QUEUES), min_size=1, max_size=4, unique=True)
+# (member name, queue_len choices): plain names, and process-style names routed to a prefix.
+# Several route to qa, so tagged copies for different members meet in one queue.
+MEMBERS = {b"qa": [2], b"qb": [2], b"qa!t1": [2, 5], b"qa!t22": [2, 6], b"qa!t333": [2],
+           b"qc!z": [2, 4]}
+member_deadlines = st.sampled_from([0, 0, FAR, 1])  # members mostly live
+members = st.sampled_from(sorted(MEMBERS)).flatmap(
+    lambda m: st.tuples(st.just(m), st.sampled_from(MEMBERS[m])))
 
 
 def cells_needed(n: int) -> int:
@@ -64,6 +74,13 @@ class Queue:
     full: int = 0
 
 
+@dataclass
+class Member:
+    deadline: int
+    queue_len: int
+    capacity: int
+
+
 class Model:
     def __init__(self) -> None:
         self.clock = itertools.count()
@@ -71,7 +88,8 @@ class Model:
 
     def reset(self) -> None:
         self.queues: dict[bytes, Queue] = {}
-        self.sets: dict[bytes, dict[bytes, int]] = {}  # set -> member -> deadline (rows, swept or not)
+        # set -> member -> row (swept or not), in insertion order; the core walks newest first
+        self.sets: dict[bytes, dict[bytes, Member]] = {}
         self.sent = self.received = self.full = self.expired = 0
 
     # sweeps, exactly where the core does them
@@ -85,9 +103,9 @@ class Model:
         self.expired += len(q.records) - len(keep)
         q.records = keep
 
-    def live_set(self, name: bytes) -> dict[bytes, int]:
+    def live_set(self, name: bytes) -> dict[bytes, Member]:
         rows = self.sets.get(name, {})
-        for m in [m for m, d in rows.items() if expired(d)]:
+        for m in [m for m, row in rows.items() if expired(row.deadline)]:
             del rows[m]
         if not rows:
             self.sets.pop(name, None)
@@ -135,13 +153,23 @@ class SegmentVsModel(RuleBasedStateMachine):
                 self.seg.send(q, data, deadline_ns=deadline, capacity=capacity)
             assert type(info.value) is QueueFull and q.decode() in str(info.value)
 
+    @rule(q=st.sampled_from(QUEUES), batch=st.lists(payloads, max_size=5), deadline=deadlines,
+          capacity=capacities)
+    def send_batch(self, q: bytes, batch: list[bytes], deadline: int, capacity: int) -> None:
+        order = next(self.model.clock)  # one lock hold, one enqueue time
+        n = 0
+        for data in batch:
+            if not self.model.enqueue(q, data, deadline, capacity, order):
+                break
+            n += 1
+        assert self.seg.send_batch(q, batch, deadline_ns=deadline, capacity=capacity) == n
+
     @rule(q=st.sampled_from(QUEUES))
     def send_too_large(self, q: bytes) -> None:
         with pytest.raises(RecordTooLarge):
             self.seg.send(q, bytes(MAX_RECORD + 1))
 
-    @rule(names=queue_lists)
-    def receive(self, names: list[bytes]) -> None:
+    def pick_oldest(self, names: list[bytes]) -> tuple[int, Queue] | None:
         best = None
         for i, name in enumerate(names):
             q = self.model.queues.get(name)
@@ -150,11 +178,34 @@ class SegmentVsModel(RuleBasedStateMachine):
             self.model.live_head(q)
             if q.records and (best is None or q.records[0].order < best[1].records[0].order):
                 best = (i, q)
+        return best
+
+    @rule(names=queue_lists)
+    def receive(self, names: list[bytes]) -> None:
+        best = self.pick_oldest(names)
         expect = None
         if best is not None:
             expect = (best[0], best[1].records.pop(0).data)
             self.model.received += 1
         assert self.seg.receive(names, timeout=0) == expect
+
+    @rule(names=queue_lists, most=st.integers(1, 6))
+    def receive_batch(self, names: list[bytes], most: int) -> None:
+        expect: list[tuple[int, bytes]] = []
+        used = 0
+        best = self.pick_oldest(names)
+        while best is not None:
+            data = best[1].records[0].data
+            if used + len(data) > MAX_RECORD:  # the batch must fit one max_record buffer
+                break
+            best[1].records.pop(0)
+            self.model.received += 1
+            expect.append((best[0], data))
+            used += len(data)
+            if len(expect) == most:
+                break
+            best = self.pick_oldest(names)
+        assert self.seg.receive_batch(names, most, timeout=0) == expect
 
     @rule(names=queue_lists)
     def wait(self, names: list[bytes]) -> None:
@@ -180,12 +231,15 @@ class SegmentVsModel(RuleBasedStateMachine):
         if not mq.records:
             assert got["oldest_age_ns"] == 0
 
-    @rule(s=st.sampled_from(SETS), m=st.sampled_from(QUEUES), deadline=deadlines)
-    def set_add(self, s: bytes, m: bytes, deadline: int) -> None:
-        self.model.sets.setdefault(s, {})[m] = deadline
-        self.seg.set_add(s, m, deadline_ns=deadline)
+    @rule(s=st.sampled_from(SETS),
+          adds=st.lists(st.tuples(members, member_deadlines, capacities), min_size=1, max_size=3))
+    def set_add(self, s: bytes, adds: list[tuple[tuple[bytes, int], int, int]]) -> None:
+        for (m, queue_len), deadline, capacity in adds:
+            # A re-add refreshes the row in place (it keeps its place in the member list).
+            self.model.sets.setdefault(s, {})[m] = Member(deadline, queue_len, capacity)
+            self.seg.set_add(s, m, deadline_ns=deadline, queue_len=queue_len, capacity=capacity)
 
-    @rule(s=st.sampled_from(SETS), m=st.sampled_from(QUEUES))
+    @rule(s=st.sampled_from(SETS), m=st.sampled_from(sorted(MEMBERS)))
     def set_discard(self, s: bytes, m: bytes) -> None:
         rows = self.model.sets.get(s)
         if rows is not None:
@@ -199,21 +253,30 @@ class SegmentVsModel(RuleBasedStateMachine):
         expect = sorted(self.model.live_set(s))
         assert sorted(self.seg.set_members(s)) == expect
 
-    @rule(s=st.sampled_from(SETS), data=payloads, deadline=deadlines, capacity=capacities)
-    def fanout(self, s: bytes, data: bytes, deadline: int, capacity: int) -> None:
+    @rule(s=st.sampled_from(SETS), data=payloads, deadline=deadlines, capacity=capacities,
+          tagged=st.booleans())
+    def fanout(self, s: bytes, data: bytes, deadline: int, capacity: int, tagged: bool) -> None:
         order = next(self.model.clock)
         sent = skipped = 0
-        for m in list(self.model.live_set(s)):
-            q = self.model.queues.get(m)
-            cap = 0 if q is not None and q.capacity else capacity  # a member's own capacity wins
-            if self.model.enqueue(m, data, deadline, cap, order):
+        rows = self.model.live_set(s)
+        for m in reversed(list(rows)):  # newest member first
+            row = rows[m]
+            qname, tag = m[:row.queue_len], m[row.queue_len:]
+            q = self.model.queues.get(qname)
+            # The member's capacity, else the queue's stored one, else the fan-out's.
+            cap = row.capacity or (0 if q is not None and q.capacity else capacity)
+            record = bytes([len(tag)]) + tag + data if tagged else data
+            if self.model.enqueue(qname, record, deadline, cap, order):
                 sent += 1
             else:
                 skipped += 1
-        assert self.seg.fanout(s, data, deadline_ns=deadline, capacity=capacity) == (sent, skipped)
+        got = self.seg.fanout(s, data, deadline_ns=deadline, capacity=capacity, tagged=tagged)
+        assert got == (sent, skipped)
 
-    @rule()
-    def flush(self) -> None:
+    @rule(dice=st.integers(0, 7))
+    def flush(self, dice: int) -> None:
+        if dice:  # rarely: a flush wipes the state every other rule builds up
+            return
         self.model.reset()
         self.seg.flush()
 
