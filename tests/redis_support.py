@@ -1,0 +1,106 @@
+"""The Redis server the Redis-layer tests run against, and per-test key prefixes.
+
+- ``IPC_TEST_REDIS_URL`` set (CI: ``.ci/run`` starts redis-server on port
+  6390): that server is used; if it does not answer, that is an error, not
+  a skip, because CI promised a server.
+- Unset: one private ``redis-server --port <free> --save '' --appendonly no``
+  is started for the whole test process (``bench.redis_server.RedisServer``:
+  loopback only, temporary directory, dies with the test process) and stopped
+  at exit.
+- Neither possible (no redis-py, no ``redis-server`` binary, or it would not
+  start): :class:`unittest.SkipTest` with the reason, which pytest reports as
+  a skip.
+
+Every test gets its own prefix (:func:`unique_prefix`) and removes its keys
+(:func:`remove_keys`), so tests never see each other's data even on a shared
+server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import unittest
+
+__all__ = ["ENV_VAR", "count_keys", "redis_url", "remove_keys", "unique_prefix"]
+
+ENV_VAR = "IPC_TEST_REDIS_URL"
+
+_url: str | None = None
+_skip_reason: str | None = None
+_server: object | None = None
+_counter = itertools.count(1)
+
+
+def _ping(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def redis_url() -> str:
+    """The URL of the test Redis, starting a private server on first use."""
+    global _url, _skip_reason, _server
+    if _url is not None:
+        return _url
+    if _skip_reason is not None:
+        raise unittest.SkipTest(_skip_reason)
+    try:
+        import hiredis  # noqa: F401  (the layer's declared parser)
+        import redis  # noqa: F401
+    except ImportError as exc:
+        _skip_reason = f"Redis layer tests need redis-py and hiredis: {exc}"
+        raise unittest.SkipTest(_skip_reason) from None
+    from_env = os.environ.get(ENV_VAR)
+    if from_env:
+        try:
+            _ping(from_env)
+        except Exception as exc:
+            raise RuntimeError(f"{ENV_VAR}={from_env!r} is set but that Redis does not answer: {exc}") from exc
+        _url = from_env
+        return _url
+    from bench.redis_server import RedisServer, RedisUnavailable
+
+    try:
+        server = RedisServer().start()
+    except RedisUnavailable as exc:
+        _skip_reason = f"no Redis for the Redis layer tests ({exc}); set {ENV_VAR} or install redis-server"
+        raise unittest.SkipTest(_skip_reason) from None
+    _server = server  # kept alive; RedisServer.start registered its atexit stop
+    _url = server.url
+    return _url
+
+
+def unique_prefix() -> str:
+    """A key prefix no other test (or concurrent test run) uses."""
+    return f"t{os.getpid()}_{next(_counter)}_{secrets.token_hex(3)}:"
+
+
+def _client(url: str):  # type: ignore[no-untyped-def]
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=10)
+
+
+def count_keys(url: str, prefix: str) -> int:
+    client = _client(url)
+    try:
+        return sum(1 for _ in client.scan_iter(match=prefix + "*", count=1000))
+    finally:
+        client.close()
+
+
+def remove_keys(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (test prefixes hold no glob characters)."""
+    client = _client(url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for first in range(0, len(keys), 500):
+            client.unlink(*keys[first : first + 500])
+    finally:
+        client.close()
