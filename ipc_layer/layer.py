@@ -108,6 +108,7 @@ _NS = 1_000_000_000
 _CACHE_LIMIT = 4096
 
 _NO_FRAME = b"\x00"
+_monotonic_ns = time.monotonic_ns
 
 
 def validate_prefix(prefix: object) -> str:
@@ -226,7 +227,7 @@ class IPCChannelLayer(BaseChannelLayer):
             queue, frame, capacity = self._route(channel)
         payload = self._encode(message, channel)
         try:
-            self._seg_send(queue, frame + payload, time.monotonic_ns() + self._expiry_ns, capacity)
+            self._seg_send(queue, frame + payload, _monotonic_ns() + self._expiry_ns, capacity)
         except QueueFull as exc:
             raise ChannelFull(f"channel {channel!r} is full: {exc}") from None
         except RecordTooLarge as exc:
