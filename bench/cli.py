@@ -267,13 +267,13 @@ class Run:
             else:
                 spec = self.spec(layer)
                 result = run_probe(spec, timeout=30.0)
+                self._sweep(spec)
                 if result["ok"]:
                     ready.append(layer)
                     _log(f"layer {layer}: ok")
                     continue
                 kind = "unavailable" if result.get("unavailable") else "probe failed"
                 self.skipped[layer] = f"{kind}: {result['error']}"
-                self._sweep(spec)
             _log(f"layer {layer}: SKIPPED ({self.skipped[layer]})")
         return ready
 

@@ -281,7 +281,7 @@ def _probe_child(spec: LayerSpec, reports: Any) -> None:
             {
                 "ok": False,
                 "unavailable": isinstance(exc, (Unavailable, ImportError)),
-                "error": f"{type(exc).__name__}: {exc}",
+                "error": str(exc) if isinstance(exc, Unavailable) else f"{type(exc).__name__}: {exc}",
             }
         )
 
