@@ -1,7 +1,8 @@
 """The kill loop: SIGKILL one process at a random moment, respawn it, repeat.
 
-Under load: two senders (to three capacity-limited queues, and fan-out to a
-set of two member queues), three receivers (blocking receive; wait() then
+Under load: two senders (to three capacity-limited queues, and tagged fan-out
+to a set of two member queues plus a routed member that comes and goes),
+three receivers (blocking receive; wait() then
 receive(timeout=0); receive with a spin budget) and a churn process that
 adds, refreshes, sweeps and discards set members.  One process at a time is
 SIGKILLed after a random delay and respawned, ``--kills`` times (default 30;
@@ -16,9 +17,10 @@ line so that a SIGKILL leaves the history up to the record in hand:
 - receiver ``r<id>.log``: ``R <queue index> <sender> <seq>`` per record.
 
 Afterwards the checker verifies: the invariants (``check()``), no waiter
-left once every process is gone and ``recover()`` ran, capacity back to full
-after a drain (all cells free, each limited queue takes exactly its capacity
-again), nothing duplicated, each sender's records in order per queue and
+left once every process is gone and ``recover()`` ran, no queue under a name
+nobody sends to (a misrouted fan-out copy), capacity back to full after a
+drain (all cells free, each limited queue takes exactly its capacity again),
+every payload and tag intact, nothing duplicated, each sender's records in order per queue and
 receiver, every confirmed record delivered except at most one per receiver
 kill, and at most one in-flight record per sender kill.  It reports kills,
 EOWNERDEAD repairs (``info()['repairs']``) and records lost.
@@ -48,6 +50,7 @@ CAPACITY = 64
 QUEUES = [b"kl.q0", b"kl.q1", b"kl.q2"]  # indexes 0-2: capacity-limited, plain sends
 MEMBERS = [b"kl.m0", b"kl.m1"]           # indexes 3-4: fan-out members, always in the set
 EXTRA = b"kl.extra"                       # index 5: a member that comes and goes (not accounted)
+EXTRA_MEMBER = EXTRA + b"!tag"            # routed: its copies go to EXTRA, tagged b"!tag"
 GROUP = b"kl.grp"
 NAMES = QUEUES + MEMBERS + [EXTRA]
 BACKLOG = 500  # senders pause fan-out while a member queue holds more
@@ -68,8 +71,18 @@ def payload(sid: int, seq: int) -> bytes:
     return struct.pack("<II", sid, seq) + filler(sid, seq)
 
 
-def parse(data: bytes) -> tuple[int, int] | None:
-    if len(data) < 8:
+def untag(idx: int, data: bytes) -> bytes | None:
+    """Strip the tag frame of a fan-out copy (queues 3-5), checking it is the member's."""
+    if idx < len(QUEUES):
+        return data
+    tag = EXTRA_MEMBER[len(EXTRA):] if idx == len(NAMES) - 1 else b""
+    if data[:1 + len(tag)] != bytes([len(tag)]) + tag:
+        return None
+    return data[1 + len(tag):]
+
+
+def parse(data: bytes | None) -> tuple[int, int] | None:
+    if data is None or len(data) < 8:
         return None
     sid, seq = struct.unpack_from("<II", data)
     if data[8:] != filler(sid, seq):
@@ -120,7 +133,7 @@ def sender_main(prefix: str, sid: int, logdir: str, stop) -> None:
                        max(seg.queue_stats(m)["pending"] for m in MEMBERS) > BACKLOG):
                     time.sleep(0.001)
             log.write(b"S %d F\n" % seq)
-            sent, skipped = seg.fanout(GROUP, data)
+            sent, skipped = seg.fanout(GROUP, data, tagged=True)
             log.write(b"D %d %d %d\n" % (seq, sent, skipped))
         else:
             qi = rng.randrange(len(QUEUES))
@@ -151,7 +164,7 @@ def receiver_main(prefix: str, rid: int, logdir: str, stop) -> None:
                 return
             continue
         idx, data = got
-        rec = parse(data)
+        rec = parse(untag(idx, data))
         if rec is None:
             log.write(b"BAD %d %s\n" % (idx, data[:40].hex().encode()))
         else:
@@ -165,11 +178,13 @@ def churn_main(prefix: str, stop) -> None:
         n += 1
         for m in MEMBERS:
             seg.set_add(GROUP, m)  # refresh: they must never drop out
-        seg.set_add(GROUP, EXTRA, deadline_ns=now_ns() + 2_000_000 if n % 2 else 0)
-        seg.set_add(GROUP, b"kl.ghost%d" % (n % 4), deadline_ns=1)  # expired at once
+        seg.set_add(GROUP, EXTRA_MEMBER, deadline_ns=now_ns() + 2_000_000 if n % 2 else 0,
+                    queue_len=len(EXTRA))
+        ghost = b"kl.ghost%d!x" % (n % 4)  # expired at once, never gets a copy
+        seg.set_add(GROUP, ghost, deadline_ns=1, queue_len=len(ghost) - 2)
         seg.set_members(GROUP)  # sweeps the ghosts
         if n % 3 == 0:
-            seg.set_discard(GROUP, EXTRA)
+            seg.set_discard(GROUP, EXTRA_MEMBER)
         seg.recover()  # sweeps dead waiters and expired records: a long critical section
         if n % 50 == 0:
             time.sleep(0.001)
@@ -279,8 +294,10 @@ def test_kill_loop(prefix: str, tmp_path: Path, kills: int, report_line) -> None
         assert seg.queue_stats(name)["waiters"] == 0
     drained: list[tuple[int, int, int]] = []
     bad: list[bytes] = []
+    stray = sorted(set(seg.list_queues()) - set(NAMES))
+    assert not stray, f"records or queues under names nobody sent to: {stray}"
     while (got := seg.receive(NAMES, timeout=0)) is not None:
-        rec = parse(got[1])
+        rec = parse(untag(got[0], got[1]))
         if rec is None:
             bad.append(got[1][:40])
         else:
