@@ -93,7 +93,7 @@ def collect(prefix: str) -> dict[str, Any]:
     seg = _open(prefix)
     try:
         info = seg.info()
-        channels = []
+        channels: list[dict[str, Any]] = []
         for name in seg.list_queues():
             stats = seg.queue_stats(name)
             channels.append({
@@ -105,7 +105,7 @@ def collect(prefix: str) -> dict[str, Any]:
                 "capacity": stats["capacity"],
                 "waiters": stats["waiters"],
             })
-        groups = []
+        groups: list[dict[str, Any]] = []
         for name in seg.list_sets():
             groups.append({"group": name.decode("ascii", "replace"), "members": len(seg.set_members(name))})
     except RingBufError as exc:
@@ -125,7 +125,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: set[
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     out = []
     for row in cells:
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         out.append("  ".join(parts).rstrip())
     return out
 

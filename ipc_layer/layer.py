@@ -262,7 +262,7 @@ class IPCChannelLayer(BaseChannelLayer):
             if kind is tuple:
                 plan = self._plans.get(channels)  # type: ignore[call-overload]
             elif kind is list:
-                plan = self._plans.get(tuple(channels))  # type: ignore[arg-type]
+                plan = self._plans.get(tuple(channels))
         except TypeError:  # an unhashable item: _plan names it
             pass
         queues, wanted = plan if plan is not None else self._plan(channels)

@@ -69,7 +69,7 @@ def test_blocked_receivers_use_no_cpu(layer_prefix: str) -> None:
         p.start()
         procs[name] = (p, parent)
     try:
-        for p, parent in procs.values():
+        for _, parent in procs.values():
             assert parent.poll(10) and parent.recv() == "ready"
         time.sleep(0.05)
         before = {name: cpu_seconds(p.pid) for name, (p, _) in procs.items()}
@@ -77,7 +77,7 @@ def test_blocked_receivers_use_no_cpu(layer_prefix: str) -> None:
         for name, (p, _) in procs.items():
             used = cpu_seconds(p.pid) - before[name]
             assert used < 0.02 * 2.0, f"{name}: blocked receive used {used:.3f} s of CPU in 2 s (/proc)"
-        for name, (p, parent) in procs.items():
+        for name, (_, parent) in procs.items():
             assert parent.poll(5), f"{name}: receive(block=True) did not return"
             got, wall, cpu = parent.recv()
             assert got == (None, None)
