@@ -577,7 +577,7 @@ def list_segments() -> list[dict[str, object]]:
     except FileNotFoundError:
         return out
     for entry in entries:
-        if not entry.startswith(SEGMENT_FILE_PREFIX) or ".init." in entry:
+        if not entry.startswith(SEGMENT_FILE_PREFIX) or "~init~" in entry:
             continue
         prefix = entry[len(SEGMENT_FILE_PREFIX):]
         path = os.path.join(SHM_DIR, entry)

@@ -450,7 +450,13 @@ static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_
         int idx = pick_oldest(s, names, count, now, &qid);
         if (idx >= 0) {
             if (!take) {
+                /* rb_wait took the one wake a send gives without taking the
+                 * record: pass it on, or another sleeper on this queue would
+                 * only notice at the end of its bounded sleep. */
+                int others = rb_slot_at(s, qid)->waiters > 0;
                 rb_unlock(s);
+                if (others)
+                    rb_futex_wake(&s->slots[qid].seq, 1);
                 return RB_OK;
             }
             /* Take records, oldest first across the listed queues, while

@@ -158,11 +158,13 @@ static void attach_views(rb_seg *s)
     s->cells = (rb_cell *)(s->base + h->cells_off);
 }
 
-/* Remove temporary files of creators that died mid-way (best effort). */
+/* Remove temporary files of creators that died mid-way (best effort).  The
+ * temporary name "rbuf.<prefix>~init~<pid>" uses '~', which no prefix may
+ * contain, so it can never be another prefix's segment. */
 static void sweep_stale_temps(const char *prefix)
 {
     char want[300];
-    snprintf(want, sizeof want, SHM_PREFIX "%s.init.", prefix);
+    snprintf(want, sizeof want, SHM_PREFIX "%s~init~", prefix);
     DIR *d = opendir(SHM_DIR);
     if (!d)
         return;
@@ -187,7 +189,7 @@ static int create_segment(const char *prefix, const rb_options *o)
 {
     char path[300], tmp[340];
     seg_path(path, sizeof path, prefix);
-    snprintf(tmp, sizeof tmp, "%s.init.%d", path, (int)getpid());
+    snprintf(tmp, sizeof tmp, "%s~init~%d", path, (int)getpid());
     uint64_t size = o->size ? o->size : RB_DEFAULT_SIZE;
     mode_t mode = o->mode ? (mode_t)o->mode : 0600;
 

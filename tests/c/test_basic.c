@@ -154,13 +154,13 @@ static void test_concurrent_create(void)
     rb_close(s);
     char tmp[300];
     for (int i = 0; i < N; i++) {
-        snprintf(tmp, sizeof tmp, "%s.init.%d", ct_path, (int)kids[i]);
+        snprintf(tmp, sizeof tmp, "%s~init~%d", ct_path, (int)kids[i]);
         CHECKF(access(tmp, F_OK) != 0, "%s left behind", tmp);
     }
     CHECK_OK(rb_unlink(ct_prefix, 0));
 
     /* A dead creator's temporary file is removed by the next create. */
-    snprintf(tmp, sizeof tmp, "%s.init.%d", ct_path, (int)kids[0]);
+    snprintf(tmp, sizeof tmp, "%s~init~%d", ct_path, (int)kids[0]);
     int fd = open(tmp, O_CREAT | O_WRONLY, 0600);
     CHECK(fd >= 0);
     close(fd);

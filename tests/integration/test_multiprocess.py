@@ -180,7 +180,7 @@ def test_concurrent_first_use_creates_one_segment(prefix: str) -> None:
     assert got == sorted(p.pid for p in procs)
     seg.check()
     seg.close()
-    assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"rbuf.{prefix}.init.")]
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"rbuf.{prefix}~init~")]
 
 
 # -- wake-ups ------------------------------------------------------------------------------
