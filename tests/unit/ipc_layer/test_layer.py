@@ -70,6 +70,15 @@ def test_records_written_by_the_core_are_read_back(layer: IPCChannelLayer) -> No
     assert layer.receive(["raw.p!"]) == ("raw.p!xy", {"from": "core"})
 
 
+@pytest.mark.parametrize("payload", [packed([1, 2]), b"\xc1", packed({1: "int key"}), packed({"a": 1})[:-1]])
+def test_foreign_records_raise_value_error(layer: IPCChannelLayer, payload: bytes) -> None:
+    layer.segment.send(b"raw.bad", b"\x00" + payload)
+    with pytest.raises(ValueError, match="decode"):
+        layer.receive(["raw.bad"])
+    layer.send("raw.bad", {"next": "fine"})
+    assert layer.receive(["raw.bad"]) == ("raw.bad", {"next": "fine"})
+
+
 def test_groups_and_channels_are_separate_namespaces(layer: IPCChannelLayer) -> None:
     layer.group_add("same", "same")
     layer.send_group("same", {"n": 1})
