@@ -34,6 +34,8 @@
 #include "internal.h"
 
 #define SHM_DIR "/dev/shm/"
+/* Longest single sleep waiting for the segment lock (see rb_lock). */
+#define RB_LOCK_SLICE_NS 20000000L
 #define SHM_PREFIX "rbuf."
 
 static __thread char rb_errbuf[512];
@@ -388,7 +390,29 @@ int rb_lock(rb_seg *s)
             goto got;
         rb_cpu_relax();
     }
-    r = pthread_mutex_lock(m);
+    /* Sleep for the lock in bounded slices, never indefinitely.  glibc's
+     * robust mutexes can lose a wake-up when a process is SIGKILLed inside
+     * pthread_mutex_unlock between releasing the word and FUTEX_WAKE while
+     * a third process grabs the lock meanwhile: the kernel's robust-list
+     * cleanup only wakes a waiter when the word's owner is 0, and the
+     * grabber (who never saw FUTEX_WAITERS) unlocks without a wake.  The
+     * sleeper would then wait forever although the lock is free or its
+     * owner dead (seen in the multiprocess kill fuzz: word =
+     * FUTEX_OWNER_DIED, a waiter asleep).  Re-trying after a timeout
+     * re-reads the word: a dead owner gives EOWNERDEAD, a free lock is
+     * taken, a live owner is waited for again (with FUTEX_WAITERS set). */
+    for (;;) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += RB_LOCK_SLICE_NS;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+        if (r != ETIMEDOUT)
+            break;
+    }
 got:
     if (r == 0)
         return RB_OK;
