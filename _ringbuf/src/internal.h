@@ -147,11 +147,12 @@ typedef struct rb_header {
     uint64_t slots_off, index_off, waiters_off, cells_off;
     uint64_t created_ns;   /* CLOCK_REALTIME */
 
-    /* --- the lock: robust + process-shared --- */
-    pthread_mutex_t lock;
+    /* --- the lock: robust + process-shared, on a cache line of its own
+     * (every operation of every process writes it) --- */
+    _Alignas(64) pthread_mutex_t lock;
 
     /* --- DERIVED allocation state (rebuilt by rb_repair) --- */
-    uint32_t cell_free_head; /* free-list of cells below cell_bump */
+    _Alignas(64) uint32_t cell_free_head; /* free-list of cells below cell_bump */
     uint32_t cell_free;      /* cells on the free list */
     uint32_t cell_bump;      /* cells >= this were never handed out since the last rebuild */
     uint32_t slot_free_head;
@@ -163,8 +164,14 @@ typedef struct rb_header {
     uint32_t pad;
     uint64_t waiter_token;   /* last rb_waiter.token handed out */
 
-    /* --- statistics (primary; never needed for correctness) --- */
-    uint64_t sent, received, full, expired, repairs;
+    /* --- statistics (primary; never needed for correctness).  Senders
+     * and receivers update different lines, so a producer and a consumer on
+     * two cores do not bounce one line between them on every record. --- */
+    _Alignas(64) uint64_t sent;
+    uint64_t full;
+    _Alignas(64) uint64_t received;
+    uint64_t expired;
+    uint64_t repairs;
 } rb_header;
 
 struct rb_seg {
