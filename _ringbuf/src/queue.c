@@ -431,9 +431,10 @@ static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_
     int r = parse_names(blob, blob_len, count, names);
     if (r != RB_OK)
         return r;
-    uint64_t start = rb_now_ns();
-    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
-    uint64_t spin_end = start + (uint64_t)spin_us * 1000ULL;
+    /* Set from the first clock read under the lock: one clock_gettime per
+     * call on the hot path (a record is there), not two. */
+    uint64_t deadline = 0, spin_end = 0;
+    int first = 1;
     int registered = 0;
     uint32_t row = 0;
     uint64_t token = 0;
@@ -446,6 +447,11 @@ static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_
             registered = 0;
         }
         uint64_t now = rb_now_ns();
+        if (first) {
+            deadline = timeout_ns < 0 ? UINT64_MAX : now + (uint64_t)timeout_ns;
+            spin_end = now + (uint64_t)spin_us * 1000ULL;
+            first = 0;
+        }
         uint32_t qid = RB_NIL;
         int idx = pick_oldest(s, names, count, now, &qid);
         if (idx >= 0) {
