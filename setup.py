@@ -18,7 +18,7 @@ setup(
     install_requires=["cffi>=1.15", "msgpack>=1.0"],
     extras_require={
         "tests": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "redis>=5", "hiredis>=2",
-                  "channels>=4", "channels_redis>=4", "matplotlib>=3.6", "msgpack>=1.0"],
+                  "channels>=4", "channels_redis>=4", "daphne>=4", "matplotlib>=3.6", "msgpack>=1.0"],
         "redis": ["redis>=5", "hiredis>=2"],
         "channels4": ["channels>=4", "asgiref>=3.6"],
         "bench": ["redis>=5", "hiredis>=2", "channels>=4", "channels_redis>=4", "matplotlib>=3.6"],

@@ -1,0 +1,710 @@
+"""``IPCChannelLayer`` for Django Channels 4: the shared-memory layer as a ``CHANNEL_LAYERS`` backend.
+
+::
+
+    CHANNEL_LAYERS = {"default": {
+        "BACKEND": "ipc_layer.aio.IPCChannelLayer",
+        "CONFIG": {"prefix": "mysite", "capacity": 100, "expiry": 60, "group_expiry": 86400,
+                   "channel_capacity": {"chat.*": 500}},
+    }}
+
+This is the only module of the package that imports ``channels``. It is an
+adapter: every send, group operation and flush goes through a synchronous
+:class:`ipc_layer.layer.IPCChannelLayer` on the same prefix (composed, not
+copied), so the wire format, the group representation, capacities, expiry
+and statistics are exactly the sync layer's, and Channels 4 processes share
+channels and groups with ASGI 1 processes of the same prefix. The C calls
+take microseconds and never block, so the coroutines run them inline.
+
+Theory of operation: receive
+----------------------------
+``receive()`` never blocks the event loop and never polls. A waiting
+receive registers a *waiter* (its loop and a future) on the *watch* of the
+shared-memory queue its channel lives in. Each watch has one helper thread
+that sleeps in :meth:`_ringbuf.Segment.wait` (GIL released, futex) while any
+waiter is registered. When the queue holds a record the thread wakes **one
+waiter per event loop** with ``call_soon_threadsafe``; the woken coroutine
+then takes the record itself with a non-blocking receive, on its loop's
+thread. Nothing is taken off shared memory until a coroutine is running and
+can return it, so a receive cancelled at any ``await`` loses no message.
+
+Waking one waiter per loop (not all) keeps a thousand idle consumers from
+waking for every message; waking one per *loop* (not one in all) means a
+loop that stopped running, or closed, can only strand its own waiters. A
+closed loop is noticed when ``call_soon_threadsafe`` refuses, and its
+waiters are dropped. The woken waiter passes the baton on: after taking a
+record, or when cancelled, it re-arms the watch if other waiters remain, so
+a record no one took wakes the next one. Watches and helper threads belong
+to the layer and the process, never to a loop, so one layer serves
+``async_to_sync`` callers, several loops in turn, and several threads' loops
+at once. An idle helper thread exits after a while and is started again on
+demand.
+
+Theory of operation: ``new_channel()`` and routing
+--------------------------------------------------
+``new_channel()`` returns ``"specific.<process id>!<random>"``: every
+consumer of a process shares the *process queue* ``"specific.<process id>!"``
+(one shared-memory queue, one helper thread, one capacity), as in
+channels_redis. A receive on such a channel first looks in the process-local
+buffer of that channel; if it is empty it takes records off the process
+queue (non-blocking, under the process lock) until one is its own, putting
+the others in their channels' buffers and waking their waiters. Receives on
+ordinary channels (and on a name ending at its ``!``) take from their own
+queue directly and buffer nothing.
+
+Local buffers are bounded: a channel's buffer holds at most the capacity of
+its process queue (``capacity`` or the matching ``channel_capacity`` glob,
+default 100); a message arriving for a channel whose buffer is full is
+dropped, like a send to a full channel (DEBUG log, counted in
+:attr:`IPCChannelLayer.buffer_dropped`). A buffered message is dropped
+``expiry`` seconds after it was taken off shared memory, and buffers of
+channels nobody receives on any more are swept, so an abandoned channel
+leaks nothing. A buffered message is held only by this process: if the
+process dies it is lost (delivery is at most once).
+
+Names
+-----
+A name is valid when Channels 4's own layers accept it *and* the segment can
+store it: ASCII letters, digits, ``-``, ``_``, ``.``, at most 99 characters
+(Channels' ``len < 100`` rule), channels with one optional ``!``, no ``?``
+(Channels 4 has no single-reader channels). Bad names raise ``TypeError``
+naming the culprit. Names are made with :mod:`secrets`, never :mod:`random`.
+
+Processes
+---------
+A layer made before ``fork()`` keeps working in the child: the child gets a
+fresh process id for ``new_channel()``, fresh locks and no helper threads
+(the parent's are not inherited), and the segment mapping is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from channels.exceptions import ChannelFull as _ChannelsChannelFull  # type: ignore[import-untyped]
+from channels.exceptions import MessageTooLarge as _ChannelsMessageTooLarge
+from channels.layers import BaseChannelLayer  # type: ignore[import-untyped]
+
+from . import exceptions, names
+from .base import DEFAULT_EXPIRY, DEFAULT_GROUP_EXPIRY
+from .capacity import DEFAULT_CAPACITY, CapacityKey
+from .layer import DEFAULT_PREFIX, DEFAULT_SEGMENT_SIZE
+from .layer import IPCChannelLayer as SyncIPCChannelLayer
+from .serializer import DEFAULT_MAX_MESSAGE_SIZE
+
+__all__ = ["ChannelFull", "IPCChannelLayer", "MessageTooLarge"]
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+
+#: Channels 4 accepts names with ``len(name) < 100``.
+CHANNELS_MAX_NAME_LENGTH = 99
+#: Default ``new_channel()`` prefix, as in Channels 4's layers.
+DEFAULT_CHANNEL_PREFIX = "specific."
+
+#: Longest single sleep of a helper thread; it only bounds how long a thread
+#: whose waiters all left keeps a waiter row of the segment.
+_WATCH_SLICE = 5.0
+#: A helper thread with no waiter for this long exits (a new one starts on demand).
+_IDLE_EXIT = 30.0
+#: Most records one routing pass takes off a process queue while holding the
+#: process lock; the rest wake the next pass at once.
+_DRAIN_MAX = 256
+#: Validated names kept (send/receive/group hot paths); cleared when full.
+_CACHE_LIMIT = 4096
+
+_EMPTY: Any = object()
+_monotonic = time.monotonic
+
+
+class ChannelFull(_ChannelsChannelFull, exceptions.ChannelFull):  # type: ignore[misc]
+    """The channel holds ``capacity`` messages (or the segment is out of room).
+
+    Both ``except channels.exceptions.ChannelFull`` and
+    ``except ipc_layer.ChannelFull`` catch it.
+    """
+
+
+class MessageTooLarge(_ChannelsMessageTooLarge, exceptions.MessageTooLarge):  # type: ignore[misc]
+    """The encoded message exceeds ``max_message_size`` (also a ``ValueError``)."""
+
+
+# -- names -------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=_CACHE_LIMIT)
+def _channels4_rules(name: str, kind: str) -> None:
+    """The two rules Channels 4 adds to :mod:`ipc_layer.names`: ``len < 100`` and no ``?``."""
+    if "?" in name:
+        raise TypeError(
+            f"{kind} name {name!r} contains '?': Channels 4 has no single-reader channels; "
+            "use new_channel() for a channel of your own"
+        )
+    if len(name) > CHANNELS_MAX_NAME_LENGTH:
+        raise TypeError(
+            f"{kind} name {name!r} is {len(name)} characters long; Channels 4 allows at most "
+            f"{CHANNELS_MAX_NAME_LENGTH}"
+        )
+
+
+def validate_channel(name: object) -> str:
+    """Return ``name`` if Channels 4 and the segment both accept it as a channel, else ``TypeError``."""
+    checked = names.validate_channel(name)
+    _channels4_rules(checked, "channel")
+    return checked
+
+
+def validate_group(name: object) -> str:
+    """Return ``name`` if Channels 4 and the segment both accept it as a group, else ``TypeError``."""
+    checked = names.validate_group(name)
+    _channels4_rules(checked, "group")
+    return checked
+
+
+# -- waiting -------------------------------------------------------------------------
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    """Wake a waiter (on its loop's thread); a cancelled or already woken one stays as it is."""
+    if not future.done():
+        future.set_result(None)
+
+
+class _Waiter:
+    """One coroutine awaiting a message: its loop, its future, its channel (routed only)."""
+
+    __slots__ = ("channel", "future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, channel: str | None) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.channel = channel
+
+
+class _Watch:
+    """The waiters of one shared-memory queue in this process, and the thread that waits for it.
+
+    Every attribute is guarded by the process lock (``cond``'s lock); the
+    helper thread holds it only between kernel sleeps.
+
+    ``armed`` means "a waiter wants to hear when the queue holds a record".
+    The thread clears it when it wakes waiters, because the record stays in
+    the queue until a coroutine takes it (re-waiting at once would spin);
+    coroutines set it again (:meth:`arm`) when they start waiting or pass
+    the baton on.
+    """
+
+    __slots__ = ("armed", "buffers", "by_channel", "by_loop", "cond", "dropped", "expiry", "limit",
+                 "next_sweep", "queue", "queue_key", "spin_us", "thread", "wait")
+
+    def __init__(self, lock: threading.Lock, queue: str, wait: Any, spin_us: int,
+                 limit: int, expiry: float) -> None:
+        self.cond = threading.Condition(lock)
+        self.queue = queue
+        self.queue_key = (queue,)  # the sync layer's receive list (a cached plan)
+        self.wait = wait
+        self.spin_us = spin_us
+        self.armed = False
+        self.thread: threading.Thread | None = None
+        # loop -> its waiters, oldest first (a dict as an ordered set)
+        self.by_loop: dict[asyncio.AbstractEventLoop, dict[_Waiter, None]] = {}
+        # Routed (process) queues only: full channel name -> waiters, and buffers.
+        self.by_channel: dict[str, dict[_Waiter, None]] = {}
+        self.buffers: dict[str, deque[tuple[float, Message]]] = {}
+        self.limit = limit
+        self.expiry = expiry
+        self.next_sweep = _monotonic() + expiry
+        self.dropped = 0
+
+    # -- waiters (lock held) ---------------------------------------------------------
+
+    def add(self, waiter: _Waiter) -> None:
+        self.by_loop.setdefault(waiter.loop, {})[waiter] = None
+        if waiter.channel is not None:
+            self.by_channel.setdefault(waiter.channel, {})[waiter] = None
+
+    def discard(self, waiter: _Waiter) -> None:
+        same_loop = self.by_loop.get(waiter.loop)
+        if same_loop is not None:
+            same_loop.pop(waiter, None)
+            if not same_loop:
+                del self.by_loop[waiter.loop]
+        if waiter.channel is not None:
+            same_channel = self.by_channel.get(waiter.channel)
+            if same_channel is not None:
+                same_channel.pop(waiter, None)
+                if not same_channel:
+                    del self.by_channel[waiter.channel]
+        if not self.by_loop:
+            # Nobody listens: the thread parks after its current sleep.
+            self.armed = False
+
+    def forget_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drop every waiter of a closed loop: none of them can ever run again."""
+        for waiter in list(self.by_loop.get(loop, ())):
+            self.discard(waiter)
+
+    def arm(self) -> None:
+        """Ask the helper thread to wake a waiter per loop once the queue holds a record."""
+        if self.armed:
+            return
+        self.armed = True
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name=f"ipc-aio-wait {self.queue}",
+                                           daemon=True)
+            self.thread.start()
+        else:
+            self.cond.notify()
+
+    def wake(self, waiter: _Waiter, running: asyncio.AbstractEventLoop | None) -> None:
+        """Resolve ``waiter``'s future from any thread (``running``: the caller's loop, if any)."""
+        if waiter.loop is running:
+            _set_done(waiter.future)
+            return
+        try:
+            waiter.loop.call_soon_threadsafe(_set_done, waiter.future)
+        except RuntimeError:  # the loop is closed
+            logger.debug("queue %r: dropping the waiters of a closed event loop", self.queue)
+            self.forget_loop(waiter.loop)
+
+    # -- the helper thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        names_ = (self.queue.encode("ascii"),)
+        while True:
+            with self.cond:
+                while not self.armed:
+                    if not self.cond.wait(_IDLE_EXIT) and not self.armed:
+                        self.thread = None
+                        return
+            try:
+                ready = self.wait(names_, _WATCH_SLICE, self.spin_us)
+            except Exception:
+                # The segment was closed or broke: wake everyone, so that each
+                # receive retries its take and raises the error itself.
+                logger.exception("waiting on queue %r failed; waking its receivers", self.queue)
+                ready = True
+            if not ready:
+                with self.cond:
+                    # A loop closed while its coroutines waited here never
+                    # says so: drop its waiters, so an idle thread can park.
+                    for loop in [loop for loop in self.by_loop if loop.is_closed()]:
+                        self.forget_loop(loop)
+                continue
+            with self.cond:
+                if not self.armed:
+                    continue
+                self.armed = False
+                targets = [_first_pending(waiters) for waiters in self.by_loop.values()]
+                for waiter in targets:
+                    self.wake(waiter, None)
+
+    # -- routing (process queues; lock held) ------------------------------------------
+
+    def pop(self, channel: str) -> Any:
+        """The oldest unexpired buffered message of ``channel``, or ``_EMPTY``."""
+        buf = self.buffers.get(channel)
+        if buf is None:
+            return _EMPTY
+        now = _monotonic()
+        while buf:
+            deadline, message = buf.popleft()
+            if deadline > now:
+                if not buf:
+                    del self.buffers[channel]
+                return message
+        del self.buffers[channel]
+        return _EMPTY
+
+    def deliver(self, channel: str, message: Message, running: asyncio.AbstractEventLoop) -> None:
+        """Buffer a message taken for another channel of this queue and wake its receiver."""
+        buf = self.buffers.get(channel)
+        if buf is None:
+            buf = self.buffers[channel] = deque()
+        elif len(buf) >= self.limit:
+            self.dropped += 1
+            logger.debug("channel %r: local buffer full (%d messages), message dropped", channel,
+                         self.limit)
+            return
+        buf.append((_monotonic() + self.expiry, message))
+        waiters = self.by_channel.get(channel)
+        if waiters:
+            self.wake(_first_pending(waiters), running)
+
+    def sweep(self, now: float) -> None:
+        """Drop expired buffered messages, and the buffers of channels nobody drains."""
+        self.next_sweep = now + self.expiry
+        for channel in list(self.buffers):
+            buf = self.buffers[channel]
+            while buf and buf[0][0] <= now:
+                buf.popleft()
+            if not buf:
+                del self.buffers[channel]
+
+
+def _first_pending(waiters: dict[_Waiter, None]) -> _Waiter:
+    """The oldest waiter not woken yet (else the oldest): the one to hand a wake-up to."""
+    for waiter in waiters:
+        if not waiter.future.done():
+            return waiter
+    return next(iter(waiters))
+
+
+class _ProcessState:
+    """Everything of a layer that belongs to one process (rebuilt in a forked child)."""
+
+    __slots__ = ("client", "lock", "queues", "watches")
+
+    def __init__(self) -> None:
+        #: The process-unique part of new_channel() names.
+        self.client = names.random_suffix()
+        self.lock = threading.Lock()
+        self.watches: dict[str, _Watch] = {}
+        #: new_channel() prefix -> this process's queue for it ("specific.<client>!").
+        self.queues: dict[str, str] = {}
+
+
+_LAYERS: weakref.WeakSet[IPCChannelLayer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's helper threads do not exist here, its locks may be held
+    # by threads that do not exist either, and its new_channel() names
+    # belong to the parent's process queues.
+    for layer in list(_LAYERS):
+        layer._state = _ProcessState()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- the layer -------------------------------------------------------------------------
+
+
+class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
+    """A Channels 4 channel layer over the shared-memory segment of ``prefix``.
+
+    :param prefix: names the segment (``/dev/shm/rbuf.<prefix>``); every
+        layer (this one or :class:`ipc_layer.IPCChannelLayer`) with the same
+        prefix on this host shares its channels and groups.
+    :param expiry: seconds before an undelivered message is dropped.
+    :param group_expiry: seconds a membership lasts after its last ``group_add``.
+    :param capacity: messages a channel holds before ``send`` raises
+        :class:`ChannelFull`; all ``new_channel()`` channels of a process
+        share one queue, hence one capacity.
+    :param channel_capacity: ``{glob or regex: capacity}``, first match wins.
+    :param max_message_size: largest encoded message (:class:`MessageTooLarge`).
+    :param spin_us: microseconds a helper thread busy-waits (GIL released)
+        before sleeping in the kernel; trades CPU for wake-up latency.
+    :param segment_size, mode, slots, waiters: segment sizing, used only
+        when this layer creates the segment (see :mod:`ipc_layer.layer`).
+    """
+
+    extensions: ClassVar[list[str]] = ["groups", "flush"]  # a list, as Channels' layers have
+
+    ChannelFull = ChannelFull
+    MessageTooLarge = MessageTooLarge
+
+    def __init__(
+        self,
+        prefix: str = DEFAULT_PREFIX,
+        expiry: float = DEFAULT_EXPIRY,
+        group_expiry: float = DEFAULT_GROUP_EXPIRY,
+        capacity: int = DEFAULT_CAPACITY,
+        channel_capacity: Mapping[CapacityKey, int] | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        spin_us: int = 0,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        mode: int = 0o600,
+        slots: int = 0,
+        waiters: int = 0,
+    ) -> None:
+        self._sync = SyncIPCChannelLayer(
+            prefix=prefix, expiry=expiry, group_expiry=group_expiry, capacity=capacity,
+            channel_capacity=channel_capacity, max_message_size=max_message_size, spin_us=spin_us,
+            segment_size=segment_size, mode=mode, slots=slots, waiters=waiters,
+        )
+        super().__init__(expiry=self._sync.expiry, capacity=self._sync.capacity)
+        self.prefix = self._sync.prefix
+        self.group_expiry = self._sync.group_expiry
+        self.max_message_size = max_message_size
+        self.spin_us = spin_us
+        # As given (compiled once, inside the sync layer's ChannelCapacities);
+        # get_capacity() below reads the compiled rules.
+        self.channel_capacity = self._sync.channel_capacity
+        self._capacities = self._sync.capacities
+        self._state = _ProcessState()
+        # Validated names (hot paths): channel -> None for send, channel ->
+        # (queue, routed) for receive.
+        self._send_ok: dict[str, None] = {}
+        self._receive_plans: dict[str, tuple[str, bool]] = {}
+        # Hot-path bindings.
+        self._sync_send = self._sync.send
+        self._sync_receive = self._sync.receive
+        _LAYERS.add(self)
+
+    # -- names -------------------------------------------------------------------------
+
+    def require_valid_channel_name(self, name: object, receive: bool = False) -> bool:
+        """Channels 4's check, with the segment's rules (ASCII only) and culprit-naming errors."""
+        checked = validate_channel(name)
+        if receive and "!" in checked and not checked.endswith("!"):
+            raise TypeError(f"specific channel names in receive() must end at the '!': {checked!r}")
+        return True
+
+    def require_valid_group_name(self, name: object) -> bool:
+        validate_group(name)
+        return True
+
+    def get_capacity(self, channel: str) -> int:
+        """Capacity of the queue ``channel`` sends into (``name!x`` counts against ``name!``)."""
+        return self._capacities.get(channel)
+
+    @property
+    def buffer_dropped(self) -> int:
+        """Messages this process dropped because a channel's local buffer was full."""
+        return sum(watch.dropped for watch in self._state.watches.values())
+
+    # -- send ----------------------------------------------------------------------------
+
+    async def send(self, channel: str, message: Message) -> None:
+        """Queue ``message`` on ``channel``.
+
+        :raises ChannelFull: the channel's queue is at capacity.
+        :raises MessageTooLarge: the encoded message exceeds ``max_message_size``.
+        :raises TypeError: a bad channel name or a message that is not an ASGI dict.
+        """
+        try:
+            self._send_ok[channel]
+        except (KeyError, TypeError):
+            self._check_send(channel)
+        try:
+            self._sync_send(channel, message)
+        except exceptions.ChannelFull as exc:
+            raise ChannelFull(str(exc)) from None
+        except exceptions.MessageTooLarge as exc:
+            raise MessageTooLarge(str(exc)) from None
+
+    def _check_send(self, channel: object) -> None:
+        name = validate_channel(channel)
+        if len(self._send_ok) >= _CACHE_LIMIT:
+            self._send_ok.clear()
+        self._send_ok[name] = None
+
+    # -- receive ---------------------------------------------------------------------------
+
+    async def receive(self, channel: str) -> Message:
+        """The next message of ``channel``, waiting (without blocking the loop) until one comes.
+
+        Cancellation-safe: a cancelled receive takes nothing off the channel.
+        """
+        try:
+            queue, routed = self._receive_plans[channel]
+        except (KeyError, TypeError):
+            queue, routed = self._plan_receive(channel)
+        loop = asyncio.get_running_loop()
+        if routed:
+            return await self._receive_routed(channel, queue, loop)
+        return await self._receive_direct(queue, loop)
+
+    def _plan_receive(self, channel: object) -> tuple[str, bool]:
+        name = validate_channel(channel)
+        queue = names.non_local_name(name)
+        # "name!x" is routed through the process queue "name!"; "name!" itself
+        # (everything of that queue, as in ASGI 1) and ordinary channels are direct.
+        plan = (queue, queue != name)
+        if len(self._receive_plans) >= _CACHE_LIMIT:
+            self._receive_plans.clear()
+        self._receive_plans[name] = plan
+        return plan
+
+    def _watch(self, state: _ProcessState, queue: str) -> _Watch:
+        """The watch of ``queue`` (process lock held)."""
+        watch = state.watches.get(queue)
+        if watch is None:
+            watch = state.watches[queue] = _Watch(
+                state.lock, queue, self._sync.segment.wait, self.spin_us,
+                self._capacities.get(queue), self.expiry)
+        return watch
+
+    async def _receive_direct(self, queue: str, loop: asyncio.AbstractEventLoop) -> Message:
+        take = self._sync_receive
+        key = (queue,)
+        watch: _Watch | None = None
+        while True:
+            got, message = take(key)
+            if got is not None:
+                if watch is not None and watch.by_loop:
+                    # Others of this process wait on the queue and the
+                    # wake-up was ours: let the thread look again.
+                    with watch.cond:
+                        if watch.by_loop:
+                            watch.arm()
+                return message  # type: ignore[return-value]
+            state = self._state
+            with state.lock:
+                watch = self._watch(state, queue)
+                waiter = _Waiter(loop, None)
+                watch.add(waiter)
+                # A record sent since the take makes the thread's wait return
+                # at once: no wake-up is lost between the take and here.
+                watch.arm()
+            await self._await(watch, waiter)
+
+    async def _receive_routed(self, channel: str, queue: str,
+                              loop: asyncio.AbstractEventLoop) -> Message:
+        while True:
+            state = self._state
+            with state.lock:
+                watch = self._watch(state, queue)
+                message = watch.pop(channel)
+                if message is _EMPTY:
+                    message = self._drain(watch, channel, loop)
+                if message is not _EMPTY:
+                    if watch.by_loop:
+                        watch.arm()  # pass the baton: more records may wait
+                    return message  # type: ignore[no-any-return]
+                # Buffer check, drain and registration under one lock hold: a
+                # message routed to us by another thread is either already in
+                # the buffer or finds our waiter.
+                waiter = _Waiter(loop, channel)
+                watch.add(waiter)
+                watch.arm()
+            await self._await(watch, waiter)
+
+    @staticmethod
+    async def _await(watch: _Watch, waiter: _Waiter) -> None:
+        try:
+            await waiter.future
+        except BaseException:
+            # Cancelled (possibly right after being woken for a record): pass
+            # the wake-up on to the next waiter. Nothing was taken.
+            with watch.cond:
+                watch.discard(waiter)
+                if watch.by_loop:
+                    watch.arm()
+                channel = waiter.channel
+                if channel is not None and channel in watch.buffers and channel in watch.by_channel:
+                    watch.wake(_first_pending(watch.by_channel[channel]), waiter.loop)
+            raise
+        with watch.cond:
+            watch.discard(waiter)
+
+    def _drain(self, watch: _Watch, channel: str, loop: asyncio.AbstractEventLoop) -> Any:
+        """Take records off the process queue until one is for ``channel`` (lock held)."""
+        now = _monotonic()
+        if now >= watch.next_sweep:
+            watch.sweep(now)
+        take = self._sync_receive
+        key = watch.queue_key
+        for _ in range(_DRAIN_MAX):
+            got, message = take(key)
+            if got is None:
+                break
+            if got == channel:
+                return message
+            watch.deliver(got, message, loop)  # type: ignore[arg-type]
+        return _EMPTY
+
+    # -- new_channel ---------------------------------------------------------------------
+
+    async def new_channel(self, prefix: str = DEFAULT_CHANNEL_PREFIX) -> str:
+        """A new ``"<prefix><process id>!<random>"`` channel for a consumer of this process.
+
+        All channels made here with the same ``prefix`` share this process's
+        queue ``"<prefix><process id>!"``.
+        """
+        state = self._state
+        try:
+            queue = state.queues[prefix]
+        except (KeyError, TypeError):
+            queue = self._process_queue(state, prefix)
+        return queue + names.random_suffix()
+
+    def _process_queue(self, state: _ProcessState, prefix: object) -> str:
+        if not isinstance(prefix, str):
+            raise TypeError(f"new_channel() prefix must be a str, not {type(prefix).__name__}: {prefix!r}")
+        base = prefix.removesuffix(".")
+        names.validate_process_prefix(base)
+        queue = f"{base}.{state.client}!"
+        longest = len(queue) + names.SUFFIX_LENGTH
+        if longest > CHANNELS_MAX_NAME_LENGTH:
+            raise TypeError(
+                f"new_channel() prefix {prefix!r} is too long: the channel names would be {longest} "
+                f"characters, Channels 4 allows {CHANNELS_MAX_NAME_LENGTH}"
+            )
+        with state.lock:
+            state.queues[prefix] = queue
+        return queue
+
+    # -- groups ----------------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (or refresh it) for ``group_expiry`` seconds."""
+        validate_group(group)
+        validate_channel(channel)
+        try:
+            self._sync.group_add(group, channel)
+        except exceptions.ChannelFull as exc:  # the segment's name table is full
+            raise ChannelFull(str(exc)) from None
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; a no-op if it is not a member."""
+        validate_group(group)
+        validate_channel(channel)
+        self._sync.group_discard(group, channel)
+
+    async def group_send(self, group: str, message: Message) -> None:
+        """Send ``message`` to every member of ``group`` in one C call.
+
+        Members whose channel is full are skipped (a DEBUG log); never raises
+        :class:`ChannelFull`.
+        """
+        validate_group(group)
+        try:
+            self._sync.send_group(group, message)
+        except exceptions.MessageTooLarge as exc:
+            raise MessageTooLarge(str(exc)) from None
+
+    async def group_channels(self, group: str) -> list[str]:
+        """The live members of ``group`` (not part of Channels' API; for tools and tests)."""
+        validate_group(group)
+        return self._sync.group_channels(group)
+
+    # -- flush and lifecycle ---------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Drop every message and group of this prefix (all processes) and this process's buffers."""
+        self._sync.flush()
+        state = self._state
+        with state.lock:
+            for watch in state.watches.values():
+                watch.buffers.clear()
+
+    async def close(self) -> None:
+        """Nothing to close: the segment stays mapped for the process's lifetime."""
+
+    async def close_pools(self) -> None:
+        """Nothing to close (channels_redis API compatibility)."""
+
+    @property
+    def sync_layer(self) -> SyncIPCChannelLayer:
+        """The synchronous layer this adapter sends through (statistics, tools)."""
+        return self._sync
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(prefix={self.prefix!r}, expiry={self.expiry!r}, "
+            f"group_expiry={self.group_expiry!r}, capacity={self.capacity!r}, "
+            f"channel_capacity={self.channel_capacity!r})"
+        )
