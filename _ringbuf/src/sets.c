@@ -211,6 +211,12 @@ int rb_list_names(rb_seg *s, int kind, char *buf, size_t cap, size_t *out_len,
     return RB_OK;
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
 static uint32_t member_queue_len(const rb_slot *ms)
 {
     return ms->queue_len == 0 || ms->queue_len > ms->name_len ? ms->name_len : ms->queue_len;
@@ -282,8 +288,13 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
             wake[nwake++] = qid;
     }
     rb_unlock(s);
+    /* Routed members of one process share its queue: wake each queue once,
+     * not once per copy (a futex_wake is a syscall). */
+    if (nwake > 1)
+        qsort(wake, nwake, sizeof *wake, cmp_u32);
     for (uint32_t i = 0; i < nwake; i++)
-        rb_futex_wake(&s->slots[wake[i]].seq, 1);
+        if (i == 0 || wake[i] != wake[i - 1])
+            rb_futex_wake(&s->slots[wake[i]].seq, 1);
     if (wake != stack_wake)
         free(wake);
     if (out_sent)
