@@ -10,7 +10,7 @@ A channel's messages live in the queue named like its *non-local* name
 (``"name!x"`` -> ``"name!"``, anything else as is). Each record is a tag
 frame followed by the msgpack payload (:mod:`ipc_layer.serializer`)::
 
-    normal, "?" and "name!" channels:  b"\\x00" + payload
+    normal, "?" and "name!" channels:  payload (no frame; its first byte is >= 0x80)
     process-specific "name!suffix":    bytes([len(suffix)]) + suffix + payload
 
 so a receive on ``"name!"`` gives back the full name ``"name!" + suffix``
@@ -70,6 +70,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from threading import get_ident as _get_ident
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -109,7 +110,11 @@ _NS = 1_000_000_000
 # cleared when they grow past this (unique reply channels come and go).
 _CACHE_LIMIT = 4096
 
-_NO_FRAME = b"\x00"
+# Sends to ordinary channels carry no frame at all: a message is a msgpack
+# map, whose first byte is always >= 0x80 (fixmap, map16, map32), while a
+# frame's first byte is a tag length < 0x80 (names are <= 100 characters).
+# That saves a concatenation on every send and a slice on every receive.
+_NO_FRAME = b""
 _monotonic_ns = time.monotonic_ns
 _unpackb = msgpack.unpackb
 
@@ -195,6 +200,8 @@ class IPCChannelLayer(BaseChannelLayer):
         self._routes: dict[str, tuple[bytes, bytes, int]] = {}
         # tuple of channels -> (queue names as a bytes tuple, channel names)
         self._plans: dict[tuple[str, ...], tuple[tuple[bytes, ...], tuple[str, ...]]] = {}
+        # (channels tuple, block, thread id) -> (prepared core receiver, channel names)
+        self._receivers: dict[tuple[Any, ...], tuple[Any, tuple[str, ...]]] = {}
         # Hot-path bindings: one attribute lookup instead of a chain per call.
         self._encode = self.serializer.encode
         self._decode = self.serializer.decode
@@ -230,7 +237,8 @@ class IPCChannelLayer(BaseChannelLayer):
             queue, frame, capacity = self._route(channel)
         payload = self._encode(message, channel)
         try:
-            self._seg_send(queue, frame + payload, _monotonic_ns() + self._expiry_ns, capacity)
+            self._seg_send(queue, frame + payload if frame else payload,
+                           _monotonic_ns() + self._expiry_ns, capacity)
         except QueueFull as exc:
             raise ChannelFull(f"channel {channel!r} is full: {exc}") from None
         except RecordTooLarge as exc:
@@ -258,33 +266,40 @@ class IPCChannelLayer(BaseChannelLayer):
 
     def receive(self, channels: Iterable[str], block: bool = False) -> ReceiveResult:
         # No exception on the hot path: a list is looked up as a tuple (a
-        # str must never be, or "abc" would mean ["a", "b", "c"]).
+        # str must never be, or "abc" would mean ["a", "b", "c"]).  Each
+        # (channels, block, thread) gets a prepared core receiver.
         kind = type(channels)
-        plan = None
+        fast = None
+        key: tuple[Any, ...] | None = None
         try:
             if kind is tuple:
-                plan = self._plans.get(channels)  # type: ignore[call-overload]
+                key = (channels, block, _get_ident())
             elif kind is list:
-                plan = self._plans.get(tuple(channels))
+                key = (tuple(channels), block, _get_ident())
+            if key is not None:
+                fast = self._receivers.get(key)
         except TypeError:  # an unhashable item: _plan names it
-            pass
-        queues, wanted = plan if plan is not None else self._plan(channels)
+            key = None
+        if fast is None:
+            fast = self._receiver(channels, block, key)
+        receive_once, wanted = fast
         try:
-            if block:
-                got = self._seg_receive(queues, self.blocking_timeout, self.spin_us)
-            else:
-                got = self._seg_receive(queues, 0.0, 0)
+            got = receive_once()
         except RingBufError as exc:
             raise SegmentError(f"receive on segment {self.prefix!r}: {exc}") from exc
         if got is None:
             return None, None
         index, data = got
         tag = data[0]
-        if tag:
-            channel = wanted[index] + data[1 : 1 + tag].decode("ascii")
-        else:
+        if tag >= 0x80:  # no frame: the record is the msgpack map itself
             channel = wanted[index]
-        payload = data[1 + tag :]
+            payload = data
+        elif tag:
+            channel = wanted[index] + data[1 : 1 + tag].decode("ascii")
+            payload = data[1 + tag :]
+        else:  # an empty frame (fan-out copy for an ordinary member)
+            channel = wanted[index]
+            payload = data[1:]
         # msgpack's defaults (raw=False, strict_map_key=True, use_list=True
         # since 1.0) are the serializer's decode options; calling unpackb
         # here saves a call per message. Anything odd goes through the
@@ -296,6 +311,23 @@ class IPCChannelLayer(BaseChannelLayer):
         if type(message) is not dict:
             message = self._decode(payload)
         return channel, message
+
+    def _receiver(self, channels: object, block: bool, key: tuple[Any, ...] | None) -> tuple[Any, tuple[str, ...]]:
+        """Validate a receive list and cache a prepared core receiver for it (per thread).
+
+        ``blocking_timeout`` and ``spin_us`` are read here, when a receive
+        list is first used (per thread).
+        """
+        queues, wanted = self._plan(channels)
+        if block:
+            fast = (self._seg.receiver(queues, self.blocking_timeout, self.spin_us), wanted)
+        else:
+            fast = (self._seg.receiver(queues, 0.0, 0), wanted)
+        if key is not None:
+            if len(self._receivers) >= _CACHE_LIMIT:
+                self._receivers.clear()
+            self._receivers[key] = fast
+        return fast
 
     def _plan(self, channels: object) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
         """Validate a receive list and cache its queue names (a tuple the binding caches too)."""
