@@ -114,7 +114,7 @@ class _Seg:
 
 
 def one_way(count: int, size: int, batch: int, cpus: tuple[int | None, int | None],
-            send_batch: int = 1) -> dict[str, Any]:
+            send_batch: int = 1, prepared: bool = False) -> dict[str, Any]:
     """Records/s from one producer process to one consumer process."""
     box = _Seg()
     seg, rb = box.seg, box.rb
@@ -135,6 +135,14 @@ def one_way(count: int, size: int, batch: int, cpus: tuple[int | None, int | Non
                 if t0 is None:
                     t0 = time.perf_counter()
                 got += len(recs)
+        elif prepared:
+            take0 = seg.receiver(names, 2.0)  # the binding's prepared receiver
+            while got < count:
+                if take0() is None:
+                    break
+                if t0 is None:
+                    t0 = time.perf_counter()
+                got += 1
         else:
             take1 = seg.receive
             while got < count:
@@ -175,7 +183,7 @@ def one_way(count: int, size: int, batch: int, cpus: tuple[int | None, int | Non
     rate = (res["got"] - 1) / res["elapsed"] if res["elapsed"] > 0 else 0.0
     return {
         "scenario": (f"one-way {size} B, {'send_batch(' + str(send_batch) + ')' if send_batch > 1 else 'send()'}"
-                     f" -> {'receive_batch(' + str(batch) + ')' if batch > 1 else 'receive()'}"),
+                     f" -> {'receive_batch(' + str(batch) + ')' if batch > 1 else ('receiver()()' if prepared else 'receive()')}"),
         "records": res["got"],
         "consumer_rate": rate,
         "producer_rate": count / send_elapsed,
@@ -437,6 +445,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     n_sleep = int(2_000 * scale)
     rows: list[dict[str, Any]] = []
     rows.append(one_way(n_oneway, 100, 1, cpus))
+    rows.append(one_way(n_oneway, 100, 1, cpus, prepared=True))
     rows.append(one_way(n_oneway, 100, 256, cpus))
     rows.append(one_way(n_oneway, 100, 256, cpus, send_batch=64))
     rows.append(ping_pong(n_rounds, 100, 200, 0, cpus))
