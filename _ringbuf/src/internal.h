@@ -87,26 +87,17 @@ typedef struct rb_cell {
 #define RB_FIRST_PAYLOAD (RB_CELL_PAYLOAD - sizeof(rb_rec))
 
 typedef struct rb_slot {
+    /* --- line 0, read-mostly: what every lookup of every process reads.
+     * Kept apart from the queue's hot fields below so that a producer and
+     * a consumer on two cores do not invalidate each other's lookups. --- */
     uint32_t state;    /* PRIMARY: rb_slot_state; the commit point of a slot (release store) */
     uint32_t name_len; /* PRIMARY: 1..RB_NAME_MAX */
     uint64_t hash;     /* PRIMARY: hash of (kind, name) or (set id, name), fixed while used */
     uint32_t next_free; /* DERIVED: slot free-list link while FREE */
-    /* QUEUE */
-    uint32_t head;     /* PRIMARY: first cell of the oldest record, RB_NIL if empty */
-    uint32_t tail;     /* DERIVED: first cell of the newest record, RB_NIL if empty */
-    uint32_t count;    /* DERIVED: records in the queue (expired ones not yet swept included) */
     uint32_t capacity; /* PRIMARY: QUEUE: the capacity the last send stated, 0 = unlimited;
                         * MEMBER: the capacity fan-out copies for this member state
                         * (0 = the queue's stored one, else the fan-out's argument) */
-    uint32_t seq;      /* futex word: bumped (release) on every enqueue; waiters sleep on it */
     uint32_t waiters;  /* DERIVED: waiter-table rows watching this queue */
-    uint32_t pad0;
-    uint64_t expiry_hint; /* DERIVED: <= the earliest deadline of any record queued (0 = no
-                           * deadline pending).  Only ever too early, never too late, so a
-                           * sweep is skipped exactly when it could not drop anything;
-                           * the repair sets 1 ("sweep to find out"). */
-    uint64_t sent;     /* statistics: records enqueued */
-    uint64_t full;     /* statistics: sends refused as full */
     /* SET */
     uint32_t first_member; /* DERIVED: head of the set's member list */
     uint32_t member_count; /* DERIVED */
@@ -116,9 +107,21 @@ typedef struct rb_slot {
     uint32_t prev_member; /* DERIVED */
     uint32_t queue_len;   /* PRIMARY: the member's queue is name[0:queue_len]; the rest of the
                            * name is the member's tag (see rb_set_add_routed) */
+    uint32_t pad0;
     uint64_t deadline;    /* PRIMARY: membership deadline, 0 = never */
     char name[RB_NAME_MAX];
-} rb_slot;
+    /* --- the queue's hot line: written by every send and receive --- */
+    uint32_t head;     /* PRIMARY: first cell of the oldest record, RB_NIL if empty */
+    uint32_t tail;     /* DERIVED: first cell of the newest record, RB_NIL if empty */
+    uint32_t count;    /* DERIVED: records in the queue (expired ones not yet swept included) */
+    uint32_t seq;      /* futex word: bumped (release) on every enqueue; waiters sleep on it */
+    uint64_t expiry_hint; /* DERIVED: <= the earliest deadline of any record queued (0 = no
+                           * deadline pending).  Only ever too early, never too late, so a
+                           * sweep is skipped exactly when it could not drop anything;
+                           * the repair sets 1 ("sweep to find out"). */
+    uint64_t sent;     /* statistics: records enqueued */
+    uint64_t full;     /* statistics: sends refused as full */
+} __attribute__((aligned(64))) rb_slot;
 
 /* One receiver asleep (or about to sleep) on up to RB_WAIT_MAX queues. */
 typedef struct rb_waiter {

@@ -194,7 +194,9 @@ int rb_enqueue_locked(rb_seg *s, uint32_t qid, const char *pre, size_t pre_len, 
 {
     rb_header *h = s->hdr;
     rb_slot *q = rb_slot_at(s, qid);
-    if (capacity)
+    /* Written only when it changes: a store of the same value would still
+     * dirty the read-mostly line every lookup reads. */
+    if (capacity && q->capacity != capacity)
         q->capacity = capacity;
     uint32_t cap = q->capacity;
     if (cap && q->count >= cap && (rb_purge_queue(s, qid, now), q->count >= cap)) {
