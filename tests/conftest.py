@@ -87,6 +87,12 @@ def prefix() -> Iterator[str]:
 
 
 @pytest.fixture
+def layer_prefix(prefix: str) -> str:
+    """The ``prefix`` fixture under the name the layer tests use."""
+    return prefix
+
+
+@pytest.fixture
 def segment(prefix: str) -> Iterator[object]:
     """An 8 MiB segment on the test's own prefix, closed (and removed) afterwards."""
     import _ringbuf

@@ -12,12 +12,11 @@ import multiprocessing
 import os
 import resource
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.ipc_support import make_layer, remove_segment, unique_prefix
+from tests.ipc_support import make_layer
 
 pytestmark = pytest.mark.integration
 
@@ -49,15 +48,6 @@ def idle_worker(prefix: str, channels: list[str], spin_us: int, conn: Any) -> No
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     conn.send((got, wall, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)))
     layer.close()
-
-
-@pytest.fixture
-def layer_prefix() -> Iterator[str]:
-    prefix = unique_prefix()
-    try:
-        yield prefix
-    finally:
-        remove_segment(prefix)
 
 
 def test_blocked_receivers_use_no_cpu(layer_prefix: str) -> None:

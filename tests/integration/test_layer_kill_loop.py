@@ -37,14 +37,14 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ipc_layer import ChannelFull, IPCChannelLayer
-from tests.ipc_support import make_layer, remove_segment, unique_prefix
+from tests.ipc_support import make_layer
 
 pytestmark = [pytest.mark.integration, pytest.mark.killloop]
 
@@ -149,15 +149,6 @@ ROLES: dict[str, tuple[Callable[..., None], Any]] = {
 
 
 # -- the loop -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def layer_prefix() -> Iterator[str]:
-    prefix = unique_prefix()
-    try:
-        yield prefix
-    finally:
-        remove_segment(prefix)
 
 
 def kills_option(request: pytest.FixtureRequest) -> int:

@@ -19,13 +19,12 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from ipc_layer import IPCChannelLayer
-from tests.ipc_support import make_layer, remove_segment, unique_prefix
+from tests.ipc_support import make_layer
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +33,6 @@ SENDERS = 3
 RECEIVERS = 2
 PER_SENDER = 2000
 BIG = 100_000
-
-
-@pytest.fixture
-def layer_prefix() -> Iterator[str]:
-    prefix = unique_prefix()
-    try:
-        yield prefix
-    finally:
-        remove_segment(prefix)
 
 
 def sender(prefix: str, index: int, targets: list[str], count: int, start: Any) -> None:

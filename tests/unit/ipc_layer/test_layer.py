@@ -21,15 +21,6 @@ from tests.ipc_support import make_layer, remove_segment, unique_prefix
 
 
 @pytest.fixture
-def layer_prefix() -> Iterator[str]:
-    prefix = unique_prefix()
-    try:
-        yield prefix
-    finally:
-        remove_segment(prefix)
-
-
-@pytest.fixture
 def layer(layer_prefix: str) -> Iterator[IPCChannelLayer]:
     lay = make_layer(layer_prefix, capacity=5, channel_capacity={"small.*": 2, "tiny!": 1})
     try:
