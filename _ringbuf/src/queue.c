@@ -233,6 +233,15 @@ static int check_record(rb_seg *s, size_t len)
     return RB_OK;
 }
 
+/* Under the lock: the queue slot of `name`, created on first send. */
+static int queue_for_send(rb_seg *s, const char *name, size_t name_len, uint32_t *qid)
+{
+    *qid = rb_table_find(s, RB_SLOT_QUEUE, 0, name, name_len);
+    if (*qid != RB_NIL)
+        return RB_OK;
+    return rb_table_create(s, RB_SLOT_QUEUE, 0, name, name_len, 0, qid);
+}
+
 int rb_send(rb_seg *s, const char *name, size_t name_len, const char *data, size_t len,
             uint64_t deadline_ns, uint32_t capacity)
 {
@@ -246,9 +255,8 @@ int rb_send(rb_seg *s, const char *name, size_t name_len, const char *data, size
     uint64_t now = rb_now_ns();
     if ((r = rb_lock(s)) != RB_OK)
         return r;
-    uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, name, name_len);
-    if (qid == RB_NIL)
-        r = rb_table_create(s, RB_SLOT_QUEUE, 0, name, name_len, 0, &qid);
+    uint32_t qid;
+    r = queue_for_send(s, name, name_len, &qid);
     if (r == RB_OK)
         r = rb_enqueue_locked(s, qid, NULL, 0, data, len, deadline_ns, now, capacity);
     rb_slot *q = qid == RB_NIL ? NULL : rb_slot_at(s, qid);
@@ -275,9 +283,8 @@ int rb_send_batch(rb_seg *s, const char *name, size_t name_len, const char *data
     uint64_t now = rb_now_ns();
     if ((r = rb_lock(s)) != RB_OK)
         return r;
-    uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, name, name_len);
-    if (qid == RB_NIL)
-        r = rb_table_create(s, RB_SLOT_QUEUE, 0, name, name_len, 0, &qid);
+    uint32_t qid;
+    r = queue_for_send(s, name, name_len, &qid);
     uint32_t sent = 0;
     size_t off = 0;
     /* Each record is committed on its own (same crash points as rb_send):
