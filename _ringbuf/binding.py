@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from typing import Callable, Sequence
 
 from ._native import ffi, lib
@@ -36,6 +37,7 @@ __all__ = [
     "SegmentBusy",
     "SegmentCorrupt",
     "Segment",
+    "Watch",
     "unlink",
     "attached",
     "stat",
@@ -44,7 +46,7 @@ __all__ = [
 ]
 
 #: The layout this Python code was written against; the compiled module must agree.
-EXPECTED_LAYOUT_VERSION = 1
+EXPECTED_LAYOUT_VERSION = 2
 if lib.RB_LAYOUT_VERSION != EXPECTED_LAYOUT_VERSION:  # pragma: no cover - packaging error
     raise ImportError(
         f"_ringbuf._native was built for layout version {lib.RB_LAYOUT_VERSION}, "
@@ -232,10 +234,14 @@ class Segment:
         self.size: int = info["size"]
         self._local = threading.local()
         self._blobs: dict[tuple[bytes, ...], bytes] = {}
+        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
 
     # -- lifecycle ----------------------------------------------------------
     def close(self) -> None:
         if self._seg is not None:
+            # Watches hold the handle (and a process-local C entry keyed by it).
+            for watch in list(getattr(self, "_watches", ())):
+                watch.close()
             lib.rb_close(self._seg)
             self._seg = None
 
@@ -475,6 +481,17 @@ class Segment:
                 _check(rc)
             tns = self._remaining(end)
 
+    def watch(self, names: Sequence[bytes]) -> "Watch":
+        """A :class:`Watch` on ``names``: a file descriptor senders make readable."""
+        blob, count = self._blob(names)
+        fd = ffi.new("int *")
+        row = ffi.new("uint32_t *")
+        token = ffi.new("uint64_t *")
+        _check(lib.rb_watch_open(self._handle, blob, len(blob), count, fd, row, token))
+        watch = Watch(self, tuple(names), fd[0], row[0], token[0])
+        self._watches.add(watch)
+        return watch
+
     @staticmethod
     def _remaining(end: float | None) -> int:
         """Nanoseconds left until ``end`` (a time.monotonic() value), -1 if none."""
@@ -582,6 +599,86 @@ class Segment:
         _check(lib.rb_check(self._handle, report, 512))
 
 
+class Watch:
+    """A waiter row of kind FD on some queues, and the FIFO senders poke.
+
+    Protocol (one kernel wake-up per message, no helper thread)::
+
+        while True:
+            try receiving (timeout=0); on a record: done
+            if watch.arm(): continue          # records already there
+            poll watch.fileno() for reading (bounded: a poke can be lost
+                                             if a sender dies mid-send)
+            watch.drain()
+
+    A watch belongs to the process that opened it: after ``fork()`` the
+    child must open its own (``arm`` raises in the child).
+    """
+
+    __slots__ = ("__weakref__", "_fd", "_row", "_seg", "_token", "names", "pid")
+
+    def __init__(self, seg: Segment, names: tuple[bytes, ...], fd: int, row: int, token: int) -> None:
+        self._seg: Segment | None = seg
+        self.names = names
+        self._fd = fd
+        self._row = row
+        self._token = token
+        self.pid = os.getpid()
+
+    def fileno(self) -> int:
+        """The read end of the FIFO (non-blocking): readable after a poke."""
+        if self._seg is None:
+            raise ValueError("watch is closed")
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._seg is None
+
+    def arm(self) -> bool:
+        """True: a watched queue holds a record now (not armed; receive at once).
+
+        False: armed; the next send to a watched queue makes the fd readable.
+        """
+        seg = self._seg
+        if seg is None:
+            raise ValueError("watch is closed")
+        return bool(_check(lib.rb_watch_arm(seg._handle, self._row, self._token)))
+
+    def drain(self) -> int:
+        """Read and discard pending poke bytes; returns how many."""
+        if self._seg is None:
+            return 0
+        n = 0
+        while True:
+            try:
+                chunk = os.read(self._fd, 4096)
+            except BlockingIOError:
+                return n
+            except InterruptedError:  # pragma: no cover - PEP 475 retries
+                continue
+            if not chunk:  # pragma: no cover - the keep-alive write end prevents EOF
+                return n
+            n += len(chunk)
+
+    def close(self) -> None:
+        """Unregister the row, close both ends of the FIFO and unlink it. Idempotent."""
+        seg, self._seg = self._seg, None
+        if seg is None or seg._seg is None:
+            return
+        _check(lib.rb_watch_close(seg._seg, self._row, self._token))
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._seg is None else f"fd={self._fd}"
+        return f"<Watch {list(self.names)!r} {state}>"
+
+
 def unlink(prefix: str, force: bool = False) -> None:
     """Remove the segment of ``prefix``; refuses (:class:`SegmentBusy`) while attached unless ``force``."""
     _check(lib.rb_unlink(_prefix(prefix), 1 if force else 0))
@@ -611,7 +708,7 @@ def list_segments() -> list[dict[str, object]]:
     except FileNotFoundError:
         return out
     for entry in entries:
-        if not entry.startswith(SEGMENT_FILE_PREFIX) or "~init~" in entry:
+        if not entry.startswith(SEGMENT_FILE_PREFIX) or "~init~" in entry or "~w~" in entry:
             continue
         prefix = entry[len(SEGMENT_FILE_PREFIX):]
         path = os.path.join(SHM_DIR, entry)

@@ -145,3 +145,8 @@ int rb_stats_reset(rb_seg *seg);
 int rb_flush(rb_seg *seg);
 int rb_recover(rb_seg *seg, uint32_t *out_swept);
 int rb_check(rb_seg *seg, char *report, size_t cap);
+
+int rb_watch_open(rb_seg *seg, const char *names, size_t names_len, uint32_t count,
+                  int *out_fd, uint32_t *out_row, uint64_t *out_token);
+int rb_watch_arm(rb_seg *seg, uint32_t row, uint64_t token);
+int rb_watch_close(rb_seg *seg, uint32_t row, uint64_t token);

@@ -34,7 +34,7 @@
 #include <stdint.h>
 
 #define RB_MAGIC 0x52494E47425546ULL /* "RINGBUF" */
-#define RB_LAYOUT_VERSION 1
+#define RB_LAYOUT_VERSION 2
 
 /* Names (queue, set and member names) are 1..RB_NAME_MAX bytes. */
 #define RB_NAME_MAX 256
@@ -192,5 +192,25 @@ int rb_stats_reset(rb_seg *seg);
 int rb_flush(rb_seg *seg);
 int rb_recover(rb_seg *seg, uint32_t *out_swept);
 int rb_check(rb_seg *seg, char *report, size_t cap);
+
+/* FD watches: a file descriptor an event loop can poll, made readable by
+ * senders to the watched queues (one kernel wake-up, no helper thread).
+ *
+ * rb_watch_open registers a waiter row (kind FD) on the queues named in the
+ * blob (same format as rb_receive), creates the FIFO
+ * /dev/shm/rbuf.<prefix>~w~<pid>~<token> (mode 0600) and returns its read
+ * end (non-blocking, close-on-exec) in *out_fd; the process keeps a write
+ * end open so the read end never reports EOF.
+ * rb_watch_arm returns 1 if a watched queue holds a live record now (not
+ * armed: receive at once), else arms the row and returns 0: the next send
+ * to a watched queue writes one byte to the FIFO.  A poke may be lost if
+ * the sender dies between unlocking and poking: sleep at most
+ * RB_MAX_SLEEP_NS-ish before looking again.
+ * rb_watch_close unregisters the row, closes both ends and unlinks the FIFO.
+ * A watch belongs to the process that opened it (not to a forked child). */
+int rb_watch_open(rb_seg *seg, const char *names, size_t names_len, uint32_t count,
+                  int *out_fd, uint32_t *out_row, uint64_t *out_token);
+int rb_watch_arm(rb_seg *seg, uint32_t row, uint64_t token);
+int rb_watch_close(rb_seg *seg, uint32_t row, uint64_t token);
 
 #endif

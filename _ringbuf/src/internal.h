@@ -23,11 +23,11 @@
  *   primary - slot.state, slot.name/name_len/hash, slot.head (a queue's
  *             first record), rb_rec.next (the link from a record to the
  *             next one), the record bytes, member.set_id/deadline,
- *             queue.capacity, waiter.pid and the waiter's slot list, and the
- *             statistics counters.
+ *             queue.capacity, waiter.pid, kind and the waiter's slot list, and
+ *             the statistics counters.
  *   derived - the cell free list and bump mark, the slot free list and bump
  *             mark, the hash index, queue.tail and queue.count, set member
- *             lists and counts, queue.waiters.
+ *             lists and counts, queue.waiters and queue.fd_watchers.
  *
  * A process that dies holding the mutex (SIGKILL at any instruction) makes
  * the next locker get EOWNERDEAD; it then runs rb_repair(), which keeps the
@@ -107,7 +107,8 @@ typedef struct rb_slot {
     uint32_t prev_member; /* DERIVED */
     uint32_t queue_len;   /* PRIMARY: the member's queue is name[0:queue_len]; the rest of the
                            * name is the member's tag (see rb_set_add_routed) */
-    uint32_t pad0;
+    uint32_t fd_watchers; /* DERIVED: QUEUE: FD-watch rows (a subset of `waiters`) watching it;
+                           * a send scans the waiter table for armed rows only when non-zero */
     uint64_t deadline;    /* PRIMARY: membership deadline, 0 = never */
     char name[RB_NAME_MAX];
     /* --- the queue's hot line: written by every send and receive --- */
@@ -130,8 +131,20 @@ typedef struct rb_waiter {
     uint64_t start_time; /* PRIMARY: the pid's start time (/proc/pid/stat field 22), against pid reuse */
     uint64_t token;      /* PRIMARY: unique per registration, so a row swept and reused is not
                           * unregistered by its first owner */
+    uint32_t kind;       /* PRIMARY: RB_WAITER_FUTEX (a blocked receive/wait) or RB_WAITER_FD
+                          * (an rb_watch_open row: woken by a byte on its FIFO) */
+    uint32_t armed;      /* FD rows: 1 = the owner sleeps on its fd and wants one poke; a
+                          * sender clears it under the lock and pokes after unlocking (at
+                          * most one poke per arm).  Not repaired: a crash between the
+                          * clear and the poke loses one poke, which the owner's bounded
+                          * sleep covers (like a futex wake lost with its sender). */
     uint32_t slot[RB_WAIT_MAX];
 } rb_waiter;
+
+enum rb_waiter_kind {
+    RB_WAITER_FUTEX = 0,
+    RB_WAITER_FD = 1,
+};
 
 typedef struct rb_header {
     /* --- identity: checked on every attach --- */
@@ -231,6 +244,35 @@ uint64_t rb_self_start_time(void);
 uint32_t rb_self_pid(void);
 bool rb_pid_alive(uint32_t pid, uint64_t start_time);
 uint32_t rb_sweep_waiters(rb_seg *s);
+
+/* watch.c */
+typedef struct rb_poke {
+    uint32_t pid;
+    uint64_t token;
+} rb_poke;
+/* A sender's list of FD watchers to poke once it has unlocked. */
+typedef struct rb_pokes {
+    uint32_t n, cap;
+    rb_poke *v;
+    rb_poke stack[8];
+} rb_pokes;
+static inline void rb_pokes_init(rb_pokes *p) { p->n = 0; p->cap = 8; p->v = p->stack; }
+void rb_watch_collect(rb_seg *s, uint32_t qid, rb_pokes *p); /* under the lock */
+void rb_watch_poke_all(rb_seg *s, rb_pokes *p);             /* after unlocking; frees */
+void rb_watch_path(const rb_seg *s, uint32_t pid, uint64_t token, char *buf, size_t cap);
+void rb_watch_forget_row(rb_seg *s, rb_waiter *wt); /* a dead FD row: unlink its FIFO */
+
+/* queue.c helpers shared with watch.c (all under the lock but parse). */
+typedef struct rb_name_ref {
+    const char *p;
+    uint32_t len;
+} rb_name_ref;
+int rb_parse_names(const char *blob, size_t blob_len, uint32_t count, rb_name_ref *out);
+int rb_resolve_queues(rb_seg *s, const rb_name_ref *names, uint32_t count, uint32_t *ids);
+int rb_waiter_register(rb_seg *s, const uint32_t *ids, uint32_t count, uint32_t kind,
+                       uint64_t token, uint32_t *out_row, uint64_t *out_token);
+void rb_waiter_unregister(rb_seg *s, uint32_t row, uint64_t token);
+int rb_queue_live(rb_seg *s, uint32_t qid, uint64_t now); /* 1 if a live record is queued */
 
 static inline rb_slot *rb_slot_at(rb_seg *s, uint32_t id) { return &s->slots[id]; }
 static inline rb_cell *rb_cell_at(rb_seg *s, uint32_t id) { return &s->cells[id]; }

@@ -260,10 +260,16 @@ int rb_send(rb_seg *s, const char *name, size_t name_len, const char *data, size
     if (r == RB_OK)
         r = rb_enqueue_locked(s, qid, NULL, 0, data, len, deadline_ns, now, capacity);
     rb_slot *q = qid == RB_NIL ? NULL : rb_slot_at(s, qid);
-    uint32_t waiters = q ? q->waiters : 0;
+    /* FD-watch rows sleep on their FIFO, not on the futex word. */
+    uint32_t waiters = q ? q->waiters - q->fd_watchers : 0;
+    rb_pokes pokes;
+    rb_pokes_init(&pokes);
+    if (r == RB_OK && q->fd_watchers)
+        rb_watch_collect(s, qid, &pokes); /* disarms them: see watch.c */
     rb_unlock(s);
     if (r == RB_OK && waiters)
         rb_futex_wake(&q->seq, 1);
+    rb_watch_poke_all(s, &pokes);
     return r;
 }
 
@@ -297,9 +303,15 @@ int rb_send_batch(rb_seg *s, const char *name, size_t name_len, const char *data
     if (r != RB_OK && sent > 0)
         sent--; /* the loop counted the refused record */
     rb_slot *q = qid == RB_NIL ? NULL : rb_slot_at(s, qid);
-    uint32_t waiters = q ? q->waiters : 0;
+    /* FD-watch rows sleep on their FIFO, not on the futex word. */
+    uint32_t waiters = q ? q->waiters - q->fd_watchers : 0;
+    rb_pokes pokes;
+    rb_pokes_init(&pokes);
+    if (sent && q->fd_watchers)
+        rb_watch_collect(s, qid, &pokes);
     rb_unlock(s);
     *out_sent = sent;
+    rb_watch_poke_all(s, &pokes);
     if (sent && waiters)
         rb_futex_wake(&q->seq, (int)(waiters < sent ? waiters : sent));
     return r;
@@ -308,12 +320,9 @@ int rb_send_batch(rb_seg *s, const char *name, size_t name_len, const char *data
 /* ---- receive / wait ----------------------------------------------------- */
 
 /* Parse the u16-length-prefixed names blob. */
-typedef struct name_ref {
-    const char *p;
-    uint32_t len;
-} name_ref;
+typedef rb_name_ref name_ref;
 
-static int parse_names(const char *blob, size_t blob_len, uint32_t count, name_ref *out)
+int rb_parse_names(const char *blob, size_t blob_len, uint32_t count, name_ref *out)
 {
     if (count == 0 || count > RB_WAIT_MAX)
         return rb_fail(RB_E_INVAL, "receive needs 1..%d queue names, got %u", RB_WAIT_MAX, count);
@@ -364,6 +373,20 @@ static int pick_oldest(rb_seg *s, const name_ref *names, uint32_t count, uint64_
  * on, and snapshot their futex words.  Creating a slot may GC other empty
  * queues, so retry until one pass completes without a GC. */
 static int resolve_for_wait(rb_seg *s, const name_ref *names, uint32_t count, uint32_t *ids,
+                            uint32_t *vals);
+
+int rb_resolve_queues(rb_seg *s, const rb_name_ref *names, uint32_t count, uint32_t *ids)
+{
+    uint32_t vals[RB_WAIT_MAX];
+    return resolve_for_wait(s, names, count, ids, vals);
+}
+
+int rb_queue_live(rb_seg *s, uint32_t qid, uint64_t now)
+{
+    return live_head(s, rb_slot_at(s, qid), now) != RB_NIL;
+}
+
+static int resolve_for_wait(rb_seg *s, const name_ref *names, uint32_t count, uint32_t *ids,
                             uint32_t *vals)
 {
     for (int attempt = 0; attempt < 4; attempt++) {
@@ -385,8 +408,12 @@ static int resolve_for_wait(rb_seg *s, const name_ref *names, uint32_t count, ui
     return rb_fail(RB_E_NOSLOT, "name table too full to wait on %u queues", count);
 }
 
-static int waiter_register(rb_seg *s, const uint32_t *ids, uint32_t count, uint32_t *out_row,
-                           uint64_t *out_token)
+/* Under the lock: take a free waiter row for `ids` (sweeping dead rows if
+ * none is free).  FD rows also count in queue.fd_watchers.  `token` 0 = a
+ * fresh one; else one the caller reserved (rb_watch_open names its FIFO
+ * after it, so the row carries it from its first live instant). */
+int rb_waiter_register(rb_seg *s, const uint32_t *ids, uint32_t count, uint32_t kind,
+                       uint64_t token, uint32_t *out_row, uint64_t *out_token)
 {
     rb_header *h = s->hdr;
     for (int pass = 0; pass < 2; pass++) {
@@ -397,14 +424,19 @@ static int waiter_register(rb_seg *s, const uint32_t *ids, uint32_t count, uint3
             wt->n = count;
             wt->start_time = rb_self_start_time();
             memcpy(wt->slot, ids, count * sizeof(uint32_t));
-            wt->token = ++h->waiter_token;
+            wt->kind = kind;
+            wt->armed = 0;
+            wt->token = token ? token : ++h->waiter_token; /* FD rows: reserved by the caller */
             *out_token = wt->token;
             /* COMMIT: the pid makes the row live; the repair recounts
              * queue.waiters from live rows only. */
             RB_STORE_RELEASE(&wt->pid, rb_self_pid());
             h->waiters_used++;
-            for (uint32_t i = 0; i < count; i++)
+            for (uint32_t i = 0; i < count; i++) {
                 s->slots[ids[i]].waiters++;
+                if (kind == RB_WAITER_FD)
+                    s->slots[ids[i]].fd_watchers++;
+            }
             *out_row = w;
             return RB_OK;
         }
@@ -415,14 +447,17 @@ static int waiter_register(rb_seg *s, const uint32_t *ids, uint32_t count, uint3
                    h->waiter_count);
 }
 
-static void waiter_unregister(rb_seg *s, uint32_t row, uint64_t token)
+void rb_waiter_unregister(rb_seg *s, uint32_t row, uint64_t token)
 {
     rb_waiter *wt = &s->waiters[row];
     if (wt->pid == 0 || wt->token != token)
         return; /* swept by a repair meanwhile, maybe reused: nothing of ours to undo */
-    for (uint32_t i = 0; i < wt->n; i++)
+    for (uint32_t i = 0; i < wt->n; i++) {
         if (s->slots[wt->slot[i]].waiters)
             s->slots[wt->slot[i]].waiters--;
+        if (wt->kind == RB_WAITER_FD && s->slots[wt->slot[i]].fd_watchers)
+            s->slots[wt->slot[i]].fd_watchers--;
+    }
     RB_STORE_RELEASE(&wt->pid, 0u);
     s->hdr->waiters_used--;
 }
@@ -437,7 +472,7 @@ static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_
     name_ref names[RB_WAIT_MAX];
     uint32_t ids[RB_WAIT_MAX], vals[RB_WAIT_MAX];
     uint32_t *words[RB_WAIT_MAX];
-    int r = parse_names(blob, blob_len, count, names);
+    int r = rb_parse_names(blob, blob_len, count, names);
     if (r != RB_OK)
         return r;
     /* Set from the first clock read under the lock: one clock_gettime per
@@ -452,7 +487,7 @@ static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_
         if ((r = rb_lock(s)) != RB_OK)
             return r;
         if (registered) {
-            waiter_unregister(s, row, token);
+            rb_waiter_unregister(s, row, token);
             registered = 0;
         }
         uint64_t now = rb_now_ns();
@@ -524,7 +559,7 @@ static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_
         int spinning = now < spin_end;
         r = resolve_for_wait(s, names, count, ids, vals);
         if (r == RB_OK && !spinning) {
-            r = waiter_register(s, ids, count, &row, &token);
+            r = rb_waiter_register(s, ids, count, RB_WAITER_FUTEX, 0, &row, &token);
             registered = r == RB_OK;
         }
         rb_unlock(s);
@@ -556,7 +591,7 @@ static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_
         if (r == RB_E_INTR) {
             if ((r = rb_lock(s)) != RB_OK)
                 return r;
-            waiter_unregister(s, row, token);
+            rb_waiter_unregister(s, row, token);
             rb_unlock(s);
             return rb_fail(RB_E_INTR, "interrupted by a signal");
         }

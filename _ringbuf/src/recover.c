@@ -98,7 +98,12 @@ static void drop_waiter_row(rb_seg *s, rb_waiter *wt)
         uint32_t id = wt->slot[i];
         if (id < s->hdr->slot_count && s->slots[id].waiters)
             s->slots[id].waiters--;
+        if (wt->kind == RB_WAITER_FD && id < s->hdr->slot_count && s->slots[id].fd_watchers)
+            s->slots[id].fd_watchers--;
     }
+    /* A dead FD watcher's FIFO goes before its row: killed in between, the
+     * next sweep finds the row again and the unlink is repeated (ENOENT). */
+    rb_watch_forget_row(s, wt);
     RB_STORE_RELEASE(&wt->pid, 0u);
     s->hdr->waiters_used--;
 }
@@ -276,21 +281,30 @@ void rb_repair(rb_seg *s)
 
     /* 6 (before 5, so queue.waiters is right when the index is rebuilt). */
     for (uint32_t i = 0; i < h->slot_bump; i++)
-        s->slots[i].waiters = 0;
+        s->slots[i].waiters = s->slots[i].fd_watchers = 0;
     h->waiters_used = 0;
     for (uint32_t w = 0; w < h->waiter_count; w++) {
         rb_waiter *wt = &s->waiters[w];
         if (wt->pid == 0)
             continue;
-        bool ok = wt->n <= RB_WAIT_MAX && rb_pid_alive(wt->pid, wt->start_time);
+        bool alive = rb_pid_alive(wt->pid, wt->start_time);
+        bool ok = wt->n <= RB_WAIT_MAX && wt->kind <= RB_WAITER_FD && alive;
         for (uint32_t k = 0; ok && k < wt->n; k++)
             ok = wt->slot[k] < h->slot_bump && s->slots[wt->slot[k]].state == RB_SLOT_QUEUE;
         if (!ok) {
+            /* A dead FD watcher's FIFO is unlinked with its row.  A live
+             * owner's row dropped for a bad slot keeps its FIFO: the owner
+             * unlinks it in rb_watch_close (and its arm reports the row gone). */
+            if (!alive)
+                rb_watch_forget_row(s, wt);
             wt->pid = 0;
             continue;
         }
-        for (uint32_t k = 0; k < wt->n; k++)
+        for (uint32_t k = 0; k < wt->n; k++) {
             s->slots[wt->slot[k]].waiters++;
+            if (wt->kind == RB_WAITER_FD)
+                s->slots[wt->slot[k]].fd_watchers++;
+        }
         h->waiters_used++;
     }
 
@@ -329,7 +343,8 @@ static int check_locked(rb_seg *s, char *why, size_t cap)
     uint32_t used_slots = 0;
     uint32_t *members = calloc(h->slot_bump + 1, sizeof(uint32_t));
     uint32_t *waiters = calloc(h->slot_bump + 1, sizeof(uint32_t));
-    if (!members || !waiters) {
+    uint32_t *fdw = calloc(h->slot_bump + 1, sizeof(uint32_t));
+    if (!members || !waiters || !fdw) {
         bad = snprintf(why, cap, "out of memory");
         goto out;
     }
@@ -393,8 +408,15 @@ static int check_locked(rb_seg *s, char *why, size_t cap)
             continue;
         live++;
         for (uint32_t k = 0; k < wt->n && k < RB_WAIT_MAX; k++)
-            if (wt->slot[k] < h->slot_bump)
+            if (wt->slot[k] < h->slot_bump) {
                 waiters[wt->slot[k]]++;
+                if (wt->kind == RB_WAITER_FD)
+                    fdw[wt->slot[k]]++;
+            }
+        if (wt->kind > RB_WAITER_FD) {
+            bad = snprintf(why, cap, "waiter row %u has kind %u", w, wt->kind);
+            goto out;
+        }
     }
     if (live != h->waiters_used) {
         bad = snprintf(why, cap, "waiters_used is %u, %u rows are live", h->waiters_used, live);
@@ -406,10 +428,17 @@ static int check_locked(rb_seg *s, char *why, size_t cap)
                            s->slots[i].waiters, waiters[i]);
             goto out;
         }
+    for (uint32_t i = 0; i < h->slot_bump; i++)
+        if (s->slots[i].state == RB_SLOT_QUEUE && s->slots[i].fd_watchers != fdw[i]) {
+            bad = snprintf(why, cap, "queue slot %u counts %u fd watchers, %u fd rows watch it", i,
+                           s->slots[i].fd_watchers, fdw[i]);
+            goto out;
+        }
 out:
     free(mark);
     free(members);
     free(waiters);
+    free(fdw);
     return bad ? -1 : 0;
 }
 

@@ -245,6 +245,8 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
      * wakee contend for it at once).  Spill to the heap for big sets. */
     uint32_t stack_wake[128];
     uint32_t *wake = stack_wake, nwake = 0;
+    rb_pokes pokes; /* FD watchers to poke after unlocking (watch.c) */
+    rb_pokes_init(&pokes);
     if ((r = rb_lock(s)) != RB_OK)
         return r;
     uint32_t sid = live_set(s, set, set_len, now);
@@ -284,10 +286,14 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
             continue;
         }
         sent++;
-        if (rb_slot_at(s, qid)->waiters)
+        rb_slot *wq = rb_slot_at(s, qid);
+        if (wq->waiters > wq->fd_watchers)
             wake[nwake++] = qid;
+        if (wq->fd_watchers)
+            rb_watch_collect(s, qid, &pokes); /* disarms each row: one poke per arm */
     }
     rb_unlock(s);
+    rb_watch_poke_all(s, &pokes);
     /* Routed members of one process share its queue: wake each queue once,
      * not once per copy (a futex_wake is a syscall). */
     if (nwake > 1)

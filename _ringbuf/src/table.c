@@ -120,7 +120,7 @@ int rb_table_create(rb_seg *s, uint32_t kind, uint32_t set_id, const char *name,
     sl->name_len = (uint32_t)len;
     sl->hash = hash;
     sl->head = sl->tail = RB_NIL;
-    sl->count = sl->capacity = sl->waiters = 0;
+    sl->count = sl->capacity = sl->waiters = sl->fd_watchers = 0;
     sl->sent = sl->full = 0;
     sl->expiry_hint = 0;
     sl->first_member = RB_NIL;

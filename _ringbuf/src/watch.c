@@ -1,0 +1,289 @@
+/*
+ * watch.c - FD watches: a file descriptor an event loop polls, made readable
+ * by the senders to the watched queues.
+ *
+ * A watch is a waiter row of kind RB_WAITER_FD plus a FIFO named after the
+ * row's owner and registration token:
+ *
+ *     /dev/shm/rbuf.<prefix>~w~<pid>~<token>
+ *
+ * so any process can find it from the row alone.  The owner holds the read
+ * end (non-blocking; what the loop polls) and a write end it never writes
+ * (so the read end never sees EOF once a sender has come and gone).
+ *
+ * Protocol, like a futex wake:
+ *   owner:  rb_watch_arm - under the lock: a live record in a watched queue
+ *           -> return 1 (receive now, not armed); else armed = 1, return 0;
+ *           then poll the fd.
+ *   sender: after linking a record, under the lock: for every armed FD row
+ *           watching that queue, armed = 0 and remember (pid, token); after
+ *           unlocking, open the FIFO (O_WRONLY|O_NONBLOCK), write one byte,
+ *           close.  At most one poke per arm.
+ * The owner arms and checks under the same lock hold, and the sender
+ * disarms under the lock after linking, so a record sent after the check
+ * always finds the row armed: no wake-up is lost between check and sleep.
+ *
+ * Crash points:
+ *   - owner killed after the row's pid store but before the FIFO exists (or
+ *     before rb_watch_open returns): the row is a dead pid's row; the sweep
+ *     (rb_sweep_waiters, rb_repair) retires it and unlinks the path (ENOENT
+ *     ignored).  The FIFO is created BEFORE the row is registered, so a row
+ *     whose owner lived always names an existing FIFO.
+ *   - owner killed holding a live row: same sweep; the FIFO is unlinked by
+ *     whoever sweeps the row, so no file is left in /dev/shm.
+ *   - sender killed between disarming (under the lock) and poking: that
+ *     poke is lost; the row stays disarmed.  Owners therefore bound every
+ *     sleep (RB_MAX_SLEEP_NS-like) and re-arm, as futex sleepers do.
+ *   - a poke to a FIFO whose reader is gone: open fails with ENXIO (no
+ *     reader) or ENOENT (unlinked): ignored.  A full pipe (EAGAIN) already
+ *     holds an unread byte: ignored.
+ *   - armed is not primary data: the repair leaves it as it is (a stale 1
+ *     costs one spurious poke; a stale 0 is the lost poke above).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+void rb_watch_path(const rb_seg *s, uint32_t pid, uint64_t token, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "/dev/shm/rbuf.%s~w~%u~%llu", s->prefix, pid, (unsigned long long)token);
+}
+
+/* ---- the owner's keep-alive write ends (process-local) ------------------- */
+
+typedef struct keepalive {
+    const rb_seg *seg;
+    uint64_t token;
+    int rfd, wfd;
+    uint32_t pid;
+    struct keepalive *next;
+} keepalive;
+
+static pthread_mutex_t ka_lock = PTHREAD_MUTEX_INITIALIZER;
+static keepalive *ka_head;
+
+static int ka_add(const rb_seg *s, uint64_t token, int rfd, int wfd)
+{
+    keepalive *k = malloc(sizeof *k);
+    if (!k)
+        return -1;
+    k->seg = s;
+    k->token = token;
+    k->rfd = rfd;
+    k->wfd = wfd;
+    k->pid = rb_self_pid();
+    pthread_mutex_lock(&ka_lock);
+    k->next = ka_head;
+    ka_head = k;
+    pthread_mutex_unlock(&ka_lock);
+    return 0;
+}
+
+/* Remove and return the entry of (s, token), or NULL. */
+static keepalive *ka_take(const rb_seg *s, uint64_t token)
+{
+    pthread_mutex_lock(&ka_lock);
+    keepalive **pp = &ka_head, *k;
+    while ((k = *pp) != NULL && !(k->seg == s && k->token == token))
+        pp = &k->next;
+    if (k)
+        *pp = k->next;
+    pthread_mutex_unlock(&ka_lock);
+    return k;
+}
+
+/* ---- senders --------------------------------------------------------------- */
+
+void rb_watch_collect(rb_seg *s, uint32_t qid, rb_pokes *p)
+{
+    rb_header *h = s->hdr;
+    for (uint32_t w = 0; w < h->waiter_count; w++) {
+        rb_waiter *wt = &s->waiters[w];
+        if (wt->pid == 0 || wt->kind != RB_WAITER_FD || !wt->armed)
+            continue;
+        int watches = 0;
+        for (uint32_t i = 0; i < wt->n && i < RB_WAIT_MAX && !watches; i++)
+            watches = wt->slot[i] == qid;
+        if (!watches)
+            continue;
+        if (p->n == p->cap) {
+            uint32_t cap = p->cap * 2;
+            rb_poke *v = malloc(cap * sizeof *v);
+            if (!v)
+                return; /* leave the rest armed: their bounded sleep covers it */
+            memcpy(v, p->v, p->n * sizeof *v);
+            if (p->v != p->stack)
+                free(p->v);
+            p->v = v;
+            p->cap = cap;
+        }
+        /* Disarm first: from here the poke is owed; a crash before the poke
+         * loses it (see the header comment). */
+        wt->armed = 0;
+        p->v[p->n].pid = wt->pid;
+        p->v[p->n].token = wt->token;
+        p->n++;
+    }
+}
+
+void rb_watch_poke_all(rb_seg *s, rb_pokes *p)
+{
+    char path[RB_NAME_MAX + 96];
+    for (uint32_t i = 0; i < p->n; i++) {
+        rb_watch_path(s, p->v[i].pid, p->v[i].token, path, sizeof path);
+        int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* ENXIO: no reader; ENOENT: watch closed or swept */
+        char byte = 1;
+        ssize_t n = write(fd, &byte, 1); /* EAGAIN: a byte is already pending */
+        (void)n;
+        close(fd);
+    }
+    if (p->v != p->stack)
+        free(p->v);
+    p->v = p->stack;
+    p->n = 0;
+    p->cap = 8;
+}
+
+/* Under the lock: a swept FD row's FIFO goes with it. */
+void rb_watch_forget_row(rb_seg *s, rb_waiter *wt)
+{
+    if (wt->kind != RB_WAITER_FD)
+        return;
+    char path[RB_NAME_MAX + 96];
+    rb_watch_path(s, wt->pid, wt->token, path, sizeof path);
+    unlink(path); /* ENOENT: killed before mkfifo, or already gone */
+}
+
+/* ---- the owner ------------------------------------------------------------- */
+
+int rb_watch_open(rb_seg *s, const char *names, size_t names_len, uint32_t count, int *out_fd,
+                  uint32_t *out_row, uint64_t *out_token)
+{
+    if (out_fd == NULL || out_row == NULL || out_token == NULL)
+        return rb_fail(RB_E_INVAL, "watch_open needs out_fd, out_row and out_token");
+    rb_name_ref refs[RB_WAIT_MAX];
+    uint32_t ids[RB_WAIT_MAX];
+    int r = rb_parse_names(names, names_len, count, refs);
+    if (r != RB_OK)
+        return r;
+    if ((r = rb_lock(s)) != RB_OK)
+        return r;
+    /* The token is reserved under the lock so the FIFO can be made before
+     * the row is live; a token skipped by a failed open is harmless. */
+    uint64_t token = ++s->hdr->waiter_token;
+    rb_unlock(s);
+
+    uint32_t pid = rb_self_pid();
+    char path[RB_NAME_MAX + 96];
+    rb_watch_path(s, pid, token, path, sizeof path);
+    unlink(path); /* a leftover of a reused pid with the same token: never ours */
+    if (mkfifo(path, 0600) != 0)
+        return rb_fail(RB_E_SYS, "mkfifo %s: %s", path, strerror(errno));
+    /* Read end first: a non-blocking O_WRONLY open fails with ENXIO until a
+     * reader exists. */
+    int rfd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    int wfd = rfd < 0 ? -1 : open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (rfd < 0 || wfd < 0) {
+        int e = errno;
+        if (rfd >= 0)
+            close(rfd);
+        unlink(path);
+        return rb_fail(RB_E_SYS, "open %s: %s", path, strerror(e));
+    }
+
+    if ((r = rb_lock(s)) != RB_OK)
+        goto fail;
+    r = rb_resolve_queues(s, refs, count, ids);
+    uint32_t row = 0;
+    uint64_t got = 0;
+    if (r == RB_OK)
+        r = rb_waiter_register(s, ids, count, RB_WAITER_FD, token, &row, &got);
+    rb_unlock(s);
+    if (r != RB_OK)
+        goto fail;
+    if (ka_add(s, token, rfd, wfd) != 0) {
+        if (rb_lock(s) == RB_OK) {
+            rb_waiter_unregister(s, row, token);
+            rb_unlock(s);
+        }
+        r = rb_fail(RB_E_SYS, "out of memory");
+        goto fail;
+    }
+    *out_fd = rfd;
+    *out_row = row;
+    *out_token = token;
+    return RB_OK;
+fail:
+    close(rfd);
+    close(wfd);
+    unlink(path);
+    return r;
+}
+
+static int check_row(rb_seg *s, uint32_t row, uint64_t token)
+{
+    if (row >= s->hdr->waiter_count)
+        return rb_fail(RB_E_INVAL, "watch row %u out of range", row);
+    rb_waiter *wt = &s->waiters[row];
+    if (wt->pid != rb_self_pid() || wt->token != token || wt->kind != RB_WAITER_FD)
+        return rb_fail(RB_E_INVAL, "watch (row %u, token %llu) is not registered any more "
+                       "(closed, swept by a repair, or opened by another process)",
+                       row, (unsigned long long)token);
+    return RB_OK;
+}
+
+int rb_watch_arm(rb_seg *s, uint32_t row, uint64_t token)
+{
+    int r = rb_lock(s);
+    if (r != RB_OK)
+        return r;
+    if ((r = check_row(s, row, token)) != RB_OK) {
+        rb_unlock(s);
+        return r;
+    }
+    rb_waiter *wt = &s->waiters[row];
+    uint64_t now = rb_now_ns();
+    int ready = 0;
+    for (uint32_t i = 0; i < wt->n && !ready; i++)
+        ready = rb_queue_live(s, wt->slot[i], now);
+    /* Checked and armed under one lock hold: a send after this sees armed. */
+    wt->armed = ready ? 0 : 1;
+    rb_unlock(s);
+    return ready;
+}
+
+int rb_watch_close(rb_seg *s, uint32_t row, uint64_t token)
+{
+    keepalive *k = ka_take(s, token);
+    int r = rb_lock(s);
+    if (r == RB_OK) {
+        /* A no-op if the row was swept (and maybe reused) meanwhile. */
+        if (row < s->hdr->waiter_count && s->waiters[row].pid == rb_self_pid())
+            rb_waiter_unregister(s, row, token);
+        rb_unlock(s);
+    }
+    if (k == NULL)
+        return r != RB_OK ? r : rb_fail(RB_E_INVAL, "no open watch with token %llu",
+                                        (unsigned long long)token);
+    char path[RB_NAME_MAX + 96];
+    rb_watch_path(s, k->pid, token, path, sizeof path);
+    /* Unlink only in the opening process: a forked child closing its copy
+     * must not remove the parent's FIFO. */
+    if (k->pid == rb_self_pid())
+        unlink(path);
+    close(k->rfd);
+    close(k->wfd);
+    free(k);
+    return r;
+}

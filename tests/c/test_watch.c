@@ -1,0 +1,253 @@
+/*
+ * test_watch.c - FD watches: open makes the FIFO and a waiter row of kind
+ * FD; arm reports records already queued; a send pokes an armed watch once
+ * (no poke without arm, one poke per arm, also from rb_send_batch and
+ * fan-out); several watches on one queue are all poked; close unregisters
+ * and unlinks; a watcher killed with SIGKILL is swept (rb_recover) and its
+ * FIFO unlinked; futex receivers keep working next to FD rows; the
+ * invariants (rb_check) hold throughout.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+
+#include "check.h"
+#include "../../_ringbuf/src/internal.h"
+
+static rb_seg *S;
+
+static int readable(int fd, int timeout_ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int n = poll(&p, 1, timeout_ms);
+    CHECK(n >= 0);
+    return n == 1 && (p.revents & POLLIN);
+}
+
+static int drain(int fd)
+{
+    char buf[64];
+    int total = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        total += (int)n;
+    CHECK(n < 0 && errno == EAGAIN); /* never EOF: the keep-alive write end */
+    return total;
+}
+
+static int fifo_exists(uint32_t pid, uint64_t token)
+{
+    char path[512];
+    rb_watch_path(S, pid, token, path, sizeof path);
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return 0;
+    CHECK(S_ISFIFO(st.st_mode));
+    CHECK((st.st_mode & 0777) == 0600);
+    return 1;
+}
+
+static void open_watch(const char *const *names, uint32_t n, int *fd, uint32_t *row,
+                       uint64_t *token)
+{
+    char blob[1024];
+    size_t bl = ct_blob(blob, sizeof blob, names, n);
+    CHECK_OK(rb_watch_open(S, blob, bl, n, fd, row, token));
+}
+
+static void test_arm_poke_close(void)
+{
+    const char *names[2] = {"wa", "wb"};
+    int fd;
+    uint32_t row;
+    uint64_t token;
+    open_watch(names, 2, &fd, &row, &token);
+    CHECK(fifo_exists((uint32_t)getpid(), token));
+    CHECK(ct_qstats(S, "wa").waiters == 1 && ct_qstats(S, "wb").waiters == 1);
+    CHECK(S->slots[rb_table_find(S, RB_SLOT_QUEUE, 0, "wa", 2)].fd_watchers == 1);
+    CHECK_SEG(S);
+
+    /* No poke without arm. */
+    CHECK_OK(ct_send(S, "wb", "x", 1, 0, 0));
+    CHECK(!readable(fd, 20));
+    /* Arm with a record queued: 1, not armed (still no poke). */
+    CHECK_RC(rb_watch_arm(S, row, token), 1);
+    CHECK_OK(ct_send(S, "wb", "y", 1, 0, 0));
+    CHECK(!readable(fd, 20));
+    char buf[16];
+    size_t len;
+    CHECK_OK(ct_recv1(S, "wb", buf, sizeof buf, &len));
+    CHECK_OK(ct_recv1(S, "wb", buf, sizeof buf, &len));
+    /* Empty: armed; the next send pokes once, the second does not. */
+    CHECK_RC(rb_watch_arm(S, row, token), 0);
+    CHECK_OK(ct_send(S, "wa", "z", 1, 0, 0));
+    CHECK(readable(fd, 1000));
+    CHECK_OK(ct_send(S, "wa", "z", 1, 0, 0));
+    CHECK(drain(fd) == 1);
+    CHECK(!readable(fd, 20));
+    CHECK_RC(rb_watch_arm(S, row, token), 1);
+    CHECK_OK(ct_recv1(S, "wa", buf, sizeof buf, &len));
+    CHECK_OK(ct_recv1(S, "wa", buf, sizeof buf, &len));
+
+    /* Expired records do not count as ready. */
+    CHECK_OK(ct_send(S, "wa", "old", 3, rb_now_ns() + 1000, 0));
+    usleep(2000);
+    CHECK_RC(rb_watch_arm(S, row, token), 0);
+
+    /* rb_send_batch pokes. */
+    const char data[] = "abc";
+    uint32_t lens[3] = {1, 1, 1}, sent = 0;
+    CHECK_OK(rb_send_batch(S, "wb", 2, data, lens, 3, 0, 0, &sent));
+    CHECK(sent == 3 && readable(fd, 1000) && drain(fd) == 1);
+    for (int i = 0; i < 3; i++)
+        CHECK_OK(ct_recv1(S, "wb", buf, sizeof buf, &len));
+
+    /* Fan-out pokes (one poke for two routed members sharing the queue). */
+    CHECK_OK(rb_set_add_routed(S, "g", 1, "wa!1", 4, 2, 0));
+    CHECK_OK(rb_set_add_routed(S, "g", 1, "wa!2", 4, 2, 0));
+    CHECK_OK(rb_set_add(S, "g", 1, "wb", 2, 0));
+    CHECK_RC(rb_watch_arm(S, row, token), 0);
+    uint32_t skipped = 0;
+    CHECK_OK(rb_fanout(S, "g", 1, "m", 1, 0, 0, &sent, &skipped));
+    CHECK(sent == 3 && skipped == 0);
+    CHECK(readable(fd, 1000) && drain(fd) == 1); /* three copies, one arm: one poke */
+    CHECK_OK(ct_recv1(S, "wb", buf, sizeof buf, &len));
+    CHECK_OK(ct_recv1(S, "wa", buf, sizeof buf, &len));
+    CHECK_OK(ct_recv1(S, "wa", buf, sizeof buf, &len));
+    CHECK_SEG(S);
+
+    CHECK_OK(rb_watch_close(S, row, token));
+    CHECK(!fifo_exists((uint32_t)getpid(), token));
+    CHECK(fcntl(fd, F_GETFD) == -1 && errno == EBADF);
+    CHECK(ct_qstats(S, "wa").waiters == 0 && ct_qstats(S, "wb").waiters == 0);
+    CHECK_RC(rb_watch_arm(S, row, token), RB_E_INVAL);
+    CHECK_RC(rb_watch_close(S, row, token), RB_E_INVAL);
+    CHECK_SEG(S);
+}
+
+static void test_two_watches(void)
+{
+    const char *names[1] = {"two"};
+    int fd1, fd2;
+    uint32_t r1, r2;
+    uint64_t t1, t2;
+    open_watch(names, 1, &fd1, &r1, &t1);
+    open_watch(names, 1, &fd2, &r2, &t2);
+    CHECK(r1 != r2 && t1 != t2);
+    CHECK_RC(rb_watch_arm(S, r1, t1), 0);
+    CHECK_RC(rb_watch_arm(S, r2, t2), 0);
+    CHECK_OK(ct_send(S, "two", "x", 1, 0, 0));
+    CHECK(readable(fd1, 1000) && readable(fd2, 1000));
+    CHECK(drain(fd1) == 1 && drain(fd2) == 1);
+    /* A futex receiver next to FD rows still gets its record. */
+    char buf[16];
+    size_t len;
+    CHECK_OK(ct_recv1(S, "two", buf, sizeof buf, &len));
+    CHECK_OK(rb_watch_close(S, r1, t1));
+    CHECK_OK(rb_watch_close(S, r2, t2));
+    CHECK(ct_info(S).waiters_used == 0);
+    CHECK_SEG(S);
+}
+
+/* A poke to a watch whose reader vanished without closing is harmless. */
+static void test_stale_path(void)
+{
+    rb_pokes p;
+    rb_pokes_init(&p);
+    p.v[0].pid = 1;
+    p.v[0].token = 999999;
+    p.n = 1;
+    rb_watch_poke_all(S, &p); /* ENOENT: ignored */
+    CHECK(p.n == 0);
+}
+
+static void test_dead_watcher_swept(void)
+{
+    int pipefd[2];
+    CHECK(pipe(pipefd) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        const char *names[1] = {"dead"};
+        int fd;
+        uint32_t row;
+        uint64_t token;
+        open_watch(names, 1, &fd, &row, &token);
+        CHECK_RC(rb_watch_arm(S, row, token), 0);
+        ssize_t w = write(pipefd[1], &token, sizeof token);
+        (void)w;
+        for (;;)
+            pause(); /* killed below, never closes the watch */
+    }
+    close(pipefd[1]);
+    uint64_t token = 0;
+    CHECK(read(pipefd[0], &token, sizeof token) == (ssize_t)sizeof token);
+    close(pipefd[0]);
+    CHECK(fifo_exists((uint32_t)pid, token));
+    CHECK(ct_qstats(S, "dead").waiters == 1);
+    kill(pid, SIGKILL);
+    ct_reap(pid, SIGKILL);
+    /* A send to the dead watcher's queue: the poke finds no reader (ENXIO). */
+    CHECK_OK(ct_send(S, "dead", "x", 1, 0, 0));
+    uint32_t swept = 0;
+    CHECK_OK(rb_recover(S, &swept));
+    CHECK(swept == 1);
+    CHECK(!fifo_exists((uint32_t)pid, token));
+    CHECK(ct_qstats(S, "dead").waiters == 0);
+    CHECK(S->slots[rb_table_find(S, RB_SLOT_QUEUE, 0, "dead", 4)].fd_watchers == 0);
+    char buf[16];
+    size_t len;
+    CHECK_OK(ct_recv1(S, "dead", buf, sizeof buf, &len));
+    CHECK_SEG(S);
+}
+
+/* The repair (EOWNERDEAD path) recounts fd_watchers and unlinks dead rows' FIFOs. */
+static void test_repair_recounts(void)
+{
+    const char *names[1] = {"rep"};
+    int fd;
+    uint32_t row;
+    uint64_t token;
+    open_watch(names, 1, &fd, &row, &token);
+    /* A second, dead row forged in the table: a pid that cannot exist. */
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(0);
+    ct_reap(pid, 0);
+    uint32_t ids[1] = {rb_table_find(S, RB_SLOT_QUEUE, 0, "rep", 3)};
+    CHECK_OK(rb_lock(S));
+    uint32_t drow;
+    uint64_t dtok;
+    CHECK_OK(rb_waiter_register(S, ids, 1, RB_WAITER_FD, 0, &drow, &dtok));
+    S->waiters[drow].pid = (uint32_t)pid; /* now dead */
+    char path[512];
+    rb_watch_path(S, (uint32_t)pid, dtok, path, sizeof path);
+    CHECK(mkfifo(path, 0600) == 0);
+    S->slots[ids[0]].fd_watchers = 7; /* derived: the repair must fix it */
+    rb_repair(S);
+    rb_unlock(S);
+    CHECK(access(path, F_OK) != 0);
+    CHECK(S->slots[ids[0]].fd_watchers == 1);
+    CHECK(ct_qstats(S, "rep").waiters == 1);
+    CHECK_SEG(S);
+    CHECK_OK(rb_watch_close(S, row, token));
+    CHECK_SEG(S);
+}
+
+int main(void)
+{
+    ct_init("watch");
+    rb_options o = {.size = 8 << 20, .slots = 512, .waiters = 16, .max_record = 4096};
+    S = ct_open(&o);
+    test_arm_poke_close();
+    test_two_watches();
+    test_stale_path();
+    test_dead_watcher_swept();
+    test_repair_recounts();
+    CHECK(ct_info(S).waiters_used == 0);
+    CHECK_SEG(S);
+    rb_close(S);
+    ct_done("test_watch");
+    return 0;
+}
