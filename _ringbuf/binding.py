@@ -655,11 +655,9 @@ class Watch:
                 chunk = os.read(self._fd, 4096)
             except BlockingIOError:
                 return n
-            except InterruptedError:  # pragma: no cover - PEP 475 retries
-                continue
-            if not chunk:  # pragma: no cover - the keep-alive write end prevents EOF
-                return n
             n += len(chunk)
+            if len(chunk) < 4096:  # the pipe is empty now: spare the EAGAIN read
+                return n
 
     def close(self) -> None:
         """Unregister the row, close both ends of the FIFO and unlink it. Idempotent."""

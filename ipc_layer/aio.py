@@ -80,6 +80,7 @@ fresh process id for ``new_channel()``, fresh locks and no helper threads
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import logging
 import os
@@ -115,8 +116,14 @@ DEFAULT_CHANNEL_PREFIX = "specific."
 #: Longest single sleep of a helper thread; it only bounds how long a thread
 #: whose waiters all left keeps a waiter row of the segment.
 _WATCH_SLICE = 5.0
-#: A helper thread with no waiter for this long exits (a new one starts on demand).
+#: A helper thread with no waiter for this long exits (a new one starts on demand);
+#: likewise a loop's FD watch of a queue is closed after this long without waiters.
 _IDLE_EXIT = 30.0
+#: Longest an armed FD watch waits for a poke before its loop looks anyway: a
+#: poke is lost only if a sender dies between unlocking and poking.
+_FD_SLICE = 1.0
+#: The ways a waiting receive is woken (the layer's ``wakeup`` option).
+WAKEUPS = ("fd", "thread")
 #: Most records one routing pass takes off a process queue while holding the
 #: process lock; the rest wake the next pass at once.
 _DRAIN_MAX = 256
@@ -191,6 +198,91 @@ class _Waiter:
         self.channel = channel
 
 
+class _LoopWatch:
+    """One event loop's FD watch of one queue: a core :class:`_ringbuf.Watch` the loop polls.
+
+    Made and registered (``add_reader``) on the loop's own thread when a
+    coroutine of that loop first waits on the queue; kept while the loop
+    has waiters, closed on the loop's thread after ``_IDLE_EXIT`` seconds
+    without any, or by anyone once the loop is closed. ``armed`` mirrors the
+    core row's word as this process last set it: a poke (or the timer) is
+    due, so arming again would only cost a lock. Guarded by the process lock.
+    """
+
+    __slots__ = ("armed", "core", "fd", "idle_since", "loop", "owner", "timer")
+
+    def __init__(self, owner: _Watch, loop: asyncio.AbstractEventLoop, core: Any) -> None:
+        self.owner = owner
+        self.loop = loop
+        self.core = core
+        self.fd = core.fileno()
+        self.armed = False
+        self.idle_since: float | None = None
+        loop.add_reader(self.fd, self._on_poke)
+        self.timer: asyncio.TimerHandle | None = loop.call_later(_FD_SLICE, self._on_timer)
+
+    def _on_poke(self) -> None:
+        """The FIFO is readable: a sender found the row armed (loop thread)."""
+        self.core.drain()
+        with self.owner.cond:
+            self.armed = False
+            self.owner.wake_loop(self.loop, self.loop)
+
+    def _on_timer(self) -> None:
+        """Every ``_FD_SLICE``: cover a lost poke, close when idle (loop thread)."""
+        owner = self.owner
+        with owner.cond:
+            if owner.fd_watches.get(self.loop) is not self:
+                return
+            if self.loop in owner.by_loop:
+                self.idle_since = None
+                if self.armed:  # no poke for a whole slice: look anyway
+                    self.armed = False
+                    owner.wake_loop(self.loop, self.loop)
+            else:
+                now = _monotonic()
+                if self.idle_since is None:
+                    self.idle_since = now
+                elif now - self.idle_since >= _IDLE_EXIT:
+                    del owner.fd_watches[self.loop]
+                    self.close()
+                    return
+            self.timer = self.loop.call_later(_FD_SLICE, self._on_timer)
+
+    def arm(self, running: asyncio.AbstractEventLoop | None) -> None:
+        """Arm the core watch, or wake a waiter now if records are there (lock held)."""
+        if self.armed:
+            return
+        try:
+            ready = self.core.arm()
+        except Exception:
+            # The row was swept (a repair found this process's row bad) or the
+            # segment closed: wake a waiter, whose take retries (and raises),
+            # and open a fresh watch at the next wait.
+            logger.debug("queue %r: FD watch lost; reopening", self.owner.queue, exc_info=True)
+            self.owner.drop_fd_watch(self.loop)
+            ready = True
+        if ready:
+            self.owner.wake_loop(self.loop, running)
+        else:
+            self.armed = True
+
+    def close(self) -> None:
+        """Unregister from the loop (when it still runs) and close the core watch."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.loop.is_closed():
+            try:
+                self.loop.remove_reader(self.fd)
+            except Exception:  # pragma: no cover - a loop closing meanwhile
+                pass
+        try:
+            self.core.close()
+        except Exception:  # pragma: no cover - the segment closed first
+            logger.debug("closing the FD watch of %r failed", self.owner.queue, exc_info=True)
+
+
 class _Watch:
     """The waiters of one shared-memory queue in this process, and the thread that waits for it.
 
@@ -204,13 +296,17 @@ class _Watch:
     the baton on.
     """
 
-    __slots__ = ("armed", "buffers", "by_channel", "by_loop", "cond", "dropped", "expiry", "limit",
-                 "next_sweep", "queue", "queue_key", "spin_us", "thread", "wait")
+    __slots__ = ("armed", "buffers", "by_channel", "by_loop", "cond", "dropped", "expiry",
+                 "fd_watches", "limit", "next_sweep", "open_watch", "queue", "queue_key", "spin_us",
+                 "thread", "wait")
 
     def __init__(self, lock: threading.Lock, queue: str, wait: Any, spin_us: int,
-                 limit: int, expiry: float) -> None:
+                 limit: int, expiry: float, open_watch: Any = None) -> None:
         self.cond = threading.Condition(lock)
         self.queue = queue
+        # FD wake-ups: segment.watch, or None for the helper thread only.
+        self.open_watch = open_watch
+        self.fd_watches: dict[asyncio.AbstractEventLoop, _LoopWatch] = {}
         self.queue_key = (queue,)  # the sync layer's receive list (a cached plan)
         self.wait = wait
         self.spin_us = spin_us
@@ -229,7 +325,11 @@ class _Watch:
     # -- waiters (lock held) ---------------------------------------------------------
 
     def add(self, waiter: _Waiter) -> None:
-        self.by_loop.setdefault(waiter.loop, {})[waiter] = None
+        """Register a waiter (on its loop's thread: an FD watch is registered there)."""
+        loop = waiter.loop
+        if self.open_watch is not None and loop not in self.fd_watches:
+            self.open_fd_watch(loop)
+        self.by_loop.setdefault(loop, {})[waiter] = None
         if waiter.channel is not None:
             self.by_channel.setdefault(waiter.channel, {})[waiter] = None
 
@@ -253,9 +353,63 @@ class _Watch:
         """Drop every waiter of a closed loop: none of them can ever run again."""
         for waiter in list(self.by_loop.get(loop, ())):
             self.discard(waiter)
+        self.drop_fd_watch(loop)
+
+    # -- FD watches (lock held) --------------------------------------------------------
+
+    def open_fd_watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Give ``loop`` its FD watch of this queue (on ``loop``'s thread); the thread if that fails."""
+        for other in [other for other in self.fd_watches if other.is_closed()]:
+            self.forget_loop(other)
+        try:
+            core = self.open_watch((self.queue.encode("ascii"),))
+        except Exception:
+            # The waiter table is full, /dev/shm refuses FIFOs, ...: this loop
+            # is served by the helper thread instead.
+            logger.debug("queue %r: no FD watch, using the helper thread", self.queue, exc_info=True)
+            return
+        try:
+            self.fd_watches[loop] = _LoopWatch(self, loop, core)
+        except Exception:  # pragma: no cover - a loop without add_reader (e.g. Windows proactor)
+            core.close()
+            logger.debug("queue %r: loop cannot poll an fd, using the helper thread", self.queue)
+
+    def drop_fd_watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        lw = self.fd_watches.pop(loop, None)
+        if lw is not None:
+            lw.close()
+
+    def close_fd_watches(self) -> None:
+        for loop in list(self.fd_watches):
+            self.drop_fd_watch(loop)
+
+    def wake_loop(self, loop: asyncio.AbstractEventLoop,
+                  running: asyncio.AbstractEventLoop | None) -> None:
+        """Wake the first pending waiter of ``loop``, if it has any (``running``: the caller's loop)."""
+        waiters = self.by_loop.get(loop)
+        if waiters:
+            self.wake(_first_pending(waiters), running)
 
     def arm(self) -> None:
-        """Ask the helper thread to wake a waiter per loop once the queue holds a record."""
+        """Wake a waiter per loop once the queue holds a record.
+
+        Loops with an FD watch arm it (or are woken at once when records are
+        already there); the others are served by the helper thread.
+        """
+        fd_watches = self.fd_watches
+        if fd_watches:
+            running = asyncio._get_running_loop()
+            need_thread = False
+            for loop in list(self.by_loop):
+                lw = fd_watches.get(loop)
+                if lw is None:
+                    need_thread = True
+                elif loop.is_closed():
+                    self.forget_loop(loop)
+                else:
+                    lw.arm(running)
+            if not need_thread:
+                return
         if self.armed:
             return
         self.armed = True
@@ -305,7 +459,9 @@ class _Watch:
                 if not self.armed:
                     continue
                 self.armed = False
-                targets = [_first_pending(waiters) for waiters in self.by_loop.values()]
+                # Loops with an FD watch are woken by their own fd.
+                targets = [_first_pending(waiters) for loop, waiters in self.by_loop.items()
+                           if loop not in self.fd_watches]
                 for waiter in targets:
                     self.wake(waiter, None)
 
@@ -388,6 +544,18 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _close_fd_watches() -> None:
+    """At exit: unregister this process's FD watches and unlink their FIFOs."""
+    for layer in list(_LAYERS):
+        state = layer._state
+        with state.lock:
+            for watch in state.watches.values():
+                watch.close_fd_watches()
+
+
+atexit.register(_close_fd_watches)
+
+
 # -- the layer -------------------------------------------------------------------------
 
 
@@ -405,7 +573,13 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
     :param channel_capacity: ``{glob or regex: capacity}``, first match wins.
     :param max_message_size: largest encoded message (:class:`MessageTooLarge`).
     :param spin_us: microseconds a helper thread busy-waits (GIL released)
-        before sleeping in the kernel; trades CPU for wake-up latency.
+        before sleeping in the kernel; trades CPU for wake-up latency
+        (``wakeup="thread"`` only).
+    :param wakeup: ``"fd"`` (default): each event loop polls one FIFO per
+        queue it waits on, written by the senders (one kernel wake-up per
+        message); ``"thread"``: a helper thread per queue waits in the
+        kernel and wakes the loops (two). A loop whose FD watch cannot be
+        opened (waiter table full) falls back to the thread.
     :param segment_size, mode, slots, waiters: segment sizing, used only
         when this layer creates the segment (see :mod:`ipc_layer.layer`).
     """
@@ -428,7 +602,13 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         mode: int = 0o600,
         slots: int = 0,
         waiters: int = 0,
+        wakeup: str = "fd",
     ) -> None:
+        if wakeup not in WAKEUPS:
+            raise ValueError(f"wakeup must be one of {WAKEUPS}, got {wakeup!r}")
+        #: "fd": each event loop polls a FIFO senders poke (one kernel wake-up);
+        #: "thread": a helper thread per queue waits and wakes the loops.
+        self.wakeup = wakeup
         self._sync = SyncIPCChannelLayer(
             prefix=prefix, expiry=expiry, group_expiry=group_expiry, capacity=capacity,
             channel_capacity=channel_capacity, max_message_size=max_message_size, spin_us=spin_us,
@@ -532,9 +712,11 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         """The watch of ``queue`` (process lock held)."""
         watch = state.watches.get(queue)
         if watch is None:
+            segment = self._sync.segment
             watch = state.watches[queue] = _Watch(
-                state.lock, queue, self._sync.segment.wait, self.spin_us,
-                self._capacities.get(queue), self.expiry)
+                state.lock, queue, segment.wait, self.spin_us,
+                self._capacities.get(queue), self.expiry,
+                segment.watch if self.wakeup == "fd" else None)
         return watch
 
     async def _receive_direct(self, queue: str, loop: asyncio.AbstractEventLoop) -> Message:

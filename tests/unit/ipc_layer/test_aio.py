@@ -3,12 +3,14 @@
 Sharing the segment with the sync layer, the dual exception classes, the
 Channels 4 name rules, routing through one process queue (local buffers,
 their bound and expiry), the hand-off of a wake-up whose receive was
-cancelled, idle CPU, helper-thread lifecycle and fork.
+cancelled, idle CPU, helper-thread lifecycle, FD watches and fork; most
+tests run once per wake-up mode (``wakeup="fd"`` and ``"thread"``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
 import os
 import time
@@ -31,15 +33,23 @@ pytestmark = pytest.mark.timeout(60)
 TIMEOUT = 2.0
 
 
-@pytest.fixture
-def make(prefix: str) -> Iterator[Any]:
-    """Build aio layers on the test's prefix (the fixture removes the segment)."""
+@pytest.fixture(params=aio.WAKEUPS)
+def make(prefix: str, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Build aio layers on the test's prefix (the fixture removes the segment), once per wake-up mode."""
+    built: list[IPCChannelLayer] = []
 
     def build(**config: Any) -> IPCChannelLayer:
         config.setdefault("segment_size", TEST_SEGMENT_SIZE)
-        return IPCChannelLayer(prefix=prefix, **config)
+        config.setdefault("wakeup", request.param)
+        layer = IPCChannelLayer(prefix=prefix, **config)
+        built.append(layer)
+        return layer
 
     yield build
+    for layer in built:  # as at exit: FD watches unregistered, FIFOs unlinked
+        for watch in layer._state.watches.values():
+            with watch.cond:
+                watch.close_fd_watches()
 
 
 def run(coro: Any) -> Any:
@@ -290,7 +300,7 @@ def test_idle_receive_costs_no_cpu(make: Any) -> None:
 def test_helper_thread_exits_when_idle_and_restarts(make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aio, "_IDLE_EXIT", 0.1)
     monkeypatch.setattr(aio, "_WATCH_SLICE", 0.1)
-    layer = make()
+    layer = make(wakeup="thread")
 
     async def round_trip() -> Any:
         waiting = asyncio.create_task(layer.receive("helper.q"))
@@ -309,7 +319,7 @@ def test_helper_thread_exits_when_idle_and_restarts(make: Any, monkeypatch: pyte
 
 def test_waiters_of_a_closed_loop_are_dropped(make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(aio, "_WATCH_SLICE", 0.05)
-    layer = make()
+    layer = make(wakeup="thread")
     loop = asyncio.new_event_loop()
     task = loop.create_task(layer.receive("closed.loop"))
     loop.run_until_complete(asyncio.sleep(0.02))
@@ -324,6 +334,102 @@ def test_waiters_of_a_closed_loop_are_dropped(make: Any, monkeypatch: pytest.Mon
     # Nothing was taken: the next receive, on a live loop, gets the message.
     layer.sync_layer.send("closed.loop", {"type": "x"})
     assert run(layer.receive("closed.loop")) == {"type": "x"}
+
+
+# -- FD watches ----------------------------------------------------------------------------------
+
+
+def _fifos(prefix: str) -> list[str]:
+    return glob.glob(f"/dev/shm/rbuf.{prefix}~w~*")
+
+
+def test_fd_wakeup_uses_no_helper_thread(make: Any, prefix: str) -> None:
+    layer = make(wakeup="fd")
+
+    async def main() -> Any:
+        waiting = asyncio.create_task(layer.receive("fd.q"))
+        await asyncio.sleep(0.02)
+        assert len(_fifos(prefix)) == 1
+        layer.sync_layer.send("fd.q", {"type": "x"})  # from outside the loop's code path
+        return await asyncio.wait_for(waiting, TIMEOUT)
+
+    assert run(main()) == {"type": "x"}
+    watch = _watch(layer, "fd.q")
+    assert watch.thread is None and watch.fd_watches
+
+
+def test_fd_watch_of_a_closed_loop_is_closed(make: Any, prefix: str) -> None:
+    layer = make(wakeup="fd")
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(layer.receive("fd.closed"))
+    loop.run_until_complete(asyncio.sleep(0.02))
+    loop.close()
+    task._log_destroy_pending = False  # type: ignore[attr-defined]  # abandoned on purpose
+    watch = _watch(layer, "fd.closed")
+    assert len(watch.fd_watches) == 1 and len(_fifos(prefix)) == 1
+    # The next wait (another loop) notices the closed one and drops it.
+
+    async def main() -> Any:
+        waiting = asyncio.create_task(layer.receive("fd.closed"))
+        await asyncio.sleep(0.02)
+        await layer.send("fd.closed", {"type": "x"})
+        return await asyncio.wait_for(waiting, TIMEOUT)
+
+    assert run(main()) == {"type": "x"}
+    assert loop not in watch.fd_watches and loop not in watch.by_loop
+    assert len(_fifos(prefix)) == 1  # the new loop's (asyncio.run's loop, closed now too)
+
+
+def test_fd_watch_idle_close_and_lost_poke(make: Any, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aio, "_FD_SLICE", 0.05)
+    monkeypatch.setattr(aio, "_IDLE_EXIT", 0.1)
+    layer = make(wakeup="fd")
+
+    async def main() -> None:
+        waiting = asyncio.create_task(layer.receive("fd.lost"))
+        await asyncio.sleep(0.02)
+        watch = _watch(layer, "fd.lost")
+        (lw,) = watch.fd_watches.values()
+        assert lw.armed
+        # A sender that died between disarming the row and poking: the record
+        # is linked, no byte ever comes. The slice timer covers it.
+        lw.core.drain()
+        lw.loop.remove_reader(lw.fd)
+        layer.sync_layer.send("fd.lost", {"type": "x"})
+        assert await asyncio.wait_for(waiting, TIMEOUT) == {"type": "x"}
+        # Idle: the watch is closed on the loop after _IDLE_EXIT.
+        deadline = time.monotonic() + TIMEOUT
+        while watch.fd_watches:
+            assert time.monotonic() < deadline, "the idle FD watch was never closed"
+            await asyncio.sleep(0.02)
+        assert _fifos(prefix) == []
+
+    run(main())
+
+
+def test_fd_falls_back_to_the_thread_when_the_waiter_table_is_full(make: Any, prefix: str) -> None:
+    layer = make(wakeup="fd", waiters=1)
+    blocker = layer.sync_layer.segment.watch((b"other",))  # takes the only row
+    try:
+        async def main() -> Any:
+            waiting = asyncio.create_task(layer.receive("fd.full"))
+            await asyncio.sleep(0.02)
+            await layer.send("fd.full", {"type": "x"})
+            return await asyncio.wait_for(waiting, TIMEOUT)
+
+        # The helper thread cannot get a row either while the blocker holds it:
+        # free it once the fallback is chosen.
+        async def scenario() -> Any:
+            waiting = asyncio.create_task(main())
+            await asyncio.sleep(0.05)
+            watch = _watch(layer, "fd.full")
+            assert not watch.fd_watches and watch.thread is not None
+            blocker.close()
+            return await waiting
+
+        assert run(scenario()) == {"type": "x"}
+    finally:
+        blocker.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
