@@ -205,6 +205,9 @@ struct rb_seg {
 /* errors.c-style helper living in segment.c: set the thread's message, return code. */
 int rb_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* segment.c: FD-watch FIFOs of a prefix (all, or of dead pids only). */
+void rb_sweep_watch_fifos(const char *prefix, int all);
+
 /* segment.c: the lock (runs rb_repair on EOWNERDEAD). */
 int rb_lock(rb_seg *s);
 void rb_unlock(rb_seg *s);

@@ -185,6 +185,32 @@ static void sweep_stale_temps(const char *prefix)
     closedir(d);
 }
 
+/* Remove FD-watch FIFOs "rbuf.<prefix>~w~<pid>~<token>" (watch.c): all of
+ * them (`all`, when the segment itself is removed: nobody can register on it
+ * any more), or those of dead pids (on create: orphans of a segment removed
+ * while its watchers ran, or of owners killed after the row was swept). */
+void rb_sweep_watch_fifos(const char *prefix, int all)
+{
+    char want[300];
+    snprintf(want, sizeof want, SHM_PREFIX "%s~w~", prefix);
+    DIR *d = opendir(SHM_DIR);
+    if (!d)
+        return;
+    struct dirent *e;
+    size_t wl = strlen(want);
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, want, wl) != 0)
+            continue;
+        long pid = strtol(e->d_name + wl, NULL, 10);
+        if (all || (pid > 0 && kill((pid_t)pid, 0) == -1 && errno == ESRCH)) {
+            char p[600];
+            snprintf(p, sizeof p, SHM_DIR "%s", e->d_name);
+            unlink(p);
+        }
+    }
+    closedir(d);
+}
+
 /* Build a complete segment under a temporary name and link it into place.
  * Returns RB_OK (created), 1 (somebody else's is there now) or an error. */
 static int create_segment(const char *prefix, const rb_options *o)
@@ -196,6 +222,7 @@ static int create_segment(const char *prefix, const rb_options *o)
     mode_t mode = o->mode ? (mode_t)o->mode : 0600;
 
     sweep_stale_temps(prefix);
+    rb_sweep_watch_fifos(prefix, 0);
     unlink(tmp);
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
@@ -372,6 +399,9 @@ int rb_unlink(const char *prefix, int force)
     if (unlink(path) != 0)
         return errno == ENOENT ? rb_fail(RB_E_NOTFOUND, "no segment for prefix %s", prefix)
                                : rb_fail(RB_E_SYS, "unlink %s: %s", path, strerror(errno));
+    /* The segment is gone: so are its FD watches' FIFOs (a watcher still
+     * mapping it keeps its fds; it just is not poked any more). */
+    rb_sweep_watch_fifos(prefix, 1);
     return RB_OK;
 }
 

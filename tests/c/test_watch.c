@@ -235,6 +235,30 @@ static void test_repair_recounts(void)
     CHECK_SEG(S);
 }
 
+/* rb_unlink removes the prefix's FIFOs with the segment. */
+static void test_unlink_removes_fifos(void)
+{
+    char prefix[160];
+    snprintf(prefix, sizeof prefix, "%sU", ct_prefix);
+    rb_options o = {.size = 8 << 20, .slots = 64, .waiters = 4, .max_record = 4096, .create = 1};
+    rb_seg *t = NULL;
+    CHECK_OK(rb_open(prefix, &o, &t));
+    const char *names[1] = {"u"};
+    char blob[64];
+    size_t bl = ct_blob(blob, sizeof blob, names, 1);
+    int fd;
+    uint32_t row;
+    uint64_t token;
+    CHECK_OK(rb_watch_open(t, blob, bl, 1, &fd, &row, &token));
+    char path[512];
+    rb_watch_path(t, (uint32_t)getpid(), token, path, sizeof path);
+    CHECK(access(path, F_OK) == 0);
+    CHECK_OK(rb_unlink(prefix, 1));
+    CHECK(access(path, F_OK) != 0);
+    CHECK_OK(rb_watch_close(t, row, token)); /* still fine: ENOENT on unlink ignored */
+    rb_close(t);
+}
+
 int main(void)
 {
     ct_init("watch");
@@ -245,6 +269,7 @@ int main(void)
     test_stale_path();
     test_dead_watcher_swept();
     test_repair_recounts();
+    test_unlink_removes_fifos();
     CHECK(ct_info(S).waiters_used == 0);
     CHECK_SEG(S);
     rb_close(S);
