@@ -454,7 +454,10 @@ def _unlink_segments(prefix: str) -> int:
             entries = os.listdir(shm_dir)
         except FileNotFoundError:
             entries = []
-        names = [e[len(file_prefix) :] for e in entries if e.startswith(file_prefix) and ".init." not in e]
+        # "~" marks a segment's companion files (creation temporaries, FD-watch
+        # FIFOs), never a prefix: the leftover sweep below removes them.
+        names = [e[len(file_prefix) :] for e in entries
+                 if e.startswith(file_prefix) and ".init." not in e and "~" not in e]
     removed = 0
     for name in names:
         if name.startswith(prefix):
