@@ -1,16 +1,18 @@
-"""Wake-up latency of ``ipc_layer.aio``'s helper-thread design, against a direct blocking receive.
+"""Wake-up latency of ``ipc_layer.aio`` (FD watches and the helper thread), against a direct blocking receive.
 
-``python -m bench.aio_wakeup [--rounds N] [--gap-us US] [--spin-us US]``
+``python -m bench.aio_wakeup [--rounds N] [--gap-us US] [--spin-us US] [--wakeup fd|thread|both]``
 
 One pinger process (the sync ``ipc_layer.IPCChannelLayer``, blocking
 receive) ping-pongs 100 B messages with an echo process, in three variants
 of the echo side:
 
 * ``sync``: the sync layer's blocking receive (a futex sleep in the C core);
-* ``aio direct``: an asyncio loop awaiting ``ipc_layer.aio.IPCChannelLayer.receive``
-  on an ordinary channel (helper thread in ``Segment.wait`` ->
-  ``call_soon_threadsafe`` -> the coroutine takes the record);
-* ``aio routed``: the same on a ``new_channel()`` name, i.e. through the
+* ``aio direct [fd]``: an asyncio loop awaiting ``ipc_layer.aio.IPCChannelLayer.receive``
+  on an ordinary channel, woken through its FD watch (the sender pokes a
+  FIFO the loop polls -> the coroutine takes the record);
+* ``aio direct [thread]``: the same with ``wakeup="thread"`` (helper thread in
+  ``Segment.wait`` -> ``call_soon_threadsafe`` -> the coroutine takes the record);
+* ``aio routed [...]``: the same on a ``new_channel()`` name, i.e. through the
   process queue and the local routing.
 
 The pinger sleeps ``--gap-us`` between rounds, so the echo side is asleep
@@ -63,9 +65,11 @@ def _echo(prefix: str, variant: str, rounds: int, spin_us: int, cpu: int | None,
 
     from ipc_layer.aio import IPCChannelLayer as AioLayer
 
+    wakeup = "thread" if variant.endswith("[thread]") else "fd"
+
     async def serve() -> None:
-        layer = AioLayer(prefix=prefix, spin_us=spin_us)
-        channel = await layer.new_channel() if variant == "aio routed" else "ping.direct"
+        layer = AioLayer(prefix=prefix, spin_us=spin_us, wakeup=wakeup)
+        channel = await layer.new_channel() if variant.startswith("aio routed") else "ping.direct"
         os.write(ready_w, channel.encode() + b"\n")
         for _ in range(rounds + WARMUP):
             message = await layer.receive(channel)
@@ -133,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gap-us", type=int, default=200,
                         help="pause between rounds, so the echo side sleeps (default 200)")
     parser.add_argument("--spin-us", type=int, default=0, help="spin budget of the echo side (default 0)")
+    parser.add_argument("--wakeup", choices=("fd", "thread", "both"), default="both",
+                        help="wake-up mode(s) of the aio echo side (default both)")
     args = parser.parse_args(argv)
-    rows = [measure(v, args.rounds, args.gap_us, args.spin_us) for v in ("sync", "aio direct", "aio routed")]
+    modes = ("fd", "thread") if args.wakeup == "both" else (args.wakeup,)
+    variants = ["sync"] + [f"aio {kind} [{mode}]" for kind in ("direct", "routed") for mode in modes]
+    rows = [measure(v, args.rounds, args.gap_us, args.spin_us) for v in variants]
     base = rows[0]["p50_us"]
     print(f"| echo side (gap {args.gap_us} us, spin {args.spin_us} us) | p50 us | p90 us | p99 us | "
           "p50 added per wake-up |")

@@ -539,6 +539,9 @@ def _make_ipc_aio(spec: LayerSpec) -> Driver:
     options: dict[str, Any] = {"segment_size": spec.segment_size}
     if spec.spin_us is not None:
         options["spin_us"] = spec.spin_us
+    # BENCH_AIO_WAKEUP=thread|fd: compare the aio backend's wake-up modes.
+    if os.environ.get("BENCH_AIO_WAKEUP"):
+        options["wakeup"] = os.environ["BENCH_AIO_WAKEUP"]
     layer = mod.IPCChannelLayer(prefix=spec.prefix, capacity=spec.capacity, **options)
     full = _channels_full() + tuple(
         c for c in (getattr(layer, "ChannelFull", None),) if isinstance(c, type)

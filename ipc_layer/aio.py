@@ -20,13 +20,24 @@ Theory of operation: receive
 ----------------------------
 ``receive()`` never blocks the event loop and never polls. A waiting
 receive registers a *waiter* (its loop and a future) on the *watch* of the
-shared-memory queue its channel lives in. Each watch has one helper thread
-that sleeps in :meth:`_ringbuf.Segment.wait` (GIL released, futex) while any
-waiter is registered. When the queue holds a record the thread wakes **one
-waiter per event loop** with ``call_soon_threadsafe``; the woken coroutine
-then takes the record itself with a non-blocking receive, on its loop's
-thread. Nothing is taken off shared memory until a coroutine is running and
-can return it, so a receive cancelled at any ``await`` loses no message.
+shared-memory queue its channel lives in. With ``wakeup="fd"`` (the
+default) each event loop waiting on the queue owns a core FD watch
+(:meth:`_ringbuf.Segment.watch`: a waiter row and a FIFO) registered with
+``loop.add_reader``. Arming it under the segment lock either reports that
+records are already there (a waiter is woken at once) or makes the next
+sender write one byte to the FIFO: the loop's own selector wakes, its
+reader callback resolves the first waiter's future - one kernel wake-up per
+message, no thread. A poke is lost only if a sender dies between unlocking
+and poking; a per-watch timer (``_FD_SLICE``) looks anyway, and closes the
+watch after ``_IDLE_EXIT`` seconds without waiters. With ``wakeup="thread"``
+(and for a loop whose watch cannot be opened, e.g. the waiter table is
+full), a helper thread per watch sleeps in :meth:`_ringbuf.Segment.wait`
+(GIL released, futex) while any waiter is registered and wakes those loops
+with ``call_soon_threadsafe``. Either way the woken coroutine then takes
+the record itself with a non-blocking receive, on its loop's thread, and
+**one waiter per event loop** is woken. Nothing is taken off shared memory
+until a coroutine is running and can return it, so a receive cancelled at
+any ``await`` loses no message.
 
 Waking one waiter per loop (not all) keeps a thousand idle consumers from
 waking for every message; waking one per *loop* (not one in all) means a
@@ -37,8 +48,11 @@ record, or when cancelled, it re-arms the watch if other waiters remain, so
 a record no one took wakes the next one. Watches and helper threads belong
 to the layer and the process, never to a loop, so one layer serves
 ``async_to_sync`` callers, several loops in turn, and several threads' loops
-at once. An idle helper thread exits after a while and is started again on
-demand.
+at once: FD watches are per (loop, queue), made on that loop's thread. An
+idle helper thread exits after a while and is started again on demand; a
+closed loop's FD watch is closed when the next wait notices it, and every
+watch is closed at exit (a killed process's rows and FIFOs are swept by the
+core).
 
 Theory of operation: ``new_channel()`` and routing
 --------------------------------------------------
