@@ -27,16 +27,18 @@
  *   - owner killed after the row's pid store but before the FIFO exists (or
  *     before rb_watch_open returns): the row is a dead pid's row; the sweep
  *     (rb_sweep_waiters, rb_repair) retires it and unlinks the path (ENOENT
- *     ignored).  The FIFO is created BEFORE the row is registered, so a row
- *     whose owner lived always names an existing FIFO.
+ *     ignored).  The row is registered BEFORE the FIFO is made, so no FIFO
+ *     ever exists without a row naming it (none can be orphaned); the row
+ *     is not armed until rb_watch_arm, so nobody pokes a missing FIFO.
  *   - owner killed holding a live row: same sweep; the FIFO is unlinked by
  *     whoever sweeps the row, so no file is left in /dev/shm.
  *   - sender killed between disarming (under the lock) and poking: that
  *     poke is lost; the row stays disarmed.  Owners therefore bound every
  *     sleep (RB_MAX_SLEEP_NS-like) and re-arm, as futex sleepers do.
  *   - a poke to a FIFO whose reader is gone: open fails with ENXIO (no
- *     reader) or ENOENT (unlinked): ignored.  A full pipe (EAGAIN) already
- *     holds an unread byte: ignored.
+ *     reader) or ENOENT (unlinked): ignored.  A reader gone between open
+ *     and write: EPIPE, with SIGPIPE blocked and consumed (never kills the
+ *     sender).  A full pipe (EAGAIN) already holds an unread byte: ignored.
  *   - armed is not primary data: the repair leaves it as it is (a stale 1
  *     costs one spurious poke; a stale 0 is the lost poke above).
  */
@@ -45,7 +47,9 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -137,7 +141,20 @@ void rb_watch_collect(rb_seg *s, uint32_t qid, rb_pokes *p)
 
 void rb_watch_poke_all(rb_seg *s, rb_pokes *p)
 {
+    if (p->n == 0)
+        return;
     char path[RB_NAME_MAX + 96];
+    /* The reader may close (or die) between our open and our write: the
+     * write then raises SIGPIPE, which must not kill a sender.  Block it for
+     * the batch; a SIGPIPE we caused is consumed before unblocking (one
+     * already pending from elsewhere is left alone). */
+    sigset_t pipe_set, old_set, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
+    sigpending(&pending);
+    int was_pending = sigismember(&pending, SIGPIPE);
+    int epipe = 0;
     for (uint32_t i = 0; i < p->n; i++) {
         rb_watch_path(s, p->v[i].pid, p->v[i].token, path, sizeof path);
         int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
@@ -145,9 +162,16 @@ void rb_watch_poke_all(rb_seg *s, rb_pokes *p)
             continue; /* ENXIO: no reader; ENOENT: watch closed or swept */
         char byte = 1;
         ssize_t n = write(fd, &byte, 1); /* EAGAIN: a byte is already pending */
-        (void)n;
+        if (n < 0 && errno == EPIPE)
+            epipe = 1; /* the reader went away after our open */
         close(fd);
     }
+    if (epipe && !was_pending) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_set, NULL);
     if (p->v != p->stack)
         free(p->v);
     p->v = p->stack;
@@ -177,46 +201,39 @@ int rb_watch_open(rb_seg *s, const char *names, size_t names_len, uint32_t count
     int r = rb_parse_names(names, names_len, count, refs);
     if (r != RB_OK)
         return r;
+    /* 1. The row first (disarmed: no sender pokes it yet).  From its pid
+     * store on, a sweep of this process's death unlinks the FIFO path, so
+     * the FIFO made below can never be orphaned by a SIGKILL. */
     if ((r = rb_lock(s)) != RB_OK)
         return r;
-    /* The token is reserved under the lock so the FIFO can be made before
-     * the row is live; a token skipped by a failed open is harmless. */
-    uint64_t token = ++s->hdr->waiter_token;
-    rb_unlock(s);
-
-    uint32_t pid = rb_self_pid();
-    char path[RB_NAME_MAX + 96];
-    rb_watch_path(s, pid, token, path, sizeof path);
-    unlink(path); /* a leftover of a reused pid with the same token: never ours */
-    if (mkfifo(path, 0600) != 0)
-        return rb_fail(RB_E_SYS, "mkfifo %s: %s", path, strerror(errno));
-    /* Read end first: a non-blocking O_WRONLY open fails with ENXIO until a
-     * reader exists. */
-    int rfd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    int wfd = rfd < 0 ? -1 : open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-    if (rfd < 0 || wfd < 0) {
-        int e = errno;
-        if (rfd >= 0)
-            close(rfd);
-        unlink(path);
-        return rb_fail(RB_E_SYS, "open %s: %s", path, strerror(e));
-    }
-
-    if ((r = rb_lock(s)) != RB_OK)
-        goto fail;
-    r = rb_resolve_queues(s, refs, count, ids);
     uint32_t row = 0;
-    uint64_t got = 0;
+    uint64_t token = 0;
+    r = rb_resolve_queues(s, refs, count, ids);
     if (r == RB_OK)
-        r = rb_waiter_register(s, ids, count, RB_WAITER_FD, token, &row, &got);
+        r = rb_waiter_register(s, ids, count, RB_WAITER_FD, 0, &row, &token);
     rb_unlock(s);
     if (r != RB_OK)
+        return r;
+
+    /* 2. The FIFO, named after the row's (pid, token). */
+    char path[RB_NAME_MAX + 96];
+    rb_watch_path(s, rb_self_pid(), token, path, sizeof path);
+    int rfd = -1, wfd = -1;
+    unlink(path); /* a leftover of an earlier process with this pid and token: never ours */
+    if (mkfifo(path, 0600) != 0) {
+        r = rb_fail(RB_E_SYS, "mkfifo %s: %s", path, strerror(errno));
         goto fail;
+    }
+    /* Read end first: a non-blocking O_WRONLY open fails with ENXIO until a
+     * reader exists. */
+    rfd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (rfd >= 0)
+        wfd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (rfd < 0 || wfd < 0) {
+        r = rb_fail(RB_E_SYS, "open %s: %s", path, strerror(errno));
+        goto fail;
+    }
     if (ka_add(s, token, rfd, wfd) != 0) {
-        if (rb_lock(s) == RB_OK) {
-            rb_waiter_unregister(s, row, token);
-            rb_unlock(s);
-        }
         r = rb_fail(RB_E_SYS, "out of memory");
         goto fail;
     }
@@ -225,9 +242,15 @@ int rb_watch_open(rb_seg *s, const char *names, size_t names_len, uint32_t count
     *out_token = token;
     return RB_OK;
 fail:
-    close(rfd);
-    close(wfd);
+    if (rfd >= 0)
+        close(rfd);
+    if (wfd >= 0)
+        close(wfd);
     unlink(path);
+    if (rb_lock(s) == RB_OK) {
+        rb_waiter_unregister(s, row, token);
+        rb_unlock(s);
+    }
     return r;
 }
 

@@ -4,11 +4,14 @@
  * (no poke without arm, one poke per arm, also from rb_send_batch and
  * fan-out); several watches on one queue are all poked; close unregisters
  * and unlinks; a watcher killed with SIGKILL is swept (rb_recover) and its
- * FIFO unlinked; futex receivers keep working next to FD rows; the
- * invariants (rb_check) hold throughout.
+ * FIFO unlinked; watchers SIGKILLed at random points leave no row and no
+ * FIFO after one rb_recover; rb_unlink removes the FIFOs; futex receivers
+ * keep working next to FD rows; the invariants (rb_check) hold throughout.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 
 #include "check.h"
@@ -33,6 +36,13 @@ static int drain(int fd)
         total += (int)n;
     CHECK(n < 0 && errno == EAGAIN); /* never EOF: the keep-alive write end */
     return total;
+}
+
+static void drain_quiet(int fd)
+{
+    char buf[64];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
 }
 
 static int fifo_exists(uint32_t pid, uint64_t token)
@@ -235,6 +245,67 @@ static void test_repair_recounts(void)
     CHECK_SEG(S);
 }
 
+/* FIFOs of this test's prefix now in /dev/shm. */
+static int count_fifos(void)
+{
+    char want[300];
+    snprintf(want, sizeof want, "rbuf.%s~w~", ct_prefix);
+    DIR *d = opendir("/dev/shm");
+    CHECK(d != NULL);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += strncmp(e->d_name, want, strlen(want)) == 0;
+    closedir(d);
+    return n;
+}
+
+/* Watchers SIGKILLed at random points (inside open, arm, close, or holding
+ * the lock) while a sender pokes: afterwards one rb_recover leaves no row,
+ * no FIFO, and every invariant holds. */
+static void test_kill_loop(void)
+{
+    uint64_t seed = 0x5eedu ^ (uint64_t)getpid();
+    uint32_t kills = 40 * ct_scale();
+    const char *names[2] = {"kq", "kq2"};
+    char blob[64];
+    size_t bl = ct_blob(blob, sizeof blob, names, 2);
+    for (uint32_t k = 0; k < kills; k++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a parent that timed out */
+            for (;;) {
+                int fd;
+                uint32_t row;
+                uint64_t token;
+                if (rb_watch_open(S, blob, bl, 2, &fd, &row, &token) != RB_OK)
+                    continue; /* the table may be full of rows of killed siblings */
+                for (int i = 0; i < 20; i++)
+                    if (rb_watch_arm(S, row, token) == 0)
+                        drain_quiet(fd);
+                rb_watch_close(S, row, token);
+            }
+        }
+        uint64_t until = rb_now_ns() + (ct_rand(&seed) % 3000) * 1000ULL;
+        while (rb_now_ns() < until) {
+            ct_send(S, "kq", "x", 1, 0, 0);
+            char buf[16];
+            size_t len;
+            ct_recv1(S, "kq", buf, sizeof buf, &len);
+        }
+        kill(pid, SIGKILL);
+        ct_reap(pid, SIGKILL);
+    }
+    uint32_t swept = 0;
+    CHECK_OK(rb_recover(S, &swept));
+    CHECK_SEG(S);
+    CHECKF(ct_info(S).waiters_used == 0, "%u rows left", ct_info(S).waiters_used);
+    CHECKF(count_fifos() == 0, "%d FIFOs left after %u kills (%u rows swept)", count_fifos(), kills,
+           swept);
+    printf("  kill loop: %u watchers killed, %u rows swept, no FIFO left\n", kills, swept);
+}
+
 /* rb_unlink removes the prefix's FIFOs with the segment. */
 static void test_unlink_removes_fifos(void)
 {
@@ -269,6 +340,7 @@ int main(void)
     test_stale_path();
     test_dead_watcher_swept();
     test_repair_recounts();
+    test_kill_loop();
     test_unlink_removes_fifos();
     CHECK(ct_info(S).waiters_used == 0);
     CHECK_SEG(S);
