@@ -289,6 +289,17 @@ int rb_watch_arm(rb_seg *s, uint32_t row, uint64_t token)
 int rb_watch_close(rb_seg *s, uint32_t row, uint64_t token)
 {
     keepalive *k = ka_take(s, token);
+    /* Unlink the FIFO BEFORE retiring the row.  CRASH POINT: killed between
+     * the two, the row (a dead pid's) is still there and its sweep unlinks
+     * the path again (ENOENT, fine); the other order would leave a FIFO no
+     * row names, which nothing would ever remove.  A sender poking in
+     * between gets ENOENT, ignored.  Only the opening process unlinks: a
+     * forked child closing its copy must not remove the parent's FIFO. */
+    if (k != NULL && k->pid == rb_self_pid()) {
+        char path[RB_NAME_MAX + 96];
+        rb_watch_path(s, k->pid, token, path, sizeof path);
+        unlink(path);
+    }
     int r = rb_lock(s);
     if (r == RB_OK) {
         /* A no-op if the row was swept (and maybe reused) meanwhile. */
@@ -299,12 +310,6 @@ int rb_watch_close(rb_seg *s, uint32_t row, uint64_t token)
     if (k == NULL)
         return r != RB_OK ? r : rb_fail(RB_E_INVAL, "no open watch with token %llu",
                                         (unsigned long long)token);
-    char path[RB_NAME_MAX + 96];
-    rb_watch_path(s, k->pid, token, path, sizeof path);
-    /* Unlink only in the opening process: a forked child closing its copy
-     * must not remove the parent's FIFO. */
-    if (k->pid == rb_self_pid())
-        unlink(path);
     close(k->rfd);
     close(k->wfd);
     free(k);
