@@ -171,39 +171,13 @@ static void attach_views(rb_seg *s)
     s->cells = (rb_cell *)(s->base + h->cells_off);
 }
 
-/* Remove temporary files of creators that died mid-way (best effort).  The
- * temporary name "rbuf.<prefix>~init~<pid>" uses '~', which no prefix may
- * contain, so it can never be another prefix's segment. */
-static void sweep_stale_temps(const char *prefix)
+/* Remove this prefix's companion files "rbuf.<prefix><tag><pid>...": all
+ * of them (`all`), or those whose pid is dead.  The tags use '~', which no
+ * prefix may contain, so a companion can never be another prefix's segment. */
+static void sweep_companions(const char *prefix, const char *tag, int all)
 {
     char want[300];
-    snprintf(want, sizeof want, SHM_PREFIX "%s~init~", prefix);
-    DIR *d = opendir(SHM_DIR);
-    if (!d)
-        return;
-    struct dirent *e;
-    size_t wl = strlen(want);
-    while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, want, wl) != 0)
-            continue;
-        long pid = strtol(e->d_name + wl, NULL, 10);
-        if (pid > 0 && kill((pid_t)pid, 0) == -1 && errno == ESRCH) {
-            char p[600];
-            snprintf(p, sizeof p, SHM_DIR "%s", e->d_name);
-            unlink(p);
-        }
-    }
-    closedir(d);
-}
-
-/* Remove FD-watch FIFOs "rbuf.<prefix>~w~<pid>~<token>" (watch.c): all of
- * them (`all`, when the segment itself is removed: nobody can register on it
- * any more), or those of dead pids (on create: orphans of a segment removed
- * while its watchers ran, or of owners killed after the row was swept). */
-void rb_sweep_watch_fifos(const char *prefix, int all)
-{
-    char want[300];
-    snprintf(want, sizeof want, SHM_PREFIX "%s~w~", prefix);
+    snprintf(want, sizeof want, SHM_PREFIX "%s%s", prefix, tag);
     DIR *d = opendir(SHM_DIR);
     if (!d)
         return;
@@ -221,6 +195,15 @@ void rb_sweep_watch_fifos(const char *prefix, int all)
     }
     closedir(d);
 }
+
+/* Temporary files "rbuf.<prefix>~init~<pid>" of creators that died mid-way. */
+static void sweep_stale_temps(const char *prefix) { sweep_companions(prefix, "~init~", 0); }
+
+/* Remove FD-watch FIFOs "rbuf.<prefix>~w~<pid>~<token>" (watch.c): all of
+ * them (`all`, when the segment itself is removed: nobody can register on it
+ * any more), or those of dead pids (on create: orphans of a segment removed
+ * while its watchers ran, or of owners killed after the row was swept). */
+void rb_sweep_watch_fifos(const char *prefix, int all) { sweep_companions(prefix, "~w~", all); }
 
 /* Build a complete segment under a temporary name and link it into place.
  * Returns RB_OK (created), 1 (somebody else's is there now) or an error. */
