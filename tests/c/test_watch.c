@@ -153,6 +153,35 @@ static void test_two_watches(void)
     char buf[16];
     size_t len;
     CHECK_OK(ct_recv1(S, "two", buf, sizeof buf, &len));
+
+    /* Fan-out with members of two queues interleaved ("two!a" routed to
+     * "two", "oth",
+     * "two!b", ...): each queue's rows are collected once, so each watch of
+     * either queue gets exactly one poke, and every copy is there. */
+    const char *other[1] = {"oth"};
+    int fd3;
+    uint32_t r3;
+    uint64_t t3;
+    open_watch(other, 1, &fd3, &r3, &t3);
+    CHECK_OK(rb_set_add_routed(S, "mix", 3, "two!a", 5, 3, 0));
+    CHECK_OK(rb_set_add(S, "mix", 3, "oth", 3, 0));
+    CHECK_OK(rb_set_add_routed(S, "mix", 3, "two!b", 5, 3, 0));
+    CHECK_OK(rb_set_add_routed(S, "mix", 3, "two!c", 5, 3, 0));
+    CHECK_RC(rb_watch_arm(S, r1, t1), 0);
+    CHECK_RC(rb_watch_arm(S, r2, t2), 0);
+    CHECK_RC(rb_watch_arm(S, r3, t3), 0);
+    uint32_t sent = 0, skipped = 0;
+    CHECK_OK(rb_fanout_tagged(S, "mix", 3, "m", 1, 0, 0, 1, &sent, &skipped));
+    CHECK(sent == 4 && skipped == 0);
+    CHECK(readable(fd1, 1000) && readable(fd2, 1000) && readable(fd3, 1000));
+    CHECK(drain(fd1) == 1 && drain(fd2) == 1 && drain(fd3) == 1);
+    CHECK(ct_qstats(S, "two").pending == 3 && ct_qstats(S, "oth").pending == 1);
+    /* Disarmed by the fan-out: a second one pokes nobody. */
+    CHECK_OK(rb_fanout_tagged(S, "mix", 3, "n", 1, 0, 0, 1, &sent, &skipped));
+    CHECK(!readable(fd1, 20) && !readable(fd2, 0) && !readable(fd3, 0));
+    CHECK_OK(rb_flush(S));
+    CHECK_OK(rb_watch_close(S, r3, t3));
+
     CHECK_OK(rb_watch_close(S, r1, t1));
     CHECK_OK(rb_watch_close(S, r2, t2));
     CHECK(ct_info(S).waiters_used == 0);
