@@ -358,6 +358,66 @@ def test_fd_wakeup_uses_no_helper_thread(make: Any, prefix: str) -> None:
     assert watch.thread is None and watch.fd_watches
 
 
+def test_fd_spin_lets_other_tasks_run_and_takes_without_sleeping(make: Any) -> None:
+    """With spin_us the receive looks between loop iterations: other tasks keep running, and a
+    message that comes within the budget is taken with no waiter, FD watch or kernel sleep."""
+    layer = make(wakeup="fd", spin_us=5_000_000)  # longer than the test: it never sleeps
+
+    async def main() -> tuple[Any, Any, int]:
+        routed = await layer.new_channel()
+        got = []
+        for target in ("spin.plain", routed):
+            ticks = 0
+            receiving = asyncio.create_task(layer.receive(target))
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while not receiving.done():
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            ticking = asyncio.create_task(ticker())
+            await asyncio.sleep(0.05)
+            assert not receiving.done() and ticks > 10, ticks  # the loop was never blocked
+            layer.sync_layer.send(target, {"type": "spun", "to": target})
+            got.append(await asyncio.wait_for(receiving, TIMEOUT))
+            await ticking
+        return got[0], got[1], ticks
+
+    plain, routed_msg, _ = run(main())
+    assert plain == {"type": "spun", "to": "spin.plain"}
+    assert routed_msg["type"] == "spun"
+    for watch in layer._state.watches.values():
+        assert not watch.fd_watches and watch.thread is None and not watch.by_loop
+
+
+def test_fd_spin_cancelled_takes_nothing_and_expired_spin_sleeps(make: Any) -> None:
+    layer = make(wakeup="fd", spin_us=5_000_000)
+    short = make(wakeup="fd", spin_us=2_000)
+
+    async def main() -> Any:
+        spinning = asyncio.create_task(layer.receive("spin.cancel"))
+        await asyncio.sleep(0.02)
+        spinning.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await spinning
+        layer.sync_layer.send("spin.cancel", {"type": "kept"})
+        assert layer.sync_layer.receive(["spin.cancel"]) == ("spin.cancel", {"type": "kept"})
+
+        # A 2 ms budget runs out: the receive then sleeps on its FD watch, idle.
+        waiting = asyncio.create_task(short.receive("spin.sleep"))
+        await asyncio.sleep(0.1)
+        watch = _watch(short, "spin.sleep")
+        assert watch.by_loop and watch.fd_watches
+        start = time.process_time()
+        await asyncio.sleep(0.3)
+        assert time.process_time() - start < 0.05  # asleep, not spinning
+        short.sync_layer.send("spin.sleep", {"type": "late"})
+        return await asyncio.wait_for(waiting, TIMEOUT)
+
+    assert run(main()) == {"type": "late"}
+
+
 def test_fd_watch_of_a_closed_loop_is_closed(make: Any, prefix: str) -> None:
     layer = make(wakeup="fd")
     loop = asyncio.new_event_loop()

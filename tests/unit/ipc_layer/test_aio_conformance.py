@@ -33,6 +33,14 @@ class TestIPCAioConformance(AsyncConformanceTestCase):
         return IPCChannelLayer(prefix=prefix, segment_size=TEST_SEGMENT_SIZE, **config)
 
 
+class TestIPCAioSpinConformance(TestIPCAioConformance):
+    """The same suite with a spin budget: receives look between loop iterations before sleeping."""
+
+    def make_layer(self, **config: Any) -> Any:
+        config.setdefault("spin_us", 2_000)
+        return super().make_layer(**config)
+
+
 class TestInMemoryAioConformance(AsyncConformanceTestCase):
     """The suite's sanity check: Channels' reference layer passes what it claims to do."""
 
