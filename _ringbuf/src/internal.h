@@ -261,7 +261,8 @@ typedef struct rb_pokes {
 } rb_pokes;
 static inline void rb_pokes_init(rb_pokes *p) { p->n = 0; p->cap = 8; p->v = p->stack; }
 void rb_watch_collect(rb_seg *s, uint32_t qid, rb_pokes *p); /* under the lock */
-void rb_watch_poke_all(rb_seg *s, rb_pokes *p);             /* after unlocking; frees */
+void rb_watch_poke_all(rb_seg *s, rb_pokes *p);             /* after unlocking; frees (poke.c) */
+int rb_poke_cached(void); /* write ends this process keeps open for pokes (tests) */
 void rb_watch_path(const rb_seg *s, uint32_t pid, uint64_t token, char *buf, size_t cap);
 void rb_watch_forget_row(rb_seg *s, rb_waiter *wt); /* a dead FD row: unlink its FIFO */
 

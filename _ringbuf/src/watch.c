@@ -17,8 +17,8 @@
  *           then poll the fd.
  *   sender: after linking a record, under the lock: for every armed FD row
  *           watching that queue, armed = 0 and remember (pid, token); after
- *           unlocking, open the FIFO (O_WRONLY|O_NONBLOCK), write one byte,
- *           close.  At most one poke per arm.
+ *           unlocking, write one byte to the FIFO (through a write end the
+ *           sender's process keeps open: poke.c).  At most one poke per arm.
  * The owner arms and checks under the same lock hold, and the sender
  * disarms under the lock after linking, so a record sent after the check
  * always finds the row armed: no wake-up is lost between check and sleep.
@@ -36,9 +36,11 @@
  *     poke is lost; the row stays disarmed.  Owners therefore bound every
  *     sleep (RB_MAX_SLEEP_NS-like) and re-arm, as futex sleepers do.
  *   - a poke to a FIFO whose reader is gone: open fails with ENXIO (no
- *     reader) or ENOENT (unlinked): ignored.  A reader gone between open
- *     and write: EPIPE, with SIGPIPE blocked and consumed (never kills the
- *     sender).  A full pipe (EAGAIN) already holds an unread byte: ignored.
+ *     reader) or ENOENT (unlinked): ignored.  A reader gone after the open
+ *     (or while the sender kept its write end): EPIPE, the end is closed,
+ *     and SIGPIPE is ignored or blocked and consumed (never kills the
+ *     sender; poke.c).  A full pipe (EAGAIN) already holds an unread
+ *     byte: ignored.
  *   - armed is not primary data: the repair leaves it as it is (a stale 1
  *     costs one spurious poke; a stale 0 is the lost poke above).
  */
@@ -47,9 +49,7 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
-#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -139,45 +139,7 @@ void rb_watch_collect(rb_seg *s, uint32_t qid, rb_pokes *p)
     }
 }
 
-void rb_watch_poke_all(rb_seg *s, rb_pokes *p)
-{
-    if (p->n == 0)
-        return;
-    char path[RB_NAME_MAX + 96];
-    /* The reader may close (or die) between our open and our write: the
-     * write then raises SIGPIPE, which must not kill a sender.  Block it for
-     * the batch; a SIGPIPE we caused is consumed before unblocking (one
-     * already pending from elsewhere is left alone). */
-    sigset_t pipe_set, old_set, pending;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
-    sigpending(&pending);
-    int was_pending = sigismember(&pending, SIGPIPE);
-    int epipe = 0;
-    for (uint32_t i = 0; i < p->n; i++) {
-        rb_watch_path(s, p->v[i].pid, p->v[i].token, path, sizeof path);
-        int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-        if (fd < 0)
-            continue; /* ENXIO: no reader; ENOENT: watch closed or swept */
-        char byte = 1;
-        ssize_t n = write(fd, &byte, 1); /* EAGAIN: a byte is already pending */
-        if (n < 0 && errno == EPIPE)
-            epipe = 1; /* the reader went away after our open */
-        close(fd);
-    }
-    if (epipe && !was_pending) {
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
-        }
-    }
-    pthread_sigmask(SIG_SETMASK, &old_set, NULL);
-    if (p->v != p->stack)
-        free(p->v);
-    p->v = p->stack;
-    p->n = 0;
-    p->cap = 8;
-}
+/* rb_watch_poke_all: see poke.c (the senders' cached write ends). */
 
 /* Under the lock: a swept FD row's FIFO goes with it. */
 void rb_watch_forget_row(rb_seg *s, rb_waiter *wt)

@@ -9,6 +9,8 @@
  * keep working next to FD rows; the invariants (rb_check) hold throughout.
  */
 #include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
@@ -359,6 +361,146 @@ static void test_unlink_removes_fifos(void)
     rb_close(t);
 }
 
+/* How many of this process's descriptors are open on `path` (via /proc/self/fd);
+ * `not_in` (bitmap of fd numbers < 1024, or NULL): report in *other one that is not in it. */
+static int fds_on_except(const char *path, const unsigned char *not_in, int *other)
+{
+    DIR *d = opendir("/proc/self/fd");
+    CHECK(d != NULL);
+    struct dirent *e;
+    int n = 0;
+    char link[600], target[600];
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        if (len <= 0)
+            continue;
+        target[len] = 0;
+        int num = atoi(e->d_name);
+        if (strncmp(target, path, strlen(path)) != 0)
+            continue;
+        n++;
+        if (not_in && other && num < 1024 && !(not_in[num / 8] & (1u << (num % 8))))
+            *other = num;
+    }
+    closedir(d);
+    return n;
+}
+
+static int fds_on(const char *path) { return fds_on_except(path, NULL, NULL); }
+
+/* Mark the descriptors open on `path` in `bits` (fd numbers < 1024). */
+static void mark_fds_on(const char *path, unsigned char *bits)
+{
+    for (int num = 0; num < 1024; num++) {
+        char link[64], target[600];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", num);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        if (len <= 0)
+            continue;
+        target[len] = 0;
+        if (strcmp(target, path) == 0)
+            bits[num / 8] |= (unsigned char)(1u << (num % 8));
+    }
+}
+
+/* Senders keep FIFO write ends open (poke.c): reused, dropped when the
+ * reader is gone (EPIPE without dying of SIGPIPE, whatever its disposition),
+ * never written through a number that now names another file, closed in a
+ * forked child. */
+static void test_poke_cache(void)
+{
+    const char *names[1] = {"pc"};
+    int fd;
+    uint32_t row;
+    uint64_t token;
+    open_watch(names, 1, &fd, &row, &token);
+    char path[512];
+    rb_watch_path(S, (uint32_t)getpid(), token, path, sizeof path);
+    char buf[16];
+    size_t len;
+    /* Owner: read end + keep-alive write end.  The first poke adds one cached
+     * end; later pokes reuse it. */
+    CHECK(fds_on(path) == 2);
+    unsigned char owners[128] = {0};
+    mark_fds_on(path, owners);
+    int cache_end = -1;
+    for (int i = 0; i < 5; i++) {
+        CHECK_RC(rb_watch_arm(S, row, token), 0);
+        CHECK_OK(ct_send(S, "pc", "x", 1, 0, 0));
+        CHECK(readable(fd, 1000) && drain(fd) == 1);
+        CHECK_OK(ct_recv1(S, "pc", buf, sizeof buf, &len));
+        CHECK(fds_on_except(path, owners, &cache_end) == 3);
+    }
+    int cached = rb_poke_cached();
+    CHECK(cached >= 1);
+
+    /* The cached end's number closed behind the cache's back and reused for
+     * a regular file: the poke must not write into that file. */
+    CHECK(cache_end >= 0);
+    int victim = cache_end;
+    char tmp[] = "/tmp/rb_poke_victim_XXXXXX";
+    int file = mkstemp(tmp);
+    CHECK(file >= 0);
+    CHECK(dup2(file, victim) == victim);
+    close(file);
+    CHECK_RC(rb_watch_arm(S, row, token), 0);
+    CHECK_OK(ct_send(S, "pc", "y", 1, 0, 0));
+    CHECK(readable(fd, 1000) && drain(fd) == 1);
+    CHECK_OK(ct_recv1(S, "pc", buf, sizeof buf, &len));
+    struct stat st;
+    CHECK(stat(tmp, &st) == 0 && st.st_size == 0); /* nothing written into the file */
+    close(victim);
+    unlink(tmp);
+
+    /* A forked child starts with an empty cache and none of the ends. */
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        int ok = rb_poke_cached() == 0 && fds_on(path) == 2; /* only the owner's inherited pair */
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    /* The reader goes away (watch closed): the next poke through the cached
+     * end gets EPIPE, drops it, and the process survives SIGPIPE, both with
+     * the default disposition (blocked and consumed) and ignored. */
+    for (int ignore = 0; ignore < 2; ignore++) {
+        signal(SIGPIPE, ignore ? SIG_IGN : SIG_DFL);
+        int wfd;
+        uint32_t wrow;
+        uint64_t wtoken;
+        const char *q[1] = {ignore ? "pc-ign" : "pc-dfl"};
+        open_watch(q, 1, &wfd, &wrow, &wtoken);
+        char wpath[512];
+        rb_watch_path(S, (uint32_t)getpid(), wtoken, wpath, sizeof wpath);
+        CHECK_RC(rb_watch_arm(S, wrow, wtoken), 0);
+        CHECK_OK(ct_send(S, q[0], "z", 1, 0, 0));
+        CHECK(readable(wfd, 1000) && drain(wfd) == 1);
+        CHECK(fds_on(wpath) == 3); /* read end, keep-alive end, cached end */
+        CHECK_OK(rb_watch_close(S, wrow, wtoken));
+        CHECK(fds_on(wpath) == 1); /* only the cached end: the pipe has no reader */
+        rb_pokes p;
+        rb_pokes_init(&p);
+        p.v[0].pid = (uint32_t)getpid();
+        p.v[0].token = wtoken;
+        p.n = 1;
+        rb_watch_poke_all(S, &p); /* EPIPE: dropped, no SIGPIPE death */
+        CHECK(fds_on(wpath) == 0);
+        sigset_t pending;
+        sigpending(&pending);
+        CHECK(!sigismember(&pending, SIGPIPE)); /* the one it caused was consumed */
+        CHECK_OK(rb_flush(S));
+    }
+    signal(SIGPIPE, SIG_DFL);
+    CHECK_OK(rb_watch_close(S, row, token));
+    CHECK_OK(rb_flush(S));
+    CHECK_SEG(S);
+}
+
 int main(void)
 {
     ct_init("watch");
@@ -371,6 +513,7 @@ int main(void)
     test_repair_recounts();
     test_kill_loop();
     test_unlink_removes_fifos();
+    test_poke_cache();
     CHECK(ct_info(S).waiters_used == 0);
     CHECK_SEG(S);
     rb_close(S);

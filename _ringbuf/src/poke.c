@@ -1,0 +1,197 @@
+/*
+ * poke.c - the senders' side of FD watches: one byte written to a
+ * watcher's FIFO, through write ends kept open per process.
+ *
+ * Why a cache: opening the FIFO by path and closing it again costs a path
+ * walk and two syscalls per poke (~3 us on a VM), and a busy sender pokes the
+ * same few watchers over and over (the event loops of the worker processes it
+ * talks to).  So each process keeps the write ends of the last RB_POKE_FDS
+ * FIFOs it poked, keyed by path.  A path names one registration only (its
+ * (pid, token) pair; see watch.c), so a cached end is never pointed at
+ * another watch: it is either the right FIFO or a dead one.
+ *
+ * When a cached end goes stale:
+ *   - the watch closed, or its owner died: the read end is gone, the write
+ *     fails with EPIPE -> close the end, forget it.  (The path was unlinked
+ *     already; nothing is recreated under it.)
+ *   - evicted (cache full): closed, round robin.
+ *   - fork: the child inherits the ends.  A child that closes all of its
+ *     descriptors (daemons do) may get one of those numbers back for a file
+ *     of its own, and a blind write would put a byte into it.  Two guards:
+ *     the cache is cleared in the child at fork (pthread_atfork; the ends
+ *     are closed there, while the numbers are certainly still ours), and
+ *     every cached end is checked with fstat (device, inode, FIFO type)
+ *     before each write, which also covers a descriptor closed behind our
+ *     back in this process.  A mismatch is forgotten WITHOUT close: the
+ *     number belongs to someone else now.
+ *
+ * SIGPIPE: a write to a FIFO without a reader raises it.  CPython ignores
+ * SIGPIPE, so the usual case needs no masking; otherwise the batch blocks it,
+ * and consumes a SIGPIPE it caused itself before unblocking (one already
+ * pending from elsewhere is left alone), so a poke never kills a sender.
+ *
+ * Locking: a process-wide mutex guards the cache (pokes are short and after
+ * the segment lock is released); it is held across fork by the prepare
+ * handler, so the child never inherits it locked.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define RB_POKE_FDS 16
+#define RB_POKE_PATH (RB_NAME_MAX + 96)
+
+typedef struct poke_end {
+    int fd; /* -1 = unused */
+    dev_t dev;
+    ino_t ino;
+    char path[RB_POKE_PATH];
+} poke_end;
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static poke_end cache[RB_POKE_FDS];
+static unsigned cache_next; /* round-robin eviction */
+
+static void cache_prepare(void) { pthread_mutex_lock(&cache_lock); }
+static void cache_parent(void) { pthread_mutex_unlock(&cache_lock); }
+
+static void cache_child(void)
+{
+    /* The numbers are still ours here: nothing in the child ran yet. */
+    for (unsigned i = 0; i < RB_POKE_FDS; i++) {
+        if (cache[i].fd >= 0)
+            close(cache[i].fd);
+        cache[i].fd = -1;
+    }
+    cache_next = 0;
+    pthread_mutex_init(&cache_lock, NULL);
+}
+
+static void cache_init(void)
+{
+    for (unsigned i = 0; i < RB_POKE_FDS; i++)
+        cache[i].fd = -1;
+    pthread_atfork(cache_prepare, cache_parent, cache_child);
+}
+
+/* Forget slot i; close its end only if the number is still the FIFO we opened. */
+static void drop(unsigned i, int ours)
+{
+    if (ours)
+        close(cache[i].fd);
+    cache[i].fd = -1;
+}
+
+/* Is cached end i still the FIFO we opened?  (cache_lock held) */
+static int still_ours(unsigned i)
+{
+    struct stat st;
+    return fstat(cache[i].fd, &st) == 0 && S_ISFIFO(st.st_mode) && st.st_dev == cache[i].dev &&
+           st.st_ino == cache[i].ino;
+}
+
+/* Open `path` for poking and cache it; -1 if it has no reader (ENXIO) or is
+ * gone (ENOENT).  (cache_lock held) */
+static int open_end(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) {
+        close(fd); /* not a FIFO: never ours to write (someone else's file) */
+        return -1;
+    }
+    unsigned i = cache_next++ % RB_POKE_FDS;
+    if (cache[i].fd >= 0)
+        drop(i, still_ours(i));
+    cache[i].fd = fd;
+    cache[i].dev = st.st_dev;
+    cache[i].ino = st.st_ino;
+    snprintf(cache[i].path, sizeof cache[i].path, "%s", path);
+    return (int)i;
+}
+
+/* Write one byte to the FIFO at `path`; returns 1 if the write hit EPIPE. */
+static int poke_one(const char *path)
+{
+    int slot = -1;
+    for (unsigned i = 0; i < RB_POKE_FDS && slot < 0; i++)
+        if (cache[i].fd >= 0 && strcmp(cache[i].path, path) == 0)
+            slot = (int)i;
+    if (slot >= 0 && !still_ours((unsigned)slot)) {
+        drop((unsigned)slot, 0);
+        slot = -1;
+    }
+    if (slot < 0 && (slot = open_end(path)) < 0)
+        return 0; /* ENXIO: no reader; ENOENT: watch closed or swept */
+    char byte = 1;
+    ssize_t n = write(cache[slot].fd, &byte, 1); /* EAGAIN: a byte is already pending */
+    if (n < 0 && errno == EPIPE) {
+        drop((unsigned)slot, 1); /* the reader is gone for good: this FIFO is dead */
+        return 1;
+    }
+    return 0;
+}
+
+void rb_watch_poke_all(rb_seg *s, rb_pokes *p)
+{
+    if (p->n == 0)
+        return;
+    pthread_once(&cache_once, cache_init);
+    struct sigaction old_action;
+    int guard = sigaction(SIGPIPE, NULL, &old_action) != 0 || old_action.sa_handler != SIG_IGN;
+    sigset_t pipe_set, old_set, pending;
+    int was_pending = 0, epipe = 0;
+    if (guard) {
+        sigemptyset(&pipe_set);
+        sigaddset(&pipe_set, SIGPIPE);
+        pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
+        sigpending(&pending);
+        was_pending = sigismember(&pending, SIGPIPE);
+    }
+    char path[RB_POKE_PATH];
+    pthread_mutex_lock(&cache_lock);
+    for (uint32_t i = 0; i < p->n; i++) {
+        rb_watch_path(s, p->v[i].pid, p->v[i].token, path, sizeof path);
+        epipe |= poke_one(path);
+    }
+    pthread_mutex_unlock(&cache_lock);
+    if (guard) {
+        if (epipe && !was_pending) {
+            struct timespec zero = {0, 0};
+            while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+            }
+        }
+        pthread_sigmask(SIG_SETMASK, &old_set, NULL);
+    }
+    if (p->v != p->stack)
+        free(p->v);
+    p->v = p->stack;
+    p->n = 0;
+    p->cap = 8;
+}
+
+int rb_poke_cached(void)
+{
+    pthread_once(&cache_once, cache_init);
+    int n = 0;
+    pthread_mutex_lock(&cache_lock);
+    for (unsigned i = 0; i < RB_POKE_FDS; i++)
+        n += cache[i].fd >= 0;
+    pthread_mutex_unlock(&cache_lock);
+    return n;
+}
