@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.drivers import LAYERS, REFERENCE_LAYER, LayerSpec
+from bench.drivers import AIO_DRIVINGS, LAYERS, REFERENCE_LAYER, LayerSpec
 from bench.machine import machine_record
 from bench.redis_server import RedisServer, RedisUnavailable, redis_server_version
 from bench.settings import DEFAULT_MEMBERS, DEFAULT_SIZES, SCENARIOS, Settings
@@ -149,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--consumers", type=_positive(int), metavar="M", help="mpmc scenario consumers (default 2)")
     parser.add_argument("--recv-timeout", type=_positive(float), metavar="S", help="a receive waiting longer is an error (default 10, quick 5)")
     parser.add_argument("--spin-us", type=int, metavar="US", help="spin budget before sleeping of the shared-memory layers (default: the layer's own; 0 for ringbuf_raw)")
+    parser.add_argument(
+        "--aio-driving",
+        choices=AIO_DRIVINGS,
+        default=AIO_DRIVINGS[0],
+        help=(
+            "how the Channels 4 layers (ipc_aio, channels_redis) are driven, the same for both: "
+            "'native' (default): each role is one coroutine on its process's event loop and "
+            "every layer operation a plain await, as Channels 4 consumers run; 'per-call': "
+            "loop.run_until_complete() around every operation, as sync code calls them (adds "
+            "~10-15 us of asyncio machinery per operation), for comparison"
+        ),
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     return parser
@@ -176,6 +188,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if value is not None:
             setattr(settings, key, value)
     settings.pin = not args.no_pin
+    settings.aio_driving = args.aio_driving
     return settings.scaled(args.scale)
 
 
@@ -230,6 +243,7 @@ class Run:
             redis_url=self.redis_url,
             capacity=self.settings.capacity_for(size),
             spin_us=self.settings.spin_us,
+            aio_driving=self.settings.aio_driving,
         )
 
     # ------------------------------------------------------------------ steps
@@ -336,6 +350,7 @@ class Run:
             "params": case.params,
             "limit": LAYERS[case.layer].limit,
             "pinning": {role.name: role.cpu for role in case.roles if role.cpu is not None},
+            "driving": case.spec.aio_driving if LAYERS[case.layer].channels4 else "sync",
             "elapsed_s": round(result.elapsed, 3),
             "error": result.error,
             "metrics": {},

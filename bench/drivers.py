@@ -1,8 +1,8 @@
-"""One synchronous driver interface over every layer the bench measures.
+"""One driver interface over every layer the bench measures, synchronous or asyncio.
 
-A scenario only ever talks to a :class:`Driver`. A driver is built *inside* the child
-process that uses it, from a picklable :class:`LayerSpec` (layers are never shared across
-``fork``). The interface is the ASGI 1 one, synchronous:
+A scenario only ever talks to a driver. A driver is built *inside* the child process that
+uses it, from a picklable :class:`LayerSpec` (layers are never shared across ``fork``).
+The interface is the ASGI 1 one:
 
 =====================================  ===================================================
 ``send(channel, message)``             raises :class:`Full` on back-pressure
@@ -14,12 +14,31 @@ process that uses it, from a picklable :class:`LayerSpec` (layers are never shar
 ``group_members(n)``                   ``(members, listens)``: ``n`` channels to add to a
                                        group, and the ``receive`` channel lists that drain
                                        one message per member in *this* process
-``flush()`` / ``close()`` / ``destroy()``  empty / disconnect / remove shared state
+``pause(seconds)``                     back off (``time.sleep`` / ``asyncio.sleep``)
+``settle()``                           finish this process's background layer work (before
+                                       the role blocks outside the layer, at a barrier)
+``flush()``                            empty everything this driver's prefix owns
+``close()`` / ``destroy()``            disconnect / remove shared state (always sync)
 =====================================  ===================================================
 
-Adding a layer: write a ``_make_<name>(spec)`` factory returning a :class:`Driver`
-(usually an :class:`Asgi1Driver` or :class:`Channels4Driver` around the layer object), and
-add a :class:`LayerInfo` to :data:`LAYERS`. A factory whose import fails makes the layer
+It comes in two forms with the same method names: :class:`Driver`, whose operations are
+plain calls, and :class:`AioDriver`, whose operations are coroutines awaited inside one
+role coroutine on the process's event loop (:meth:`AioDriver.run`). The roles are written
+once against :class:`AioDriver`; :mod:`bench.unasync` derives their synchronous twins, which
+call a :class:`Driver` (see :mod:`bench.scenarios`).
+
+The Channels 4 layers (``ipc_aio``, ``channels_redis``) get one of two drivings, the same
+for both (``LayerSpec.aio_driving``, ``--aio-driving``):
+
+- ``native`` (:class:`Channels4AioDriver`): each role is one coroutine, every operation a
+  plain ``await layer.op(...)``, as a Channels 4 consumer runs;
+- ``per-call`` (:class:`Channels4Driver`): the synchronous interface, each operation run
+  by ``loop.run_until_complete(layer.op(...))`` as sync code calls a Channels 4 layer
+  (~10-15 us of asyncio machinery per operation: a Task, the loop's start and stop).
+
+Adding a layer: write a ``_make_<name>(spec)`` factory returning a driver (usually an
+:class:`Asgi1Driver`, or :func:`_channels4` around a Channels 4 layer object), and add a
+:class:`LayerInfo` to :data:`LAYERS`. A factory whose import fails makes the layer
 "skipped" with the import error as the printed reason.
 """
 
@@ -30,12 +49,14 @@ import importlib
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "AIO_DRIVINGS",
     "LAYERS",
+    "AioDriver",
     "Driver",
     "Full",
     "LayerInfo",
@@ -54,6 +75,10 @@ class Unavailable(Exception):
     """The layer cannot be built here (missing module, no Redis); the message says why."""
 
 
+#: How the Channels 4 layers are driven (see the module docstring); the first is the default.
+AIO_DRIVINGS = ("native", "per-call")
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """Everything a child needs to build its own driver (picklable)."""
@@ -68,15 +93,18 @@ class LayerSpec:
     #: Spin budget before sleeping in a receive (shared-memory layers); None: the layer's
     #: default (0 for the raw core).
     spin_us: int | None = None
+    #: How a Channels 4 layer is driven: one of :data:`AIO_DRIVINGS`.
+    aio_driving: str = AIO_DRIVINGS[0]
 
 
 @dataclass(frozen=True)
 class LayerInfo:
     name: str
-    factory: Callable[[LayerSpec], Driver]
+    factory: Callable[[LayerSpec], Driver | AioDriver]
     description: str
     needs_redis: bool = False
     limit: bool = False  # a stated limit (raw core), not a layer users deploy
+    channels4: bool = False  # an asyncio Channels 4 layer: driven as ``aio_driving`` says
 
 
 def _now() -> float:
@@ -84,7 +112,7 @@ def _now() -> float:
 
 
 class Driver:
-    """The interface every scenario uses (see the module docstring)."""
+    """The synchronous interface (see the module docstring): every operation a plain call."""
 
     name = "?"
 
@@ -108,6 +136,13 @@ class Driver:
     def group_members(self, n: int) -> tuple[list[str], list[list[str]]]:
         raise NotImplementedError
 
+    def pause(self, seconds: float) -> None:
+        """Back off for ``seconds`` (a full channel)."""
+        time.sleep(seconds)
+
+    def settle(self) -> None:
+        """Finish background work before the role blocks outside the layer: none here."""
+
     def flush(self) -> None:
         """Empty everything this driver's prefix owns."""
 
@@ -116,6 +151,54 @@ class Driver:
 
     def destroy(self) -> None:
         """Remove shared state named from the prefix (segments); after :meth:`flush`."""
+
+
+class AioDriver:
+    """The asyncio interface (see the module docstring): the same operations as
+    :class:`Driver`, as coroutines; :meth:`close` and :meth:`destroy` stay synchronous
+    (the runner calls them after the role)."""
+
+    name = "?"
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def receive(
+        self, channels: list[str], timeout: float
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        raise NotImplementedError
+
+    async def new_channel(self) -> str:
+        raise NotImplementedError
+
+    async def group_add(self, group: str, channel: str) -> None:
+        raise NotImplementedError
+
+    async def send_group(self, group: str, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def group_members(self, n: int) -> tuple[list[str], list[list[str]]]:
+        raise NotImplementedError
+
+    async def pause(self, seconds: float) -> None:
+        """Back off without blocking the loop (its background tasks keep running)."""
+        await asyncio.sleep(seconds)
+
+    async def settle(self) -> None:
+        """Finish the layer's background work of this process (see the subclasses)."""
+
+    async def flush(self) -> None:
+        """Empty everything this driver's prefix owns."""
+
+    def run(self, role: Coroutine[Any, Any, Any]) -> Any:
+        """Run one role coroutine to its end on this process's loop; returns its result."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections of this process, then the loop."""
+
+    def destroy(self) -> None:
+        """Remove shared state named from the prefix; nothing for the Channels 4 layers."""
 
 
 # --------------------------------------------------------------------------- ASGI 1 (sync)
@@ -186,9 +269,16 @@ class Asgi1Driver(Driver):
 # ------------------------------------------------------------------ Channels 4 (asyncio)
 
 
-class Channels4Driver(Driver):
-    """A Channels 4 ``BaseChannelLayer`` driven as users drive it from sync code: one
-    long-lived event loop per process, ``loop.run_until_complete(layer.send(...))``.
+#: ``asyncio.timeout`` (3.11+) bounds an await inside the running task, as a consumer's
+#: receive runs; ``wait_for`` (the 3.10 fallback) wraps the receive in a Task of its own,
+#: one more loop step per message (ipc_aio round trip with a 50 us spin, quick runs: 15 us
+#: against 23-29 us).
+_timeout = getattr(asyncio, "timeout", None)
+
+
+class _Channels4:
+    """What both drivings of a Channels 4 ``BaseChannelLayer`` share: the layer, its
+    "channel full" exceptions, and one long-lived event loop per process.
 
     Channels 4 receives one channel at a time, so ``receive`` takes a one-item list; group
     members are ``new_channel()`` channels of this process (as consumers' are).
@@ -200,6 +290,27 @@ class Channels4Driver(Driver):
         self._full = full
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
+
+    def _one(self, channels: list[str]) -> str:
+        if len(channels) != 1:
+            raise ValueError(f"{self.name}: Channels 4 receives one channel, got {channels!r}")
+        return channels[0]
+
+    def close(self) -> None:
+        try:
+            close_pools = getattr(self.layer, "close_pools", None)
+            if callable(close_pools):
+                self.loop.run_until_complete(close_pools())
+        finally:
+            self.loop.close()
+
+    def destroy(self) -> None:
+        """Nothing named from the prefix outlives the layer's :meth:`flush` here."""
+
+
+class Channels4Driver(_Channels4, Driver):
+    """``--aio-driving per-call``: a Channels 4 layer driven as sync code drives it, one
+    ``loop.run_until_complete(layer.op(...))`` per operation (kept for comparison)."""
 
     def _run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -213,10 +324,9 @@ class Channels4Driver(Driver):
     def receive(
         self, channels: list[str], timeout: float
     ) -> tuple[str | None, dict[str, Any] | None]:
-        if len(channels) != 1:
-            raise ValueError(f"{self.name}: Channels 4 receives one channel, got {channels!r}")
+        channel = self._one(channels)
         try:
-            message = self._run(asyncio.wait_for(self.layer.receive(channels[0]), timeout))
+            message = self._run(asyncio.wait_for(self.layer.receive(channel), timeout))
         except asyncio.TimeoutError:
             return None, None
         # channels_redis acknowledges a received message in a background task (it removes
@@ -226,7 +336,7 @@ class Channels4Driver(Driver):
         cleaners = getattr(self.layer, "receive_cleaners", None)
         if cleaners:
             self._run(asyncio.gather(*list(cleaners), return_exceptions=True))
-        return channels[0], message
+        return channel, message
 
     def new_channel(self) -> str:
         return str(self._run(self.layer.new_channel()))
@@ -244,13 +354,84 @@ class Channels4Driver(Driver):
     def flush(self) -> None:
         self._run(self.layer.flush())
 
-    def close(self) -> None:
+
+class Channels4AioDriver(_Channels4, AioDriver):
+    """``--aio-driving native``: a Channels 4 layer driven as a consumer drives it. A role
+    is one coroutine on the process's loop (:meth:`run`: one ``run_until_complete`` per
+    role) and every operation a plain ``await layer.op(...)``, so the loop runs the layer's
+    background tasks (channels_redis' acknowledgements) between operations, as in a site.
+    """
+
+    def run(self, role: Coroutine[Any, Any, Any]) -> Any:
+        return self.loop.run_until_complete(self._role(role))
+
+    async def _role(self, role: Coroutine[Any, Any, Any]) -> Any:
+        result = await role
+        await self.settle()  # a received message is acknowledged before the process ends
+        return result
+
+    async def send(self, channel: str, message: dict[str, Any]) -> None:
         try:
-            close_pools = getattr(self.layer, "close_pools", None)
-            if callable(close_pools):
-                self._run(close_pools())
-        finally:
-            self.loop.close()
+            await self.layer.send(channel, message)
+        except self._full as exc:
+            raise Full(str(exc)) from None
+
+    async def receive(
+        self, channels: list[str], timeout: float
+    ) -> tuple[str | None, dict[str, Any] | None]:
+        channel = self._one(channels)
+        try:
+            if _timeout is None:
+                message = await asyncio.wait_for(self.layer.receive(channel), timeout)
+            else:
+                async with _timeout(timeout):
+                    message = await self.layer.receive(channel)
+        except asyncio.TimeoutError:  # TimeoutError itself since 3.11 (asyncio.timeout's)
+            return None, None
+        return channel, message
+
+    async def new_channel(self) -> str:
+        return str(await self.layer.new_channel())
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await self.layer.group_add(group, channel)
+
+    async def send_group(self, group: str, message: dict[str, Any]) -> None:
+        await self.layer.group_send(group, message)
+
+    async def group_members(self, n: int) -> tuple[list[str], list[list[str]]]:
+        members = [str(await self.layer.new_channel()) for _ in range(n)]
+        return members, [[m] for m in members]
+
+    async def settle(self) -> None:
+        """Wait for channels_redis' acknowledgements of this process's receives.
+
+        channels_redis keeps a received message in the channel's in-flight backup until a
+        background task removes it, and any consumer's next receive on that channel puts
+        the backup back in the channel. Between operations the loop runs those tasks, as
+        in a site (and as the per-call driving's receive does at once); a role that is
+        about to block outside the loop (a barrier) or end lets them finish first, or a
+        competing consumer would get the message again for sure. What remains is
+        channels_redis' own race (a competitor's receive starting within the task's round
+        trip, django/channels_redis#163), the same under both drivings.
+        """
+        wait_received = getattr(self.layer, "wait_received", None)
+        if callable(wait_received):
+            await wait_received()
+
+    async def flush(self) -> None:
+        await self.layer.flush()
+
+
+def _channels4(
+    name: str, layer: Any, full: tuple[type[BaseException], ...], spec: LayerSpec
+) -> Driver | AioDriver:
+    """The driver of a Channels 4 layer for ``spec.aio_driving`` (the same for every one)."""
+    if spec.aio_driving == "native":
+        return Channels4AioDriver(name, layer, full)
+    if spec.aio_driving == "per-call":
+        return Channels4Driver(name, layer, full)
+    raise ValueError(f"unknown aio driving {spec.aio_driving!r}; known: {', '.join(AIO_DRIVINGS)}")
 
 
 # ---------------------------------------------------------------------- raw baselines
@@ -534,7 +715,7 @@ def _channels_full() -> tuple[type[BaseException], ...]:
     return (ChannelFull,)
 
 
-def _make_ipc_aio(spec: LayerSpec) -> Driver:
+def _make_ipc_aio(spec: LayerSpec) -> Driver | AioDriver:
     mod = _import("ipc_layer.aio", "this project's Channels 4 backend")
     options: dict[str, Any] = {"segment_size": spec.segment_size}
     if spec.spin_us is not None:
@@ -546,16 +727,16 @@ def _make_ipc_aio(spec: LayerSpec) -> Driver:
     full = _channels_full() + tuple(
         c for c in (getattr(layer, "ChannelFull", None),) if isinstance(c, type)
     )
-    return Channels4Driver("ipc_aio", layer, full)
+    return _channels4("ipc_aio", layer, full, spec)
 
 
-def _make_channels_redis(spec: LayerSpec) -> Driver:
+def _make_channels_redis(spec: LayerSpec) -> Driver | AioDriver:
     mod = _import("channels_redis.core", "channels_redis 4.x")
     if not spec.redis_url:
         raise Unavailable("no Redis server (redis-server not found and no --redis-url)")
     host = {"address": spec.redis_url, "socket_timeout": _REDIS_SOCKET_TIMEOUT}
     layer = mod.RedisChannelLayer(hosts=[host], prefix=spec.prefix, capacity=spec.capacity)
-    return Channels4Driver("channels_redis", layer, _channels_full())
+    return _channels4("channels_redis", layer, _channels_full(), spec)
 
 
 def _make_redis_raw(spec: LayerSpec) -> Driver:
@@ -575,7 +756,9 @@ LAYERS: dict[str, LayerInfo] = {
     info.name: info
     for info in (
         LayerInfo("ipc", _make_ipc, "ipc_layer.IPCChannelLayer (ASGI 1, shared memory)"),
-        LayerInfo("ipc_aio", _make_ipc_aio, "ipc_layer.aio.IPCChannelLayer (Channels 4)"),
+        LayerInfo(
+            "ipc_aio", _make_ipc_aio, "ipc_layer.aio.IPCChannelLayer (Channels 4)", channels4=True
+        ),
         LayerInfo(
             "ipc_redis",
             _make_ipc_redis,
@@ -587,6 +770,7 @@ LAYERS: dict[str, LayerInfo] = {
             _make_channels_redis,
             "channels_redis.core.RedisChannelLayer 4.x (own event loop per process)",
             needs_redis=True,
+            channels4=True,
         ),
         LayerInfo(
             "redis_raw",
@@ -606,7 +790,7 @@ LAYERS: dict[str, LayerInfo] = {
 REFERENCE_LAYER = "channels_redis"
 
 
-def make_driver(spec: LayerSpec) -> Driver:
+def make_driver(spec: LayerSpec) -> Driver | AioDriver:
     """Build the driver of ``spec.layer`` in this process (raises :class:`Unavailable`)."""
     try:
         info = LAYERS[spec.layer]

@@ -21,7 +21,7 @@ from typing import Any
 from bench.drivers import LAYERS, REFERENCE_LAYER, LayerSpec
 from bench.scenarios import PRIMARY, RATIOS
 
-__all__ = ["add_ratios", "render_markdown", "write_jsonl", "RATIO_KEY"]
+__all__ = ["add_ratios", "aio_driving_note", "render_markdown", "write_jsonl", "RATIO_KEY"]
 
 RATIO_KEY = f"x_vs_{REFERENCE_LAYER}"
 
@@ -63,6 +63,27 @@ def _spin(spin_us: Any) -> str:
     if spin_us is None:
         return "each layer's default spin budget before sleeping (0 us for ringbuf_raw)"
     return f"spin budget {spin_us} us before sleeping"
+
+
+def aio_driving_note(settings: dict[str, Any]) -> str | None:
+    """How the run drove its Channels 4 layers (None when it measured none): ratios of
+    ipc_aio and channels_redis mean little without it, the per-call driving adding
+    ~10-15 us of asyncio machinery to every operation."""
+    layers = [name for name in settings.get("layers", ()) if name in LAYERS and LAYERS[name].channels4]
+    if not layers:
+        return None
+    names = ", ".join(layers)
+    if settings.get("aio_driving") == "per-call":
+        return (
+            f"Channels 4 layers ({names}): per-call driving (`--aio-driving per-call`): "
+            "`loop.run_until_complete()` around every operation, as sync code calls them "
+            "(~10-15 us of asyncio machinery per operation)."
+        )
+    return (
+        f"Channels 4 layers ({names}): native asyncio driving (`--aio-driving native`): each "
+        "role is one coroutine on its process's event loop, every operation a plain `await` "
+        "(receive timeouts by `asyncio.timeout`), as Channels 4 consumers run."
+    )
 
 
 def _positive(value: Any) -> bool:
@@ -219,7 +240,8 @@ def _notes(scenario: str, rows: list[dict[str, Any]], settings: dict[str, Any]) 
         for key, what in (("lost", "messages lost"), ("duplicates", "messages delivered twice")):
             count = sum(rep.get(key) or 0 for rep in row.get("repeats", []))
             if count > 0:
-                notes.append(f"{row['layer']} {row['label']}: {count:.0f} {what} (over all repeats).")
+                cause = _DUPLICATE_CAUSES.get(row["layer"], "") if key == "duplicates" else ""
+                notes.append(f"{row['layer']} {row['label']}: {count:.0f} {what} (over all repeats).{cause}")
     pinning = next((r.get("pinning") for r in rows if r.get("pinning")), None)
     if pinning:
         where = ", ".join(f"{role} -> cpu {cpu}" for role, cpu in pinning.items())
@@ -229,6 +251,16 @@ def _notes(scenario: str, rows: list[dict[str, Any]], settings: dict[str, Any]) 
         notes.append("No CPU pinning (--no-pin).")
     return [f"_{n}_" for n in notes]
 
+
+#: Known causes of a layer's duplicates, appended to the note that counts them.
+_DUPLICATE_CAUSES = {
+    "channels_redis": (
+        " channels_redis keeps a received message in its channel's in-flight backup until a "
+        "background task acknowledges it, and every receive first puts that backup back in "
+        "the channel: a competing consumer process can get the message again "
+        "(django/channels_redis#163), under either --aio-driving."
+    ),
+}
 
 #: The figures users compare first (and the project's targets): (title, scenario, label,
 #: metric, unit).
@@ -291,6 +323,9 @@ def render_markdown(
         f"Shared-memory layers: {_spin(settings.get('spin_us'))}; segments of "
         f"{LayerSpec.segment_size >> 20} MiB.",
     ]
+    driving = aio_driving_note(settings)
+    if driving:
+        out += ["", driving]
     if settings.get("quick"):
         out += ["", "Quick run: short repeats, figures are indicative only."]
     results = [r for r in rows if r.get("type") == "result"]

@@ -52,7 +52,7 @@ def available_cpus() -> list[int]:
 @dataclass
 class Role:
     name: str
-    func: str  # the name of a role function in bench.scenarios
+    func: str  # the name of a role function in bench.scenarios (see its run_role)
     args: dict[str, Any]
     cpu: int | None = None
 
@@ -125,13 +125,12 @@ def _child(
     try:
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
-        from bench import scenarios
+        from bench.scenarios import run_role
 
-        role = getattr(scenarios, func)
         driver = make_driver(spec)
         try:
             ctx = RoleContext(idx, barriers, reports, recv_timeout, sync_timeout)
-            data = role(driver, args, ctx)
+            data = run_role(func, driver, args, ctx)
         finally:
             driver.close()
         reports.put({"idx": idx, "kind": "result", "data": data})
@@ -287,14 +286,11 @@ def _probe_child(spec: LayerSpec, reports: Any) -> None:
 
 
 def _probe(spec: LayerSpec) -> None:
+    from bench.scenarios import run_role
+
     driver = make_driver(spec)
     try:
-        channel = driver.new_channel()
-        driver.send(channel, {"type": "probe", "text": "ok"})
-        got, message = driver.receive([channel], 5.0)
-        if got is None or message is None or message.get("text") != "ok":
-            raise RuntimeError(f"probe message not received back on {channel!r} within 5 s")
-        driver.flush()
+        run_role("probe", driver)  # driven as the cases will drive the layer
     finally:
         try:
             driver.close()

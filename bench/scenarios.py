@@ -1,9 +1,23 @@
 """The scenarios: what each process does (role functions), and how a case is summarised.
 
-Role functions run in child processes as ``role(driver, args, ctx)`` and return plain
-data (numbers, lists, dicts); the parent turns those into one result row per case with
-:func:`summarize`. Timestamps that cross processes are ``CLOCK_MONOTONIC`` nanoseconds,
-which every process on the host shares.
+Role functions run in child processes (:func:`run_role`) as ``role(driver, args, ctx)`` and
+return plain data (numbers, lists, dicts); the parent turns those into one result row per
+case with :func:`summarize`. Timestamps that cross processes are ``CLOCK_MONOTONIC``
+nanoseconds, which every process on the host shares.
+
+Each role is written once, as an ``async def`` awaiting an :class:`~bench.drivers.AioDriver`,
+and runs in one of two forms:
+
+- with a Channels 4 layer driven natively, as that coroutine: one ``run_until_complete`` per
+  role, every layer operation a plain ``await`` (as a Channels 4 consumer runs);
+- with a synchronous :class:`~bench.drivers.Driver` (the ASGI 1 layers, the raw baselines,
+  and Channels 4 layers under ``--aio-driving per-call``), as its synchronous twin, which
+  :mod:`bench.unasync` derives from the same source (``async def`` -> ``def``, ``await x``
+  -> ``x``), not by stepping the coroutine (``coro.send(None)`` until ``StopIteration``),
+  which slows a ~6 us shared-memory round trip by ~0.4 us (why: :mod:`bench.unasync`).
+
+So role bodies use no ``asyncio`` and no ``time.sleep`` (``await driver.pause(s)``), and
+wait at barriers through :func:`_wait` (the driver settles its background work first).
 
 ======== ====================================================================================
 pingpong one client sends, one server echoes to the client's reply channel; round-trip
@@ -28,17 +42,19 @@ import dataclasses
 import functools
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.drivers import Driver, Full, LayerSpec
+from bench.drivers import AioDriver, Driver, Full, LayerSpec
 from bench.messages import STOP, make_message
 from bench.runner import Case, Role, RoleContext
 from bench.settings import Settings
 from bench.stats import latency_summary, median_of_repeats
+from bench.unasync import sync_twins
 
-__all__ = ["build_cases", "summarize", "size_label", "PRIMARY", "RATIOS"]
+__all__ = ["build_cases", "run_role", "summarize", "size_label", "PRIMARY", "RATIOS"]
 
 #: Per scenario, the figures compared with the reference layer: (metric, higher is
 #: better, column title). The first is the scenario's headline figure.
@@ -65,12 +81,12 @@ def _now_ns() -> int:
     return time.monotonic_ns()
 
 
-def _send(driver: Driver, channel: str, message: dict[str, Any], ctx: RoleContext) -> int:
+async def _send(driver: AioDriver, channel: str, message: dict[str, Any], ctx: RoleContext) -> int:
     """Send, retrying on back-pressure for at most the receive timeout; returns retries."""
     retries = 0
     while True:
         try:
-            driver.send(channel, message)
+            await driver.send(channel, message)
             return retries
         except Full:
             if retries == 0:
@@ -80,57 +96,71 @@ def _send(driver: Driver, channel: str, message: dict[str, Any], ctx: RoleContex
                     f"channel {channel!r} stayed full for {ctx.recv_timeout:.0f} s"
                 ) from None
             retries += 1
-            time.sleep(0.0002)
+            await driver.pause(0.0002)
 
 
-def _receive(driver: Driver, channels: list[str], ctx: RoleContext, what: str) -> dict[str, Any]:
-    _, message = driver.receive(channels, ctx.recv_timeout)
+async def _receive(
+    driver: AioDriver, channels: list[str], ctx: RoleContext, what: str
+) -> dict[str, Any]:
+    _, message = await driver.receive(channels, ctx.recv_timeout)
     if message is None:
         raise TimeoutError(f"no {what} on {channels[:3]!r} within {ctx.recv_timeout:.0f} s")
     return message
 
 
+async def _wait(driver: AioDriver, ctx: RoleContext, name: str = "all") -> None:
+    """Wait at a barrier: it blocks the process (and its loop), so settle first."""
+    await driver.settle()
+    ctx.wait(name)
+
+
+async def _wait_event(driver: AioDriver, ctx: RoleContext, name: str) -> None:
+    """Wait for the parent's event, settled first like :func:`_wait`."""
+    await driver.settle()
+    ctx.wait_event(name)
+
+
 # ------------------------------------------------------------------------------ roles
 
 
-def pingpong_server(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
+async def pingpong_server(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
     channels = [a["channel"]]
-    ctx.wait()
+    await _wait(driver, ctx)
     while True:
-        message = _receive(driver, channels, ctx, "ping")
+        message = await _receive(driver, channels, ctx, "ping")
         if "stop" in message:
             return {}
-        _send(driver, message["reply_channel"], message, ctx)
+        await _send(driver, message["reply_channel"], message, ctx)
 
 
-def pingpong_client(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
+async def pingpong_client(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
     server = a["channel"]
-    reply = driver.new_channel()
+    reply = await driver.new_channel()
     replies = [reply]
     message = make_message(a["size"], reply)
     clock = time.perf_counter_ns
-    ctx.wait()
+    await _wait(driver, ctx)
 
-    def round_trip() -> int:
+    async def round_trip() -> int:
         t0 = clock()
-        _send(driver, server, message, ctx)
-        _receive(driver, replies, ctx, "pong")
+        await _send(driver, server, message, ctx)
+        await _receive(driver, replies, ctx, "pong")
         return clock() - t0
 
     for _ in range(a["warmup"]):
-        round_trip()
+        await round_trip()
     repeats = []
     for _ in range(a["repeats"]):
         samples: list[int] = []
         start = time.monotonic()
         end = start + a["duration"]
         while len(samples) < a["count"] and time.monotonic() < end:
-            samples.append(round_trip())
+            samples.append(await round_trip())
         elapsed = time.monotonic() - start
         summary = latency_summary(samples, (50, 90, 99))
         summary["rtt_per_s"] = len(samples) / elapsed
         repeats.append(summary)
-    _send(driver, server, STOP, ctx)
+    await _send(driver, server, STOP, ctx)
     return {"repeats": repeats}
 
 
@@ -139,42 +169,42 @@ def pingpong_client(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict
 _REP = 1_000_000_000
 
 
-def mpmc_producer(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
+async def mpmc_producer(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
     channel = a["channel"]
     message = make_message(a["size"])
-    ctx.wait()
+    await _wait(driver, ctx)
     repeats = []
     for rep in range(a["repeats"] + 1):  # repeat 0 is the warm-up
         warm = rep == 0
         target = a["warmup"] if warm else a["count"]
         base = rep * _REP
-        ctx.wait()
+        await _wait(driver, ctx)
         end = time.monotonic() + (math.inf if warm else a["duration"])
         t0 = _now_ns()
         sent = retries = 0
         while sent < target and time.monotonic() < end:
             message["order"] = base + sent
-            retries += _send(driver, channel, message, ctx)
+            retries += await _send(driver, channel, message, ctx)
             sent += 1
         t_sent = _now_ns()
-        ctx.wait("producers")  # every producer's data is queued before any STOP
+        await _wait(driver, ctx, "producers")  # every producer's data is queued before any STOP
         if a["index"] == 0:
             for _ in range(a["consumers"]):
-                _send(driver, channel, {"stop": rep}, ctx)
+                await _send(driver, channel, {"stop": rep}, ctx)
         if not warm:
             repeats.append({"t0": t0, "t_sent": t_sent, "sent": sent, "full_retries": retries})
     return {"repeats": repeats}
 
 
-def mpmc_consumer(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
+async def mpmc_consumer(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
     channels = [a["channel"]]
-    ctx.wait()
+    await _wait(driver, ctx)
     repeats = []
     for rep in range(a["repeats"] + 1):
-        ctx.wait()
+        await _wait(driver, ctx)
         got = stale = 0
         while True:
-            message = _receive(driver, channels, ctx, "message")
+            message = await _receive(driver, channels, ctx, "message")
             stop = message.get("stop")
             if stop is not None:
                 if stop == rep:
@@ -190,55 +220,57 @@ def mpmc_consumer(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[s
     return {"repeats": repeats}
 
 
-def group_drainer(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
-    members, listens = driver.group_members(a["members"])
+async def group_drainer(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
+    members, listens = await driver.group_members(a["members"])
     for member in members:
-        driver.group_add(a["group"], member)
-    ctx.wait()
+        await driver.group_add(a["group"], member)
+    await _wait(driver, ctx)
     rounds = []
     for rnd in range(a["rounds"] + 1):  # round 0 is the warm-up
-        ctx.wait()
+        await _wait(driver, ctx)
         for i, channels in enumerate(listens):
-            _receive(driver, channels, ctx, f"group message {i + 1} of {len(listens)}")
+            await _receive(driver, channels, ctx, f"group message {i + 1} of {len(listens)}")
         if rnd:
             rounds.append({"t_done": _now_ns()})
     return {"repeats": rounds}
 
 
-def group_sender(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
+async def group_sender(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
     message = make_message(a["size"])
-    ctx.wait()
+    await _wait(driver, ctx)
     rounds = []
     for rnd in range(a["rounds"] + 1):
-        ctx.wait()
+        await _wait(driver, ctx)
         t0 = _now_ns()
-        driver.send_group(a["group"], message)
+        await driver.send_group(a["group"], message)
         t1 = _now_ns()
         if rnd:
             rounds.append({"t0": t0, "t1": t1})
     return {"repeats": rounds}
 
 
-def idle_receiver(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
+async def idle_receiver(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
     channels = [a["channel"]]
-    ctx.wait()
-    _send(driver, a["channel"], make_message(100), ctx)  # connections and mappings are up
-    _receive(driver, channels, ctx, "warm-up message")
+    await _wait(driver, ctx)
+    await _send(driver, a["channel"], make_message(100), ctx)  # connections and mappings are up
+    await _receive(driver, channels, ctx, "warm-up message")
+    await driver.settle()  # no acknowledgement left to run in the window
     ctx.ready()  # the parent samples our CPU time now, and again after the window
-    _, message = driver.receive(channels, a["seconds"] + ctx.recv_timeout)
+    _, message = await driver.receive(channels, a["seconds"] + ctx.recv_timeout)
     t_woken = _now_ns()
     if message is None or "t" not in message:
         raise TimeoutError("the idle receiver was not woken by the waker's message")
     return {"wake_us": (t_woken - message["t"]) / 1e3}
 
 
-def idle_waker(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
-    own = driver.new_channel()  # connect (and load any script) before the window
-    _send(driver, own, make_message(100), ctx)
-    _receive(driver, [own], ctx, "warm-up message")
-    ctx.wait()
-    ctx.wait_event("window_over")  # set by the parent once it has measured the receiver
-    _send(driver, a["channel"], {"t": _now_ns()}, ctx)
+async def idle_waker(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
+    own = await driver.new_channel()  # connect (and load any script) before the window
+    await _send(driver, own, make_message(100), ctx)
+    await _receive(driver, [own], ctx, "warm-up message")
+    await _wait(driver, ctx)
+    # Set by the parent once it has measured the receiver.
+    await _wait_event(driver, ctx, "window_over")
+    await _send(driver, a["channel"], {"t": _now_ns()}, ctx)
     return {}
 
 
@@ -250,14 +282,14 @@ def _mixed_size(i: int) -> int:
     return 100
 
 
-def mixed_sender(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
+async def mixed_sender(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
     channel = a["channel"]
     messages = {size: make_message(size) for size in MIXED_SIZES}
     warm = dict(messages[100], warm=1)
-    ctx.wait()
+    await _wait(driver, ctx)
     for _ in range(a["warmup"]):
         warm["t"] = _now_ns()
-        _send(driver, channel, warm, ctx)
+        await _send(driver, channel, warm, ctx)
     total = max(1, int(a["seconds"] * a["rate"]))
     period = 1.0 / a["rate"]
     max_lag = 0.0
@@ -265,29 +297,55 @@ def mixed_sender(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[st
     for i in range(total):
         delay = start + i * period - time.monotonic()
         if delay > 0:
-            time.sleep(delay)
+            await driver.pause(delay)
         else:
             max_lag = max(max_lag, -delay)
         message = messages[_mixed_size(i)]
         message["order"] = i
         message["t"] = _now_ns()
-        _send(driver, channel, message, ctx)
+        await _send(driver, channel, message, ctx)
     elapsed = time.monotonic() - start
-    _send(driver, channel, STOP, ctx)
+    await _send(driver, channel, STOP, ctx)
     return {"sent": total, "send_rate": total / elapsed, "max_lag_ms": max_lag * 1000.0}
 
 
-def mixed_receiver(driver: Driver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
+async def mixed_receiver(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
     channels = [a["channel"]]
-    ctx.wait()
+    await _wait(driver, ctx)
     latencies: list[int] = []
     while True:
-        message = _receive(driver, channels, ctx, "message")
+        message = await _receive(driver, channels, ctx, "message")
         if "stop" in message:
             break
         if "warm" not in message:
             latencies.append(_now_ns() - message["t"])
     return {"summary": latency_summary(latencies, (50, 90, 99, 99.9))}
+
+
+async def probe(driver: AioDriver) -> None:
+    """Send one message to a new channel and receive it back, then flush (before a layer
+    is measured: a layer that fails here is skipped with the reason)."""
+    channel = await driver.new_channel()
+    await driver.send(channel, {"type": "probe", "text": "ok"})
+    got, message = await driver.receive([channel], 5.0)
+    if got is None or message is None or message.get("text") != "ok":
+        raise RuntimeError(f"probe message not received back on {channel!r} within 5 s")
+    await driver.flush()
+
+
+def run_role(name: str, driver: Driver | AioDriver, *args: Any) -> Any:
+    """Run the role (or :func:`probe`) ``name`` with ``driver`` in this process: the
+    coroutine on a natively driven Channels 4 layer's loop, else its synchronous twin."""
+    twin = _SYNC_ROLES.get(name)
+    if twin is None or name.startswith("_"):
+        raise ValueError(f"unknown role {name!r}; known: {', '.join(_public(_SYNC_ROLES))}")
+    if isinstance(driver, AioDriver):
+        return driver.run(globals()[name](driver, *args))
+    return twin(driver, *args)
+
+
+def _public(names: dict[str, Any]) -> list[str]:
+    return [name for name in names if not name.startswith("_")]
 
 
 # ------------------------------------------------------------------ parent-side helpers
@@ -506,3 +564,8 @@ def _mpmc_repeats(case: Case, by_role: dict[str, Any]) -> list[dict[str, float]]
             }
         )
     return out
+
+
+#: The synchronous twin of every ``async def`` above (roles and their helpers), by name;
+#: made once at import (the fork server preloads this module, so every child shares them).
+_SYNC_ROLES = sync_twins(sys.modules[__name__])

@@ -41,6 +41,9 @@ class Settings:
     #: Spin budget (us) of the shared-memory layers; None: each layer's default.
     spin_us: int | None = None
     capacity: int = 100_000
+    #: How the Channels 4 layers are driven: "native" (each role one coroutine, every
+    #: operation a plain await) or "per-call" (run_until_complete per operation).
+    aio_driving: str = "native"
 
     @classmethod
     def preset(cls, quick: bool, layers: list[str]) -> Settings:

@@ -2,6 +2,8 @@
 
 It checks that the outputs exist and parse, never a timing. Layers that cannot be built
 here (e.g. the shared-memory layer before it lands) are skipped by the bench itself.
+The Channels 4 backend (``ipc_aio``) runs under both drivings (``--aio-driving``): the
+default run drives it natively, a second, smaller one per call.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
 
 
-def _run_bench(out: Path) -> subprocess.CompletedProcess[str]:
+def _run_bench(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -34,6 +37,7 @@ def _run_bench(out: Path) -> subprocess.CompletedProcess[str]:
         "10",
         "--out",
         str(out),
+        *extra,
     ]
     # Own session, so that on a timeout the whole tree (fork server, roles) is killed.
     proc = subprocess.Popen(
@@ -54,6 +58,24 @@ def _run_bench(out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
+def _records(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def _check_aio_driving(out: Path, driving: str, phrase: str) -> None:
+    """The report names the driving; ipc_aio ran every case under it, exactly once each."""
+    assert phrase in (out / "results.md").read_text()
+    records = _records(out)
+    assert records[1]["aio_driving"] == driving
+    rows = [r for r in records if r["type"] == "result" and r["layer"] == "ipc_aio"]
+    assert rows, "no ipc_aio rows"
+    for row in rows:
+        assert row["driving"] == driving
+        assert not row["error"], row["error"]
+        for rep in row["repeats"]:  # shared memory delivers at most once, stale-free
+            assert not rep.get("lost") and not rep.get("duplicates"), (row["scenario"], rep)
+
+
 def test_bench_quick_writes_table_json_and_plots(tmp_path: Path) -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server); the bench compares against Redis")
@@ -65,13 +87,28 @@ def test_bench_quick_writes_table_json_and_plots(tmp_path: Path) -> None:
     assert "| Layer |" in table
     assert "| Layer |" in result.stdout  # the same table is printed
 
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    records = _records(out)
     kinds = [record["type"] for record in records]
     assert kinds[:2] == ["machine", "settings"]
     rows = [record for record in records if record["type"] == "result"]
     assert rows, "no result rows"
     assert {row["scenario"] for row in rows} == {"pingpong", "oneway", "mpmc", "group", "idle", "mixed"}
     measured = {row["layer"] for row in rows if not row["error"]}
-    assert {"channels_redis", "redis_raw"} <= measured, result.stderr[-3000:]
+    assert {"channels_redis", "redis_raw", "ipc_aio"} <= measured, result.stderr[-3000:]
+    _check_aio_driving(out, "native", "native asyncio driving (`--aio-driving native`)")
+    sync_rows = [row for row in rows if row["layer"] == "redis_raw"]
+    assert {row["driving"] for row in sync_rows} == {"sync"}
 
     assert list(out.glob("*.png")), "no PNG figure written"
+
+
+def test_bench_quick_per_call_aio_driving(tmp_path: Path) -> None:
+    """The old driving, kept for comparison: ``run_until_complete`` per operation."""
+    out = tmp_path / "bench-results"
+    result = _run_bench(
+        out, "--layers", "ipc_aio", "--only", "pingpong,mpmc,group", "--aio-driving", "per-call", "--no-plots"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_aio_driving(out, "per-call", "per-call driving (`--aio-driving per-call`)")
+    scenarios = {r["scenario"] for r in _records(out) if r["type"] == "result"}
+    assert scenarios == {"pingpong", "mpmc", "group"}
