@@ -136,6 +136,8 @@ _rb_receive = lib.rb_receive
 _unpack = ffi.unpack
 _E_EMPTY = lib.RB_E_EMPTY
 _E_INTR = lib.RB_E_INTR
+#: rb_watch_seq's "not this process's watch" (RB_SEQ_INVALID in ringbuf.h).
+_SEQ_INVALID = 1 << 63
 
 
 def _check(rc: int) -> int:
@@ -644,6 +646,22 @@ class Watch:
         if seg is None:
             raise ValueError("watch is closed")
         return bool(_check(lib.rb_watch_arm(seg._handle, self._row, self._token)))
+
+    def seq(self) -> int:
+        """A number that changes whenever a record is sent to a watched queue (no lock taken).
+
+        What an event loop polls while it spins before arming: equal to the
+        last value means nothing was sent since; a change means "receive now"
+        (the record may already be taken by someone else).
+        """
+        seg = self._seg
+        if seg is None:
+            raise ValueError("watch is closed")
+        value = lib.rb_watch_seq(seg._handle, self._row, self._token)
+        if value == _SEQ_INVALID:
+            raise ValueError("watch is not registered any more (swept by a repair, or "
+                             "opened by another process)")
+        return int(value)
 
     def drain(self) -> int:
         """Read and discard pending poke bytes; returns how many."""

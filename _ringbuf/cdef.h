@@ -150,3 +150,4 @@ int rb_watch_open(rb_seg *seg, const char *names, size_t names_len, uint32_t cou
                   int *out_fd, uint32_t *out_row, uint64_t *out_token);
 int rb_watch_arm(rb_seg *seg, uint32_t row, uint64_t token);
 int rb_watch_close(rb_seg *seg, uint32_t row, uint64_t token);
+uint64_t rb_watch_seq(rb_seg *seg, uint32_t row, uint64_t token);

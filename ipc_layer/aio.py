@@ -740,37 +740,80 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
                 segment.watch if self.wakeup == "fd" else None)
         return watch
 
-    async def _spin(self, look: Any) -> Any:
+    def _spin_seq(self, queue: str, loop: asyncio.AbstractEventLoop) -> Any:
+        """``seq`` of ``loop``'s FD watch of ``queue`` (opened if need be), or None.
+
+        What a spinning receive polls: it changes when a record is sent to
+        the queue and is read without the segment lock, so a spinner never
+        contends with the senders it waits for (a locked take per look
+        slowed a 100-member group_send from ~38 to ~69 us while its drainer
+        spun). None where there is no FD watch (thread mode, or the watch
+        could not be opened): the spin then takes under the lock each look.
+        """
+        state = self._state
+        with state.lock:
+            watch = self._watch(state, queue)
+            if watch.open_watch is None:
+                return None
+            if loop not in watch.fd_watches:
+                watch.open_fd_watch(loop)
+            lw = watch.fd_watches.get(loop)
+            if lw is None:
+                return None
+            lw.idle_since = None  # in use: the idle timer must not close it under us
+            return lw.core.seq
+
+    async def _spin(self, look: Any, seq: Any, last: Any) -> Any:
         """Look for a message for up to ``spin_us``, yielding to the loop between looks.
 
         The FD-watch mode's spin: each ``await asyncio.sleep(0)`` lets every
         other ready task and the loop's own I/O poll (a zero-timeout select)
         run first, so other consumers are never held up, and a record that
         comes within the budget costs no kernel sleep and wake-up on either
-        side. ``look()`` returns a message or ``_EMPTY``; it runs on the
-        loop's thread, so a receive cancelled while spinning takes nothing.
+        side. ``look()`` (a message or ``_EMPTY``) runs only when ``seq()``
+        moved past ``last`` (its value before the caller's own first look,
+        so nothing sent after that look is missed), or every time when
+        ``seq`` is None. It runs on the loop's thread, so a receive cancelled
+        while spinning takes nothing.
         """
         deadline = _perf_counter() + self._spin_s
         while True:
             await asyncio.sleep(0)
+            if seq is not None:
+                try:
+                    current = seq()
+                except ValueError:  # the watch was closed or swept: look every time
+                    seq = None
+                else:
+                    if current == last:
+                        if _perf_counter() >= deadline:
+                            return _EMPTY
+                        continue
+                    last = current
             message = look()
             if message is not _EMPTY or _perf_counter() >= deadline:
                 return message
+
+    async def _spin_take(self, queue: str, loop: asyncio.AbstractEventLoop, look: Any) -> Any:
+        """One look, then a spin if it found nothing: a message, or ``_EMPTY`` when the budget ran out."""
+        seq = self._spin_seq(queue, loop)
+        last = seq() if seq is not None else None  # before the first look: no send is missed
+        message = look()
+        if message is _EMPTY:
+            message = await self._spin(look, seq, last)
+        return message
 
     async def _receive_direct(self, queue: str, loop: asyncio.AbstractEventLoop) -> Message:
         take = self._sync_receive
         key = (queue,)
         watch: _Watch | None = None
         if self._spin_s:
-            got, message = take(key)
-            if got is not None:
-                return message  # type: ignore[return-value]
 
             def look() -> Any:
                 got, message = take(key)
                 return _EMPTY if got is None else message
 
-            message = await self._spin(look)
+            message = await self._spin_take(queue, loop, look)
             if message is not _EMPTY:
                 return message  # type: ignore[no-any-return]
         while True:
@@ -808,9 +851,7 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
                         watch.arm()  # pass the baton: more records may wait
                     return message
 
-            message = look()
-            if message is _EMPTY:
-                message = await self._spin(look)
+            message = await self._spin_take(queue, loop, look)
             if message is not _EMPTY:
                 return message  # type: ignore[no-any-return]
         while True:

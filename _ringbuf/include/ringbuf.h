@@ -212,5 +212,13 @@ int rb_watch_open(rb_seg *seg, const char *names, size_t names_len, uint32_t cou
                   int *out_fd, uint32_t *out_row, uint64_t *out_token);
 int rb_watch_arm(rb_seg *seg, uint32_t row, uint64_t token);
 int rb_watch_close(rb_seg *seg, uint32_t row, uint64_t token);
+/* rb_watch_seq: a number that changes whenever a record is sent to a queue
+ * the watch watches (the sum of their futex words), read WITHOUT the lock:
+ * what a loop polls while it spins before arming, so that spinning never
+ * contends with senders for the lock.  RB_SEQ_INVALID if the watch is not
+ * this process's (closed, swept, or opened before fork). */
+#define RB_SEQ_INVALID_BIT (1ULL << 63)
+#define RB_SEQ_INVALID RB_SEQ_INVALID_BIT
+uint64_t rb_watch_seq(rb_seg *seg, uint32_t row, uint64_t token);
 
 #endif

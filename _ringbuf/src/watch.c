@@ -248,6 +248,28 @@ int rb_watch_arm(rb_seg *s, uint32_t row, uint64_t token)
     return ready;
 }
 
+uint64_t rb_watch_seq(rb_seg *s, uint32_t row, uint64_t token)
+{
+    /* No lock: this is what an event loop polls while it spins, and taking
+     * the lock there would stall the very senders it waits for.  Safe
+     * because the row is ours (only we, or a repair after our death,
+     * change it: a racy pid/token check can only fail, never misread), and
+     * its slots cannot be reclaimed while the row counts as their waiter
+     * (table_gc skips queues with waiters).  The acquire loads pair with
+     * the release bump of `seq` in rb_enqueue_locked: a changed sum means a
+     * record was linked since the last read; the caller then takes it under
+     * the lock, so a stale read costs at most one more loop iteration. */
+    if (s == NULL || row >= s->hdr->waiter_count)
+        return RB_SEQ_INVALID;
+    rb_waiter *wt = &s->waiters[row];
+    if (RB_LOAD_ACQUIRE(&wt->pid) != rb_self_pid() || wt->token != token || wt->n > RB_WAIT_MAX)
+        return RB_SEQ_INVALID;
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < wt->n; i++)
+        sum += RB_LOAD_ACQUIRE(&s->slots[wt->slot[i]].seq);
+    return sum & ~RB_SEQ_INVALID_BIT;
+}
+
 int rb_watch_close(rb_seg *s, uint32_t row, uint64_t token)
 {
     keepalive *k = ka_take(s, token);

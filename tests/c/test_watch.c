@@ -501,6 +501,43 @@ static void test_poke_cache(void)
     CHECK_SEG(S);
 }
 
+/* rb_watch_seq: lock-free, changes with every send to a watched queue (and
+ * with nothing else), refuses a closed watch and another process's. */
+static void test_watch_seq(void)
+{
+    const char *names[2] = {"sq1", "sq2"};
+    int fd;
+    uint32_t row;
+    uint64_t token;
+    open_watch(names, 2, &fd, &row, &token);
+    uint64_t a = rb_watch_seq(S, row, token);
+    CHECK(a != RB_SEQ_INVALID);
+    CHECK(rb_watch_seq(S, row, token) == a); /* nothing sent: stable */
+    CHECK_OK(ct_send(S, "sq2", "x", 1, 0, 0));
+    uint64_t b = rb_watch_seq(S, row, token);
+    CHECK(b != a && b != RB_SEQ_INVALID);
+    CHECK_OK(ct_send(S, "other", "x", 1, 0, 0)); /* not watched: no change */
+    CHECK(rb_watch_seq(S, row, token) == b);
+    char buf[16];
+    size_t len;
+    CHECK_OK(ct_recv1(S, "sq2", buf, sizeof buf, &len)); /* receiving does not change it */
+    CHECK(rb_watch_seq(S, row, token) == b);
+    CHECK_OK(ct_send(S, "sq1", "y", 1, 0, 0));
+    CHECK(rb_watch_seq(S, row, token) != b);
+    CHECK(rb_watch_seq(S, row, token + 1) == RB_SEQ_INVALID);
+    CHECK(rb_watch_seq(S, S->hdr->waiter_count, token) == RB_SEQ_INVALID);
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0)
+        _exit(rb_watch_seq(S, row, token) == RB_SEQ_INVALID ? 0 : 1);
+    int status;
+    CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_OK(rb_watch_close(S, row, token));
+    CHECK(rb_watch_seq(S, row, token) == RB_SEQ_INVALID);
+    CHECK_OK(rb_flush(S));
+    CHECK_SEG(S);
+}
+
 int main(void)
 {
     ct_init("watch");
@@ -514,6 +551,7 @@ int main(void)
     test_kill_loop();
     test_unlink_removes_fifos();
     test_poke_cache();
+    test_watch_seq();
     CHECK(ct_info(S).waiters_used == 0);
     CHECK_SEG(S);
     rb_close(S);

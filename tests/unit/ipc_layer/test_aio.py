@@ -360,7 +360,7 @@ def test_fd_wakeup_uses_no_helper_thread(make: Any, prefix: str) -> None:
 
 def test_fd_spin_lets_other_tasks_run_and_takes_without_sleeping(make: Any) -> None:
     """With spin_us the receive looks between loop iterations: other tasks keep running, and a
-    message that comes within the budget is taken with no waiter, FD watch or kernel sleep."""
+    message that comes within the budget is taken with no waiter, armed watch or kernel sleep."""
     layer = make(wakeup="fd", spin_us=5_000_000)  # longer than the test: it never sleeps
 
     async def main() -> tuple[Any, Any, int]:
@@ -388,7 +388,9 @@ def test_fd_spin_lets_other_tasks_run_and_takes_without_sleeping(make: Any) -> N
     assert plain == {"type": "spun", "to": "spin.plain"}
     assert routed_msg["type"] == "spun"
     for watch in layer._state.watches.values():
-        assert not watch.fd_watches and watch.thread is None and not watch.by_loop
+        # Spinning polls the loop's FD watch (lock-free) but never arms it or registers.
+        assert watch.thread is None and not watch.by_loop
+        assert all(not lw.armed for lw in watch.fd_watches.values())
 
 
 def test_fd_spin_cancelled_takes_nothing_and_expired_spin_sleeps(make: Any) -> None:

@@ -2,7 +2,7 @@
 
 Covers: arm reports queued records, a send pokes an armed watch once and an
 unarmed one never, close unlinks the FIFO and unregisters the row (idempotent),
-the watch works with ``select``/asyncio ``add_reader``, a killed watcher's row is
+the watch works with ``select``/asyncio ``add_reader``, ``seq`` moves with sends only, a killed watcher's row is
 swept with its FIFO, a forked child cannot arm its parent's watch, closing the
 segment closes its watches, and errors come through ``_check``.
 """
@@ -166,3 +166,30 @@ def test_bad_names(segment):
         segment.watch(())
     with pytest.raises(RingBufError):
         segment.watch((b"",))
+
+
+def test_seq_moves_with_sends_only(segment):
+    watch = segment.watch((b"s1", b"s2"))
+    first = watch.seq()
+    assert watch.seq() == first
+    segment.send(b"s2", b"x")
+    second = watch.seq()
+    assert second != first
+    segment.send(b"unwatched", b"x")
+    assert segment.receive((b"s2",)) is not None
+    assert watch.seq() == second  # neither another queue's send nor a receive moves it
+    assert not watch.arm()  # seq never arms: the next send still pokes
+    segment.send(b"s1", b"y")
+    assert watch.seq() != second and readable(watch, 1.0)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            watch.seq()
+        except ValueError as exc:
+            os._exit(0 if "not registered" in str(exc) else 2)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    watch.close()
+    with pytest.raises(ValueError, match="closed"):
+        watch.seq()
