@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=_positive(float), metavar="S", help="seconds per repeat (default 1, quick 0.1)")
     parser.add_argument("--repeats", type=_positive(int), metavar="N", help="repeats per case; the median is reported (default 3, quick 2)")
     parser.add_argument("--count", type=_positive(int), metavar="N", help="at most N messages / round trips per repeat")
-    parser.add_argument("--rounds", type=_positive(int), metavar="N", help="group sends measured per case (default 5, quick 2)")
+    parser.add_argument("--rounds", type=_positive(int), metavar="N", help="group sends measured per case (default 20, quick 2)")
     parser.add_argument(
         "--scale",
         type=_positive(float),

@@ -203,8 +203,10 @@ def _notes(scenario: str, rows: list[dict[str, Any]], settings: dict[str, Any]) 
         notes.append(f"{p['producers']} producer processes -> {p['consumers']} consumer processes.")
     if scenario == "group":
         notes.append(
-            f"Median of {settings['group_rounds']} rounds after one warm-up round; 'all delivered' "
-            "runs from the send call until the drainer has received every member's copy."
+            f"Median of {settings['group_rounds']} rounds after one warm-up round; each send is "
+            "made 2 ms after the round's barrier by a sender kept busy meanwhile, with the drainer "
+            "asleep in its receive (idle members); 'all delivered' runs from the send call until the drainer has received "
+            "every member's copy."
         )
     if scenario == "idle":
         notes.append(

@@ -69,6 +69,9 @@ RATIOS: dict[str, list[tuple[str, bool, str]]] = {
 PRIMARY: dict[str, tuple[str, bool, str]] = {name: ratios[0] for name, ratios in RATIOS.items()}
 
 MIXED_SIZES = (100, 1024, 65536)
+#: The group sender's busy pause after each round's barrier, so the drainer is asleep in
+#: its receive when the group_send is made (see group_sender).
+GROUP_SETTLE_NS = 2_000_000
 
 
 def size_label(size: int) -> str:
@@ -79,6 +82,13 @@ def size_label(size: int) -> str:
 
 def _now_ns() -> int:
     return time.monotonic_ns()
+
+
+def _busy_wait_ns(ns: int) -> None:
+    """Stay on the CPU for ``ns`` (a sleep would let a VM halt it and chill its caches)."""
+    deadline = _now_ns() + ns
+    while _now_ns() < deadline:
+        pass
 
 
 async def _send(driver: AioDriver, channel: str, message: dict[str, Any], ctx: RoleContext) -> int:
@@ -241,6 +251,12 @@ async def group_sender(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) -
     rounds = []
     for rnd in range(a["rounds"] + 1):
         await _wait(driver, ctx)
+        # Members are idle consumers (as in a chat) and the sender is a busy one (a consumer
+        # handling a message): let the drainer get into its receive and fall asleep while
+        # the sender stays on its CPU. Sending right after the barrier raced the drainer,
+        # so a round's call did or did not include waking it; sleeping instead let a VM
+        # halt the sender's own CPU and chill its caches before the call.
+        _busy_wait_ns(GROUP_SETTLE_NS)
         t0 = _now_ns()
         await driver.send_group(a["group"], message)
         t1 = _now_ns()

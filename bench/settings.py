@@ -28,7 +28,7 @@ class Settings:
     bytes_budget: int = 128 << 20
     repeats: int = 3
     warmup: int = 200
-    group_rounds: int = 5
+    group_rounds: int = 20
     idle_seconds: float = 5.0
     mixed_seconds: float = 6.0
     #: Well under every layer's one-way rate here, so the tail is not a queue.
