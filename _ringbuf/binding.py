@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: The layout this Python code was written against; the compiled module must agree.
-EXPECTED_LAYOUT_VERSION = 2
+EXPECTED_LAYOUT_VERSION = 3
 if lib.RB_LAYOUT_VERSION != EXPECTED_LAYOUT_VERSION:  # pragma: no cover - packaging error
     raise ImportError(
         f"_ringbuf._native was built for layout version {lib.RB_LAYOUT_VERSION}, "

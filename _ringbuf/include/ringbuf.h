@@ -34,7 +34,7 @@
 #include <stdint.h>
 
 #define RB_MAGIC 0x52494E47425546ULL /* "RINGBUF" */
-#define RB_LAYOUT_VERSION 2
+#define RB_LAYOUT_VERSION 3
 
 /* Names (queue, set and member names) are 1..RB_NAME_MAX bytes. */
 #define RB_NAME_MAX 256

@@ -27,7 +27,8 @@
  *             the statistics counters.
  *   derived - the cell free list and bump mark, the slot free list and bump
  *             mark, the hash index, queue.tail and queue.count, set member
- *             lists and counts, queue.waiters and queue.fd_watchers.
+ *             lists and counts, queue.waiters and queue.fd_watchers, and the
+ *             waiter-table high-water mark (header.waiter_hi).
  *
  * A process that dies holding the mutex (SIGKILL at any instruction) makes
  * the next locker get EOWNERDEAD; it then runs rb_repair(), which keeps the
@@ -177,7 +178,9 @@ typedef struct rb_header {
     uint32_t index_tombs;    /* tombstones in the index; a rebuild clears them */
     uint32_t waiters_used;
     uint32_t gc_epoch;       /* bumped by every table GC: queue ids taken before may be stale */
-    uint32_t pad;
+    uint32_t waiter_hi;      /* waiter rows at or above this were not registered since the last
+                              * rebuild (all free): senders scan [0, waiter_hi) for armed FD
+                              * rows, not the whole table (256 cold rows cost a send ~10 us) */
     uint64_t waiter_token;   /* last rb_waiter.token handed out */
 
     /* --- statistics (primary; never needed for correctness).  Senders

@@ -428,6 +428,10 @@ int rb_waiter_register(rb_seg *s, const uint32_t *ids, uint32_t count, uint32_t 
             wt->armed = 0;
             wt->token = token ? token : ++h->waiter_token; /* FD rows: reserved by the caller */
             *out_token = wt->token;
+            /* Before the commit: a live row is always below waiter_hi (a crash
+             * here leaves it only too high, which costs a scan a few rows). */
+            if (w >= h->waiter_hi)
+                h->waiter_hi = w + 1;
             /* COMMIT: the pid makes the row live; the repair recounts
              * queue.waiters from live rows only. */
             RB_STORE_RELEASE(&wt->pid, rb_self_pid());

@@ -283,6 +283,7 @@ void rb_repair(rb_seg *s)
     for (uint32_t i = 0; i < h->slot_bump; i++)
         s->slots[i].waiters = s->slots[i].fd_watchers = 0;
     h->waiters_used = 0;
+    h->waiter_hi = 0;
     for (uint32_t w = 0; w < h->waiter_count; w++) {
         rb_waiter *wt = &s->waiters[w];
         if (wt->pid == 0)
@@ -306,6 +307,7 @@ void rb_repair(rb_seg *s)
                 s->slots[wt->slot[k]].fd_watchers++;
         }
         h->waiters_used++;
+        h->waiter_hi = w + 1;
     }
 
     /* 5. slot free list, then the index. */
@@ -406,6 +408,10 @@ static int check_locked(rb_seg *s, char *why, size_t cap)
         rb_waiter *wt = &s->waiters[w];
         if (wt->pid == 0)
             continue;
+        if (w >= h->waiter_hi) {
+            bad = snprintf(why, cap, "waiter row %u is live but waiter_hi is %u", w, h->waiter_hi);
+            goto out;
+        }
         live++;
         for (uint32_t k = 0; k < wt->n && k < RB_WAIT_MAX; k++)
             if (wt->slot[k] < h->slot_bump) {

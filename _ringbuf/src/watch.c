@@ -110,7 +110,8 @@ static keepalive *ka_take(const rb_seg *s, uint64_t token)
 void rb_watch_collect(rb_seg *s, uint32_t qid, rb_pokes *p)
 {
     rb_header *h = s->hdr;
-    for (uint32_t w = 0; w < h->waiter_count; w++) {
+    uint32_t hi = h->waiter_hi < h->waiter_count ? h->waiter_hi : h->waiter_count;
+    for (uint32_t w = 0; w < hi; w++) {
         rb_waiter *wt = &s->waiters[w];
         if (wt->pid == 0 || wt->kind != RB_WAITER_FD || !wt->armed)
             continue;

@@ -331,6 +331,7 @@ static void inject_scramble(rb_seg *s, void *vp)
     h->slot_free_head = qid(s, "b2"); /* slot free list through a live slot */
     h->slots_used = 0;
     h->waiters_used = 77;
+    h->waiter_hi = 0;                /* would hide every live row from senders */
     b1->waiters = 5;
     s->slots[set].member_count = 42; /* member list broken */
     s->slots[set].first_member = RB_NIL;
@@ -422,6 +423,8 @@ static uint32_t fake_waiter(rb_seg *s, uint32_t pid, uint64_t start, const uint3
         wt->start_time = start;
         memcpy(wt->slot, ids, n * sizeof *ids);
         wt->token = ++h->waiter_token;
+        if (w >= h->waiter_hi)
+            h->waiter_hi = w + 1; /* as rb_waiter_register keeps it */
         wt->pid = pid;
         h->waiters_used++;
         for (uint32_t i = 0; i < n; i++)

@@ -336,6 +336,8 @@ static void test_waiters_full(void)
         wt->slot[0] = q;
         wt->start_time = rb_self_start_time();
         wt->token = ++S->hdr->waiter_token;
+        if (w >= S->hdr->waiter_hi)
+            S->hdr->waiter_hi = w + 1; /* as rb_waiter_register keeps it */
         wt->pid = rb_self_pid(); /* alive: the sweep must keep it */
         S->hdr->waiters_used++;
         S->slots[q].waiters++;
