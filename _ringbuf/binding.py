@@ -542,17 +542,22 @@ class Segment:
                 self._handle, set_name, len(set_name), buf, cap, out_len, out_count))
 
     def fanout(self, set_name: bytes, data: bytes, deadline_ns: int = 0,
-               capacity: int = 0, tagged: bool = False) -> tuple[int, int]:
+               capacity: int = 0, tagged: bool = False, grouped: bool = False) -> tuple[int, int]:
         """Put one copy of ``data`` in every live member's queue, in one C call.
 
         Members whose queue is full (their stored capacity, else
         ``capacity``) are skipped.  With ``tagged``, each copy starts with
         the member's tag frame: ``bytes([len(tag)]) + tag`` (see
-        :meth:`set_add`).  Returns ``(sent, skipped)``.
+        :meth:`set_add`).  With ``grouped`` (implies ``tagged``), the members
+        sharing a queue get one record carrying all their tags:
+        ``b"\x7f" + k.to_bytes(2, "little") + frames + data`` (a lone member
+        gets its single frame; tags of 127+ bytes are skipped).  Returns
+        ``(sent, skipped)``, counting members.
         """
         out = ffi.new("uint32_t[2]")
+        mode = lib.RB_FANOUT_GROUPED if grouped else 1 if tagged else 0
         _check(lib.rb_fanout_tagged(self._handle, set_name, len(set_name), data, len(data),
-                                    deadline_ns, capacity, 1 if tagged else 0, out, out + 1))
+                                    deadline_ns, capacity, mode, out, out + 1))
         return out[0], out[1]
 
     # -- maintenance -------------------------------------------------------------

@@ -135,6 +135,7 @@ int rb_set_add_routed(rb_seg *seg, const char *set, size_t set_len,
 int rb_set_add_member(rb_seg *seg, const char *set, size_t set_len,
                       const char *member, size_t member_len, size_t queue_len,
                       uint32_t capacity, uint64_t deadline_ns);
+#define RB_FANOUT_GROUPED 2
 int rb_fanout_tagged(rb_seg *seg, const char *set, size_t set_len, const char *data,
                      size_t len, uint64_t deadline_ns, uint32_t capacity, int tagged,
                      uint32_t *out_sent, uint32_t *out_skipped);

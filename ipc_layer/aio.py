@@ -312,13 +312,16 @@ class _Watch:
     """
 
     __slots__ = ("armed", "buffers", "by_channel", "by_loop", "cond", "dropped", "expiry",
-                 "fd_watches", "limit", "next_sweep", "open_watch", "queue", "queue_key", "spin_us",
-                 "thread", "wait")
+                 "fd_watches", "limit", "next_sweep", "open_watch", "pending", "queue", "queue_key",
+                 "spin_us", "thread", "wait")
 
     def __init__(self, lock: threading.Lock, queue: str, wait: Any, spin_us: int,
-                 limit: int, expiry: float, open_watch: Any = None) -> None:
+                 limit: int, expiry: float, open_watch: Any = None, pending: Any = None) -> None:
         self.cond = threading.Condition(lock)
         self.queue = queue
+        # Messages of grouped records this process already took off the queue
+        # (ipc_layer.grouped): waiters must be woken for them, not armed.
+        self.pending = pending
         # FD wake-ups: segment.watch, or None for the helper thread only.
         self.open_watch = open_watch
         self.fd_watches: dict[asyncio.AbstractEventLoop, _LoopWatch] = {}
@@ -409,8 +412,16 @@ class _Watch:
         """Wake a waiter per loop once the queue holds a record.
 
         Loops with an FD watch arm it (or are woken at once when records are
-        already there); the others are served by the helper thread.
+        already there); the others are served by the helper thread. Messages
+        split off a grouped record and still pending in this process are not
+        in the segment, so no arm would ever fire for them: a waiter of each
+        loop is woken at once instead.
         """
+        if self.pending is not None and self.pending():
+            running = asyncio._get_running_loop()
+            for loop in list(self.by_loop):
+                self.wake_loop(loop, running)
+            return
         fd_watches = self.fd_watches
         if fd_watches:
             running = asyncio._get_running_loop()
@@ -737,7 +748,8 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
             watch = state.watches[queue] = _Watch(
                 state.lock, queue, segment.wait, self.spin_us,
                 self._capacities.get(queue), self.expiry,
-                segment.watch if self.wakeup == "fd" else None)
+                segment.watch if self.wakeup == "fd" else None,
+                functools.partial(self._sync.pending_count, queue))
         return watch
 
     def _spin_seq(self, queue: str, loop: asyncio.AbstractEventLoop) -> Any:

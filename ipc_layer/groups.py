@@ -19,7 +19,11 @@ member row is the full channel name, with three facts stored beside it:
 
 ``send_group`` is one C call (:meth:`_ringbuf.Segment.fanout`): every copy
 is queued under one lock hold, full members are skipped (counted in the
-statistics as refusals) and only the queues with sleepers are woken.
+statistics as refusals) and only the queues with sleepers are woken. The
+members that share a queue (a process's ``name!x`` channels) get ONE
+grouped record carrying all their tags, which the receiving process splits
+(see "Grouped records" in :mod:`ipc_layer.layer`): a group of a hundred
+consumers in one process costs one record, not a hundred.
 """
 
 from __future__ import annotations
@@ -105,7 +109,8 @@ class GroupStore:
         ``default_capacity`` only applies to members added without one
         (by another tool on the raw segment).
         """
-        sent, skipped = self._seg.fanout(self._group(group), payload, deadline_ns, default_capacity, True)
+        sent, skipped = self._seg.fanout(self._group(group), payload, deadline_ns, default_capacity,
+                                         grouped=True)
         if skipped:
             logger.debug("send_group(%r): %d member(s) full, skipped; %d delivered", group, skipped, sent)
         return sent, skipped

@@ -12,12 +12,17 @@ frame followed by the msgpack payload (:mod:`ipc_layer.serializer`)::
 
     normal, "?" and "name!" channels:  payload (no frame; its first byte is >= 0x80)
     process-specific "name!suffix":    bytes([len(suffix)]) + suffix + payload
+    group copies for several "name!x" of one process (one record):
+                                       b"\x7f" + count + frames + payload
 
 so a receive on ``"name!"`` gives back the full name ``"name!" + suffix``
 without a reserved message key (asgi_ipc's ``__asgi_channel__``), and the
 capacity of ``"name!x"`` is that of queue ``"name!"``. Group fan-out
 writes the same frames in C (tagged fan-out over routed members, see
-:mod:`ipc_layer.groups`).
+:mod:`ipc_layer.groups`); the members of one process queue share one
+*grouped record*, which a receive splits (:mod:`ipc_layer.grouped`: the
+first message is returned, the others wait in this process for the next
+receives on that queue).
 
 Capacity and back-pressure
 --------------------------
@@ -90,6 +95,7 @@ from .base import (
 )
 from .capacity import DEFAULT_CAPACITY, CapacityKey
 from .exceptions import ChannelFull, LayoutMismatch, MessageTooLarge, SegmentError
+from .grouped import GROUP_MARK, PENDING, take_grouped
 from .groups import GroupStore
 from .serializer import DEFAULT_MAX_MESSAGE_SIZE
 
@@ -283,6 +289,10 @@ class IPCChannelLayer(BaseChannelLayer):
         if fast is None:
             fast = self._receiver(channels, block, key)
         receive_once, wanted = fast
+        if PENDING:  # messages split off a grouped record come first (older)
+            pending = PENDING.take(self.prefix, wanted)
+            if pending is not None:
+                return pending
         try:
             got = receive_once()
         except RingBufError as exc:
@@ -294,6 +304,9 @@ class IPCChannelLayer(BaseChannelLayer):
         if tag >= 0x80:  # no frame: the record is the msgpack map itself
             channel = wanted[index]
             payload = data
+        elif tag == GROUP_MARK:
+            return take_grouped(self.prefix, wanted[index], data, self._decode,
+                                _monotonic_ns() + self._expiry_ns)
         elif tag:
             channel = wanted[index] + data[1 : 1 + tag].decode("ascii")
             payload = data[1 + tag :]
@@ -371,11 +384,20 @@ class IPCChannelLayer(BaseChannelLayer):
     # -- flush and statistics ------------------------------------------------------
 
     def flush(self) -> None:
-        """Drop every message, group and counter of this prefix (all processes)."""
+        """Drop every message, group and counter of this prefix (all processes).
+
+        Messages this process split off grouped records and has not handed
+        out yet go too; other processes' go at their next flush.
+        """
+        PENDING.clear(self.prefix)
         try:
             self._seg.flush()
         except RingBufError as exc:
             raise SegmentError(f"flush of segment {self.prefix!r}: {exc}") from exc
+
+    def pending_count(self, queue: str) -> int:
+        """Messages of grouped records this process took off ``queue`` and has not handed out."""
+        return PENDING.count(self.prefix, queue) if PENDING else 0
 
     def global_statistics(self) -> dict[str, int]:
         info = self._seg.info()

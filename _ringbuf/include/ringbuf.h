@@ -181,6 +181,11 @@ int rb_set_add_routed(rb_seg *seg, const char *set, size_t set_len,
 int rb_set_add_member(rb_seg *seg, const char *set, size_t set_len,
                       const char *member, size_t member_len, size_t queue_len,
                       uint32_t capacity, uint64_t deadline_ns);
+/* tagged = RB_FANOUT_GROUPED: the members sharing a queue get one record
+ * carrying all their tags, [0x7f][count: u16 LE]([len][tag]) x count, or the
+ * single frame above when alone (see sets.c); members with tags of 127
+ * bytes or more are skipped.  sent/skipped still count members. */
+#define RB_FANOUT_GROUPED 2
 int rb_fanout_tagged(rb_seg *seg, const char *set, size_t set_len, const char *data,
                      size_t len, uint64_t deadline_ns, uint32_t capacity, int tagged,
                      uint32_t *out_sent, uint32_t *out_skipped);

@@ -222,6 +222,98 @@ static uint32_t member_queue_len(const rb_slot *ms)
     return ms->queue_len == 0 || ms->queue_len > ms->name_len ? ms->name_len : ms->queue_len;
 }
 
+/* ---- grouped fan-out (tagged == RB_FANOUT_GROUPED) ------------------------
+ *
+ * Routed members of one process share its queue ("specific.<id>!a",
+ * "specific.<id>!b", ...).  Copying the payload once per member made a
+ * 100-member group of one process cost 100 record allocations, each pulling
+ * cache lines the consumer had just freed on another core.  Grouped, the
+ * members of one queue get ONE record carrying all their tags:
+ *
+ *     one member:   [len][tag]                          (as tagged == 1)
+ *     several:      [0x7f][k: u16 little-endian]([len][tag]) x k  payload
+ *
+ * 0x7f is free because grouped members have tags of at most 0x7e bytes
+ * (longer ones are skipped and counted: a tag length byte of 0x7f would be
+ * ambiguous); the layer's names are at most 100 characters.  A record
+ * never exceeds max_record: a queue's members are split over as many
+ * records as needed.  The capacity checked is the first member's of the
+ * record (a process queue's members all state the same one). */
+
+typedef struct fan_item {
+    uint32_t qid;
+    uint32_t member;
+    uint32_t order; /* set order: tags stay in it within a record */
+} fan_item;
+
+static int cmp_item(const void *a, const void *b)
+{
+    const fan_item *x = a, *y = b;
+    if (x->qid != y->qid)
+        return (x->qid > y->qid) - (x->qid < y->qid);
+    return (x->order > y->order) - (x->order < y->order);
+}
+
+#define RB_GROUP_MARK 0x7f
+
+/* Under the lock: enqueue the grouped records of items[0..n) (sorted).
+ * Adds to *sent / *skipped per member and records queues to wake. */
+static void enqueue_grouped(rb_seg *s, fan_item *items, uint32_t n, char *frame,
+                            const char *data, size_t len, uint64_t deadline_ns, uint64_t now,
+                            uint32_t capacity, uint32_t *wake, uint32_t *nwake,
+                            uint32_t *sent, uint32_t *skipped)
+{
+    size_t room = s->hdr->max_record - len; /* >= 256: checked by the caller */
+    uint32_t i = 0;
+    while (i < n) {
+        uint32_t qid = items[i].qid;
+        /* Greedy chunk of this queue's members that fits one record. */
+        size_t frame_len = 3;
+        uint32_t j = i;
+        while (j < n && items[j].qid == qid && j - i < 0xffff) {
+            rb_slot *ms = rb_slot_at(s, items[j].member);
+            size_t tag = ms->name_len - member_queue_len(ms);
+            if (frame_len + 1 + tag > room)
+                break;
+            frame_len += 1 + tag;
+            j++;
+        }
+        if (j == i)
+            j = i + 1; /* one member always fits (single frame <= 256 <= room) */
+        uint32_t k = j - i;
+        if (k == 1) {
+            rb_slot *ms = rb_slot_at(s, items[i].member);
+            uint32_t qlen = member_queue_len(ms);
+            frame[0] = (char)(ms->name_len - qlen);
+            memcpy(frame + 1, ms->name + qlen, ms->name_len - qlen);
+            frame_len = 1 + ms->name_len - qlen;
+        } else {
+            frame[0] = (char)RB_GROUP_MARK;
+            frame[1] = (char)(k & 0xff);
+            frame[2] = (char)(k >> 8);
+            frame_len = 3;
+            for (uint32_t m = i; m < j; m++) {
+                rb_slot *ms = rb_slot_at(s, items[m].member);
+                uint32_t qlen = member_queue_len(ms);
+                frame[frame_len] = (char)(ms->name_len - qlen);
+                memcpy(frame + frame_len + 1, ms->name + qlen, ms->name_len - qlen);
+                frame_len += 1 + ms->name_len - qlen;
+            }
+        }
+        rb_slot *first = rb_slot_at(s, items[i].member);
+        rb_slot *q = rb_slot_at(s, qid);
+        uint32_t cap = first->capacity ? first->capacity : q->capacity ? 0 : capacity;
+        if (rb_enqueue_locked(s, qid, frame, frame_len, data, len, deadline_ns, now, cap) == RB_OK) {
+            *sent += k;
+            if (q->waiters && (*nwake == 0 || wake[*nwake - 1] != qid))
+                wake[(*nwake)++] = qid;
+        } else {
+            *skipped += k;
+        }
+        i = j;
+    }
+}
+
 int rb_fanout(rb_seg *s, const char *set, size_t set_len, const char *data, size_t len,
               uint64_t deadline_ns, uint32_t capacity, uint32_t *out_sent, uint32_t *out_skipped)
 {
@@ -241,6 +333,7 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
                        "max_record of %u bytes", len, tagged ? 256 : 0, s->hdr->max_record);
     uint64_t now = rb_now_ns();
     uint32_t sent = 0, skipped = 0;
+    int grouped = tagged == RB_FANOUT_GROUPED;
     /* Queues to wake after unlocking (waking under the lock would make the
      * wakee contend for it at once).  Spill to the heap for big sets. */
     uint32_t stack_wake[128];
@@ -250,13 +343,26 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
     if ((r = rb_lock(s)) != RB_OK)
         return r;
     uint32_t sid = live_set(s, set, set_len, now);
-    if (sid != RB_NIL && rb_slot_at(s, sid)->member_count > 128) {
-        wake = malloc(sizeof(uint32_t) * rb_slot_at(s, sid)->member_count);
-        if (!wake) {
+    uint32_t members = sid == RB_NIL ? 0 : rb_slot_at(s, sid)->member_count;
+    fan_item *items = NULL;
+    char *frame_buf = NULL;
+    if (members > 128 || (grouped && members)) {
+        if (members > 128)
+            wake = malloc(sizeof(uint32_t) * members);
+        if (grouped) {
+            items = malloc(sizeof(fan_item) * members);
+            frame_buf = malloc(s->hdr->max_record);
+        }
+        if (!wake || (grouped && (!items || !frame_buf))) {
             rb_unlock(s);
-            return rb_fail(RB_E_SYS, "out of memory for %u members", rb_slot_at(s, sid)->member_count);
+            if (wake != stack_wake)
+                free(wake);
+            free(items);
+            free(frame_buf);
+            return rb_fail(RB_E_SYS, "out of memory for %u members", members);
         }
     }
+    uint32_t nitems = 0, order = 0;
     for (uint32_t m = sid == RB_NIL ? RB_NIL : rb_slot_at(s, sid)->first_member; m != RB_NIL;
          m = rb_slot_at(s, m)->next_member) {
         rb_slot *ms = rb_slot_at(s, m);
@@ -265,6 +371,14 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
         int e = RB_OK;
         if (qid == RB_NIL)
             e = rb_table_create(s, RB_SLOT_QUEUE, 0, ms->name, qlen, 0, &qid);
+        if (grouped) {
+            /* Collected now, enqueued per queue below (enqueue_grouped). */
+            if (e != RB_OK || ms->name_len - qlen >= RB_GROUP_MARK || nitems >= members)
+                skipped++;
+            else
+                items[nitems++] = (fan_item){qid, m, order++};
+            continue;
+        }
         if (e == RB_OK) {
             rb_slot *q = rb_slot_at(s, qid);
             /* The tag frame: one length byte, then the name's tail. */
@@ -289,6 +403,13 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
         if (rb_slot_at(s, qid)->waiters)
             wake[nwake++] = qid;
     }
+    if (grouped && nitems) {
+        qsort(items, nitems, sizeof *items, cmp_item);
+        enqueue_grouped(s, items, nitems, frame_buf, data, len, deadline_ns, now, capacity, wake,
+                        &nwake, &sent, &skipped);
+    }
+    free(items);
+    free(frame_buf);
     /* Routed members of one process share its queue: wake each queue once,
      * not once per copy.  Sorting groups the copies of a queue, so each
      * queue's FD rows are collected with one scan of the waiter table (a

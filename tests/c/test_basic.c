@@ -764,6 +764,82 @@ static void test_batches(rb_seg *s)
 }
 
 /* One queue listed twice (or more) in a receive. */
+/* Grouped fan-out (RB_FANOUT_GROUPED): the members sharing a queue get one
+ * record with all their tags, in set order; a lone member gets the single
+ * frame; a queue's members are split over records that fit max_record;
+ * capacity is checked per record; tags of 127+ bytes are skipped. */
+static void test_grouped(rb_seg *s)
+{
+    CHECK_OK(rb_set_add_routed(s, "gg", 2, "gq!a", 4, 3, 0));
+    CHECK_OK(rb_set_add_routed(s, "gg", 2, "gx!z", 4, 3, 0));
+    CHECK_OK(rb_set_add_routed(s, "gg", 2, "gq!bb", 5, 3, 0));
+    CHECK_OK(rb_set_add(s, "gg", 2, "gsolo", 5, 0));
+    CHECK_OK(rb_set_add_routed(s, "gg", 2, "gq!c", 4, 3, 0));
+    uint32_t sent = 0, skipped = 0;
+    CHECK_OK(rb_fanout_tagged(s, "gg", 2, "hey", 3, 0, 0, RB_FANOUT_GROUPED, &sent, &skipped));
+    CHECK(sent == 5 && skipped == 0);
+    CHECK(ct_qstats(s, "gq!").pending == 1); /* one record for three members */
+    char buf[256];
+    size_t n;
+    CHECK_OK(ct_recv1(s, "gq!", buf, sizeof buf, &n));
+    /* The member list is newest first: c, bb, a. */
+    static const char want[] = "\x7f\x03\x00\x01" "c" "\x02" "bb" "\x01" "a" "hey";
+    CHECK(n == sizeof want - 1 && memcmp(buf, want, n) == 0);
+    CHECK_OK(ct_recv1(s, "gx!", buf, sizeof buf, &n));
+    CHECK(n == 5 && memcmp(buf, "\x01zhey", 5) == 0); /* alone: the single frame */
+    CHECK_OK(ct_recv1(s, "gsolo", buf, sizeof buf, &n));
+    CHECK(n == 4 && buf[0] == 0 && memcmp(buf + 1, "hey", 3) == 0);
+
+    /* Capacity is checked per record (the first member's, else the queue's). */
+    CHECK_OK(ct_send(s, "gq!", "fill", 4, 0, 0));
+    CHECK_OK(rb_fanout_tagged(s, "gg", 2, "m", 1, 0, 1, RB_FANOUT_GROUPED, &sent, &skipped));
+    CHECK(sent == 2 && skipped == 3); /* gq! full: its three members skipped together */
+    drain(s, "gq!");
+    drain(s, "gx!");
+    drain(s, "gsolo");
+
+    /* Split: 40 members with 60-byte tags do not fit one record. */
+    uint32_t max = ct_info(s).max_record;
+    char member[80];
+    for (int i = 0; i < 40; i++) {
+        int len = snprintf(member, sizeof member, "sp!%02d", i);
+        memset(member + len, 't', 3 + 60 - (size_t)len); /* "sp!NN" + t...: a 60-byte tag */
+        CHECK_OK(rb_set_add_routed(s, "gs", 2, member, 3 + 60, 3, 0));
+    }
+    uint32_t payload = max - 1000; /* room for ~16 tags of 61 bytes per record */
+    memset(big_in, 'p', payload);
+    CHECK_OK(rb_fanout_tagged(s, "gs", 2, big_in, payload, 0, 0, RB_FANOUT_GROUPED, &sent,
+                              &skipped));
+    CHECK(sent == 40 && skipped == 0);
+    uint32_t records = (uint32_t)ct_qstats(s, "sp!").pending, tags = 0;
+    CHECK(records >= 3 && records <= 4);
+    for (uint32_t r = 0; r < records; r++) {
+        CHECK_OK(ct_recv1(s, "sp!", big_out, sizeof big_out, &n));
+        CHECK(n <= max && (unsigned char)big_out[0] == 0x7f);
+        uint32_t k = (uint8_t)big_out[1] | (uint32_t)(uint8_t)big_out[2] << 8;
+        size_t off = 3;
+        for (uint32_t t = 0; t < k; t++) {
+            CHECK((uint8_t)big_out[off] == 60 && big_out[off + 1] >= '0' && big_out[off + 1] <= '3');
+            off += 1 + 60;
+        }
+        CHECK(n == off + payload && big_out[off] == 'p');
+        tags += k;
+    }
+    CHECK(tags == 40);
+
+    /* A tag of 127 bytes cannot be framed: skipped, counted. */
+    char longm[140] = "lq!";
+    memset(longm + 3, 'L', 127);
+    CHECK_OK(rb_set_add_routed(s, "gl", 2, longm, 130, 3, 0));
+    CHECK_OK(rb_set_add_routed(s, "gl", 2, "lq!ok", 5, 3, 0));
+    CHECK_OK(rb_fanout_tagged(s, "gl", 2, "x", 1, 0, 0, RB_FANOUT_GROUPED, &sent, &skipped));
+    CHECK(sent == 1 && skipped == 1);
+    drain(s, "lq!");
+    CHECK_OK(rb_flush(s));
+    CHECK(ct_info(s).cells_free == ct_info(s).cells_total);
+    CHECK_SEG(s);
+}
+
 static void test_duplicate_names(rb_seg *s)
 {
     char blob[64], buf[8];
@@ -892,6 +968,7 @@ int main(void)
     test_expiry(s);
     test_sets(s);
     test_routed(s);
+    test_grouped(s);
     test_duplicate_names(s);
     test_batches(s);
     test_list_stats_flush(s);
