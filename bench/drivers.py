@@ -269,11 +269,14 @@ class Asgi1Driver(Driver):
 # ------------------------------------------------------------------ Channels 4 (asyncio)
 
 
-#: ``asyncio.timeout`` (3.11+) bounds an await inside the running task, as a consumer's
-#: receive runs; ``wait_for`` (the 3.10 fallback) wraps the receive in a Task of its own,
-#: one more loop step per message (ipc_aio round trip with a 50 us spin, quick runs: 15 us
-#: against 23-29 us).
-_timeout = getattr(asyncio, "timeout", None)
+#: How often the native driving's watchdog looks for a receive past its timeout. A
+#: consumer awaits ``receive`` with no timeout at all; the bench must not hang, but a
+#: per-receive ``asyncio.timeout`` (a timer armed and cancelled every time) cost ~4 us per
+#: receive, ~8 us per round trip, half of ipc_aio's with a spin budget; ``wait_for`` (a Task
+#: per receive) cost more. One watchdog per role costs a timestamp per receive instead.
+_WATCHDOG_S = 0.5
+#: Task.uncancel (3.11+) lets the watchdog's cancellation become a plain timeout.
+_CAN_UNCANCEL = hasattr(asyncio.Task, "uncancel")
 
 
 class _Channels4:
@@ -362,8 +365,29 @@ class Channels4AioDriver(_Channels4, AioDriver):
     background tasks (channels_redis' acknowledgements) between operations, as in a site.
     """
 
+    #: Loop time by which the receive in progress must return (None: none in progress),
+    #: and whether the watchdog cancelled it for that.
+    _deadline: float | None = None
+    _expired = False
+
     def run(self, role: Coroutine[Any, Any, Any]) -> Any:
-        return self.loop.run_until_complete(self._role(role))
+        task = self.loop.create_task(self._role(role))
+        watchdog = self.loop.create_task(self._watchdog(task))
+        try:
+            return self.loop.run_until_complete(task)
+        finally:
+            watchdog.cancel()
+            self.loop.run_until_complete(asyncio.gather(watchdog, return_exceptions=True))
+
+    async def _watchdog(self, task: asyncio.Task[Any]) -> None:
+        """Cancel ``task``'s receive once it runs past its deadline (see ``receive``)."""
+        while not task.done():
+            await asyncio.sleep(_WATCHDOG_S)
+            deadline = self._deadline
+            if deadline is not None and self.loop.time() > deadline:
+                self._deadline = None
+                self._expired = True
+                task.cancel()
 
     async def _role(self, role: Coroutine[Any, Any, Any]) -> Any:
         result = await role
@@ -380,14 +404,25 @@ class Channels4AioDriver(_Channels4, AioDriver):
         self, channels: list[str], timeout: float
     ) -> tuple[str | None, dict[str, Any] | None]:
         channel = self._one(channels)
-        try:
-            if _timeout is None:
+        if not _CAN_UNCANCEL:  # 3.10: no watchdog (it could not undo its cancel)
+            try:
                 message = await asyncio.wait_for(self.layer.receive(channel), timeout)
-            else:
-                async with _timeout(timeout):
-                    message = await self.layer.receive(channel)
-        except asyncio.TimeoutError:  # TimeoutError itself since 3.11 (asyncio.timeout's)
+            except asyncio.TimeoutError:
+                return None, None
+            return channel, message
+        self._deadline = self.loop.time() + timeout
+        try:
+            message = await self.layer.receive(channel)
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise
+            self._expired = False
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the watchdog's cancel meant "timed out", nothing more
             return None, None
+        finally:
+            self._deadline = None
         return channel, message
 
     async def new_channel(self) -> str:

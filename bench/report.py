@@ -82,7 +82,8 @@ def aio_driving_note(settings: dict[str, Any]) -> str | None:
     return (
         f"Channels 4 layers ({names}): native asyncio driving (`--aio-driving native`): each "
         "role is one coroutine on its process's event loop, every operation a plain `await` "
-        "(receive timeouts by `asyncio.timeout`), as Channels 4 consumers run."
+        "(a receive past the timeout is cancelled by one watchdog per process, no timer per "
+        "receive), as Channels 4 consumers run."
     )
 
 
