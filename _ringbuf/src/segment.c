@@ -43,7 +43,17 @@
  * lengthens one slice); real builds keep the monotonic clock. */
 #define RB_LOCK_CLOCK CLOCK_REALTIME
 #define RB_TIMED_LOCK(m, ts) pthread_mutex_timedlock((m), (ts))
+/* TSan's timedlock interceptor records the lock only when it returns 0 (its
+ * trylock one also on EOWNERDEAD): a lock taken over from a dead owner that
+ * way must be announced, or its unlock is "unlock of an unlocked mutex". */
+#include <sanitizer/tsan_interface.h>
+#define RB_TSAN_ANNOUNCE_LOCK(m)                                                                   \
+    do {                                                                                           \
+        __tsan_mutex_pre_lock((m), __tsan_mutex_try_lock);                                         \
+        __tsan_mutex_post_lock((m), __tsan_mutex_try_lock, 0);                                     \
+    } while (0)
 #else
+#define RB_TSAN_ANNOUNCE_LOCK(m) ((void)(m))
 #define RB_LOCK_CLOCK CLOCK_MONOTONIC
 #define RB_TIMED_LOCK(m, ts) pthread_mutex_clocklock((m), CLOCK_MONOTONIC, (ts))
 #endif
@@ -434,6 +444,8 @@ int rb_lock(rb_seg *s)
             ts.tv_nsec -= 1000000000L;
         }
         r = RB_TIMED_LOCK(m, &ts);
+        if (r == EOWNERDEAD)
+            RB_TSAN_ANNOUNCE_LOCK(m);
         if (r != ETIMEDOUT)
             break;
     }
