@@ -256,6 +256,42 @@ static int cmp_item(const void *a, const void *b)
 
 #define RB_GROUP_MARK 0x7f
 
+/* Under the lock: resolve every member's queue (creating missing ones) into
+ * items[0..*n), counting unframeable members in *skipped.  The records are
+ * enqueued only after the whole walk, and creating a queue may GC other
+ * empty queues (table_gc), which would leave ids taken earlier in the walk
+ * stale: the record of one process could land in a queue reused by
+ * another, or on a FREE slot.  So the walk is repeated until one whole pass
+ * ran without a GC (as resolve_for_wait does); a table that never settles
+ * is back-pressure: every member is skipped. */
+static void collect_grouped(rb_seg *s, uint32_t sid, fan_item *items, uint32_t cap, uint32_t *n,
+                            uint32_t *skipped)
+{
+    for (int attempt = 0; attempt < 4; attempt++) {
+        uint32_t epoch = s->hdr->gc_epoch, count = 0, skip = 0, order = 0;
+        for (uint32_t m = rb_slot_at(s, sid)->first_member; m != RB_NIL;
+             m = rb_slot_at(s, m)->next_member) {
+            rb_slot *ms = rb_slot_at(s, m);
+            uint32_t qlen = member_queue_len(ms);
+            uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, ms->name, qlen);
+            int e = RB_OK;
+            if (qid == RB_NIL)
+                e = rb_table_create(s, RB_SLOT_QUEUE, 0, ms->name, qlen, 0, &qid);
+            if (e != RB_OK || ms->name_len - qlen >= RB_GROUP_MARK || count >= cap)
+                skip++;
+            else
+                items[count++] = (fan_item){qid, m, order++};
+        }
+        if (epoch == s->hdr->gc_epoch) {
+            *n = count;
+            *skipped += skip;
+            return;
+        }
+    }
+    *n = 0;
+    *skipped += rb_slot_at(s, sid)->member_count;
+}
+
 /* Under the lock: enqueue the grouped records of items[0..n) (sorted).
  * Adds to *sent / *skipped per member and records queues to wake. */
 static void enqueue_grouped(rb_seg *s, fan_item *items, uint32_t n, char *frame,
@@ -351,7 +387,8 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
             wake = malloc(sizeof(uint32_t) * members);
         if (grouped) {
             items = malloc(sizeof(fan_item) * members);
-            frame_buf = malloc(s->hdr->max_record);
+            /* The largest frame: the mark, a count and 0xffff tags of < 127. */
+            frame_buf = malloc(3 + (size_t)(members < 0xffff ? members : 0xffff) * 128);
         }
         if (!wake || (grouped && (!items || !frame_buf))) {
             rb_unlock(s);
@@ -362,23 +399,17 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
             return rb_fail(RB_E_SYS, "out of memory for %u members", members);
         }
     }
-    uint32_t nitems = 0, order = 0;
-    for (uint32_t m = sid == RB_NIL ? RB_NIL : rb_slot_at(s, sid)->first_member; m != RB_NIL;
-         m = rb_slot_at(s, m)->next_member) {
+    uint32_t nitems = 0;
+    if (grouped && sid != RB_NIL)
+        collect_grouped(s, sid, items, members, &nitems, &skipped);
+    for (uint32_t m = grouped || sid == RB_NIL ? RB_NIL : rb_slot_at(s, sid)->first_member;
+         m != RB_NIL; m = rb_slot_at(s, m)->next_member) {
         rb_slot *ms = rb_slot_at(s, m);
         uint32_t qlen = member_queue_len(ms);
         uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, ms->name, qlen);
         int e = RB_OK;
         if (qid == RB_NIL)
             e = rb_table_create(s, RB_SLOT_QUEUE, 0, ms->name, qlen, 0, &qid);
-        if (grouped) {
-            /* Collected now, enqueued per queue below (enqueue_grouped). */
-            if (e != RB_OK || ms->name_len - qlen >= RB_GROUP_MARK || nitems >= members)
-                skipped++;
-            else
-                items[nitems++] = (fan_item){qid, m, order++};
-            continue;
-        }
         if (e == RB_OK) {
             rb_slot *q = rb_slot_at(s, qid);
             /* The tag frame: one length byte, then the name's tail. */

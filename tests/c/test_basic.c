@@ -489,6 +489,31 @@ static rb_seg *test_noslot(rb_seg *s)
     CHECK_OK(rb_set_discard(s, "grp", 3, "m", 1));
     CHECK(ct_info(s).sets == 0);
     CHECK_SEG(s);
+
+    /* Grouped fan-out while the table is full: resolving the second member's
+     * queue (pb!, missing) GCs the first one's (pa!, empty, no waiter) that
+     * the walk had already resolved.  Each process must still get its own
+     * record, in its own queue. */
+    CHECK_OK(rb_flush(s));
+    CHECK_OK(rb_set_add_routed(s, "gc", 2, "pb!m2", 5, 3, 0)); /* walked second */
+    CHECK_OK(rb_set_add_routed(s, "gc", 2, "pa!m1", 5, 3, 0)); /* walked first */
+    CHECK_OK(ct_send(s, "pa!", "x", 1, 0, 0));
+    CHECK_OK(ct_recv1(s, "pa!", buf, sizeof buf, &n)); /* pa! exists, empty */
+    for (int i = 0; ct_info(s).slots_used < 8; i++) { /* fill the table with empty queues */
+        snprintf(q, sizeof q, "fill%d", i);
+        CHECK_OK(ct_send(s, q, "x", 1, 0, 0));
+        CHECK_OK(ct_recv1(s, q, buf, sizeof buf, &n));
+    }
+    uint32_t sent = 0, skipped = 0;
+    CHECK_OK(rb_fanout_tagged(s, "gc", 2, "hi", 2, 0, 0, RB_FANOUT_GROUPED, &sent, &skipped));
+    CHECK(sent == 2 && skipped == 0);
+    CHECK_OK(ct_recv1(s, "pa!", buf, sizeof buf, &n));
+    CHECK(n == 5 && memcmp(buf, "\x02m1hi", 5) == 0);
+    CHECK_OK(ct_recv1(s, "pb!", buf, sizeof buf, &n));
+    CHECK(n == 5 && memcmp(buf, "\x02m2hi", 5) == 0);
+    CHECK_OK(rb_set_discard(s, "gc", 2, "pa!m1", 5));
+    CHECK_OK(rb_set_discard(s, "gc", 2, "pb!m2", 5));
+    CHECK_SEG(s);
     return s;
 }
 
