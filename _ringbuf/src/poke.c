@@ -6,9 +6,12 @@
  * walk and two syscalls per poke (~3 us on a VM), and a busy sender pokes the
  * same few watchers over and over (the event loops of the worker processes it
  * talks to).  So each process keeps the write ends of the last RB_POKE_FDS
- * FIFOs it poked, keyed by path.  A path names one registration only (its
- * (pid, token) pair; see watch.c), so a cached end is never pointed at
- * another watch: it is either the right FIFO or a dead one.
+ * FIFOs it poked, keyed by path AND the segment's creation time.  Within one
+ * segment a path names one registration only (its (pid, token) pair; see
+ * watch.c); a segment removed and made again under the same prefix starts
+ * its tokens afresh, so the same path can come back for a new FIFO: the
+ * creation time tells the two apart, so a cached end is never pointed at
+ * another watch - it is either the right FIFO or a dead one.
  *
  * When a cached end goes stale:
  *   - the watch closed, or its owner died: the read end is gone, the write
@@ -57,6 +60,7 @@ typedef struct poke_end {
     int fd; /* -1 = unused */
     dev_t dev;
     ino_t ino;
+    uint64_t seg_created; /* rb_header.created_ns of the segment it was opened for */
     char path[RB_POKE_PATH];
 } poke_end;
 
@@ -105,9 +109,9 @@ static int still_ours(unsigned i)
 
 /* Open `path` for poking and cache it; -1 if it has no reader (ENXIO) or is
  * gone (ENOENT).  (cache_lock held) */
-static int open_end(const char *path)
+static int open_end(const char *path, uint64_t seg_created)
 {
-    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return -1;
     struct stat st;
@@ -115,36 +119,52 @@ static int open_end(const char *path)
         close(fd); /* not a FIFO: never ours to write (someone else's file) */
         return -1;
     }
-    unsigned i = cache_next++ % RB_POKE_FDS;
-    if (cache[i].fd >= 0)
+    unsigned i = RB_POKE_FDS;
+    for (unsigned k = 0; k < RB_POKE_FDS && i == RB_POKE_FDS; k++)
+        if (cache[k].fd < 0)
+            i = k; /* a free slot first */
+    if (i == RB_POKE_FDS) {
+        i = cache_next++ % RB_POKE_FDS; /* else round robin */
         drop(i, still_ours(i));
+    }
     cache[i].fd = fd;
+    cache[i].seg_created = seg_created;
     cache[i].dev = st.st_dev;
     cache[i].ino = st.st_ino;
     snprintf(cache[i].path, sizeof cache[i].path, "%s", path);
     return (int)i;
 }
 
-/* Write one byte to the FIFO at `path`; returns 1 if the write hit EPIPE. */
-static int poke_one(const char *path)
+/* Write one byte to the FIFO at `path` of the segment made at `seg_created`;
+ * returns 1 if a write hit EPIPE. */
+static int poke_one(const char *path, uint64_t seg_created)
 {
-    int slot = -1;
+    int slot = -1, epipe = 0;
     for (unsigned i = 0; i < RB_POKE_FDS && slot < 0; i++)
-        if (cache[i].fd >= 0 && strcmp(cache[i].path, path) == 0)
+        if (cache[i].fd >= 0 && cache[i].seg_created == seg_created &&
+            strcmp(cache[i].path, path) == 0)
             slot = (int)i;
     if (slot >= 0 && !still_ours((unsigned)slot)) {
         drop((unsigned)slot, 0);
         slot = -1;
     }
-    if (slot < 0 && (slot = open_end(path)) < 0)
-        return 0; /* ENXIO: no reader; ENOENT: watch closed or swept */
-    char byte = 1;
-    ssize_t n = write(cache[slot].fd, &byte, 1); /* EAGAIN: a byte is already pending */
-    if (n < 0 && errno == EPIPE) {
-        drop((unsigned)slot, 1); /* the reader is gone for good: this FIFO is dead */
-        return 1;
+    /* A cached end that fails is dropped and the path opened afresh, once:
+     * the end may be the only thing that went stale. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int cached = slot >= 0;
+        if (slot < 0 && (slot = open_end(path, seg_created)) < 0)
+            return epipe; /* ENXIO: no reader; ENOENT: watch closed or swept */
+        char byte = 1;
+        ssize_t n = write(cache[slot].fd, &byte, 1);
+        if (n >= 0 || errno == EAGAIN) /* EAGAIN: a byte is already pending */
+            return epipe;
+        epipe |= errno == EPIPE;
+        drop((unsigned)slot, 1); /* this end is dead (its reader is gone) */
+        slot = -1;
+        if (!cached)
+            return epipe; /* a fresh open failed too: the watch is gone */
     }
-    return 0;
+    return epipe;
 }
 
 void rb_watch_poke_all(rb_seg *s, rb_pokes *p)
@@ -167,7 +187,7 @@ void rb_watch_poke_all(rb_seg *s, rb_pokes *p)
     pthread_mutex_lock(&cache_lock);
     for (uint32_t i = 0; i < p->n; i++) {
         rb_watch_path(s, p->v[i].pid, p->v[i].token, path, sizeof path);
-        epipe |= poke_one(path);
+        epipe |= poke_one(path, s->hdr->created_ns);
     }
     pthread_mutex_unlock(&cache_lock);
     if (guard) {

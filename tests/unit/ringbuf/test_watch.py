@@ -193,3 +193,27 @@ def test_seq_moves_with_sends_only(segment):
     watch.close()
     with pytest.raises(ValueError, match="closed"):
         watch.seq()
+
+
+def test_poke_reaches_a_new_fifo_at_a_path_reused_by_a_recreated_segment(prefix):
+    """A segment removed and made again restarts its tokens, so a new watch can get the
+    very FIFO path an old one had; senders' cached write ends must not reach the old FIFO."""
+    import _ringbuf
+
+    for round_ in range(2):
+        seg = Segment(prefix, size=8 << 20)
+        watch = seg.watch((b"r",))
+        for _ in range(2):  # the second poke goes through the cached write end
+            assert not watch.arm()
+            seg.send(b"r", b"x")
+            assert readable(watch, 1.0), f"round {round_}: poke lost"
+            assert watch.drain() == 1
+            assert seg.receive((b"r",)) is not None
+        path = fifos(prefix)
+        watch.close()
+        seg.close()
+        _ringbuf.unlink(prefix, force=True)
+        if round_ == 0:
+            first_path = path
+        else:
+            assert path == first_path  # the same path came back
