@@ -418,8 +418,10 @@ class Channels4AioDriver(_Channels4, AioDriver):
                 raise
             self._expired = False
             task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()  # the watchdog's cancel meant "timed out", nothing more
+            # The watchdog's cancel means "timed out"; one from elsewhere at the same
+            # time still stands.
+            if task is not None and task.uncancel() > 0:
+                raise
             return None, None
         finally:
             self._deadline = None

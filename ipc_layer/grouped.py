@@ -24,6 +24,9 @@ What this trades, knowingly:
   thread, or the Channels 4 adapter, which passes wake-ups on itself.)
 * A pending message expires ``expiry`` seconds after it was taken.
 * The core's statistics count records: one grouped record is one message.
+* Capacity counts records too: a process queue of capacity 100 can hold 100
+  group sends to all of its channels, not 100 messages (the Channels 4
+  adapter's per-channel buffers still bound each channel).
 """
 
 from __future__ import annotations
@@ -44,13 +47,21 @@ Message = dict[str, Any]
 
 def split(queue: str, data: bytes) -> tuple[list[str], bytes]:
     """The channel names a grouped record is for (``queue`` + each tag), and its payload."""
-    count = data[1] | data[2] << 8
-    offset = 3
+    count = offset = 0
     channels = []
-    for _ in range(count):
-        length = data[offset]
-        channels.append(queue + data[offset + 1 : offset + 1 + length].decode("ascii"))
-        offset += 1 + length
+    try:
+        count = data[1] | data[2] << 8
+        offset = 3
+        for _ in range(count):
+            length = data[offset]
+            tag = data[offset + 1 : offset + 1 + length]
+            if len(tag) != length:
+                raise IndexError("tag runs past the record")
+            channels.append(queue + tag.decode("ascii"))
+            offset += 1 + length
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"malformed grouped record on queue {queue!r} ({len(data)} bytes, "
+                         f"{count} tags): {exc}") from None
     if count < 2 or offset >= len(data):
         raise ValueError(f"malformed grouped record on queue {queue!r} ({len(data)} bytes, {count} tags)")
     return channels, data[offset:]

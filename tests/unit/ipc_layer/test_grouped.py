@@ -129,6 +129,9 @@ def test_full_process_queue_skips_the_record(prefix: str) -> None:
 def test_split_refuses_malformed_records() -> None:
     with pytest.raises(ValueError, match="malformed grouped record on queue 'q!'"):
         split("q!", b"\x7f\x01\x00\x01a\x80")  # one tag is never grouped
+    for truncated in (b"\x7f\x02", b"\x7f\x02\x00\x01a\x05ab", b"\x7f\x02\x00\x01\xff\x01b\x80"):
+        with pytest.raises(ValueError, match="malformed grouped record"):
+            split("q!", truncated)
     assert split("q!", b"\x7f\x02\x00\x01a\x02bc\x80") == (["q!a", "q!bc"], b"\x80")
 
 
