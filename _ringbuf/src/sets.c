@@ -222,6 +222,17 @@ static uint32_t member_queue_len(const rb_slot *ms)
     return ms->queue_len == 0 || ms->queue_len > ms->name_len ? ms->name_len : ms->queue_len;
 }
 
+/* Under the lock: the queue a member's copies go to, created if missing
+ * (which may GC other empty queues: see collect_grouped). */
+static int member_queue(rb_seg *s, const rb_slot *ms, uint32_t *qid)
+{
+    uint32_t qlen = member_queue_len(ms);
+    *qid = rb_table_find(s, RB_SLOT_QUEUE, 0, ms->name, qlen);
+    if (*qid != RB_NIL)
+        return RB_OK;
+    return rb_table_create(s, RB_SLOT_QUEUE, 0, ms->name, qlen, 0, qid);
+}
+
 /* ---- grouped fan-out (tagged == RB_FANOUT_GROUPED) ------------------------
  *
  * Routed members of one process share its queue ("specific.<id>!a",
@@ -272,12 +283,9 @@ static void collect_grouped(rb_seg *s, uint32_t sid, fan_item *items, uint32_t c
         for (uint32_t m = rb_slot_at(s, sid)->first_member; m != RB_NIL;
              m = rb_slot_at(s, m)->next_member) {
             rb_slot *ms = rb_slot_at(s, m);
-            uint32_t qlen = member_queue_len(ms);
-            uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, ms->name, qlen);
-            int e = RB_OK;
-            if (qid == RB_NIL)
-                e = rb_table_create(s, RB_SLOT_QUEUE, 0, ms->name, qlen, 0, &qid);
-            if (e != RB_OK || ms->name_len - qlen >= RB_GROUP_MARK || count >= cap)
+            uint32_t qid;
+            int e = member_queue(s, ms, &qid);
+            if (e != RB_OK || ms->name_len - member_queue_len(ms) >= RB_GROUP_MARK || count >= cap)
                 skip++;
             else
                 items[count++] = (fan_item){qid, m, order++};
@@ -406,10 +414,8 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
          m != RB_NIL; m = rb_slot_at(s, m)->next_member) {
         rb_slot *ms = rb_slot_at(s, m);
         uint32_t qlen = member_queue_len(ms);
-        uint32_t qid = rb_table_find(s, RB_SLOT_QUEUE, 0, ms->name, qlen);
-        int e = RB_OK;
-        if (qid == RB_NIL)
-            e = rb_table_create(s, RB_SLOT_QUEUE, 0, ms->name, qlen, 0, &qid);
+        uint32_t qid;
+        int e = member_queue(s, ms, &qid);
         if (e == RB_OK) {
             rb_slot *q = rb_slot_at(s, qid);
             /* The tag frame: one length byte, then the name's tail. */
