@@ -850,18 +850,12 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
 
     async def _receive_routed(self, channel: str, queue: str,
                               loop: asyncio.AbstractEventLoop) -> Message:
+        state = self._state
         if self._spin_s:
-            state = self._state
 
             def look() -> Any:
                 with state.lock:
-                    watch = self._watch(state, queue)
-                    message = watch.pop(channel)
-                    if message is _EMPTY:
-                        message = self._drain(watch, channel, loop)
-                    if message is not _EMPTY and watch.by_loop:
-                        watch.arm()  # pass the baton: more records may wait
-                    return message
+                    return self._take_routed(self._watch(state, queue), channel, loop)
 
             message = await self._spin_take(queue, loop, look)
             if message is not _EMPTY:
@@ -870,12 +864,8 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
             state = self._state
             with state.lock:
                 watch = self._watch(state, queue)
-                message = watch.pop(channel)
-                if message is _EMPTY:
-                    message = self._drain(watch, channel, loop)
+                message = self._take_routed(watch, channel, loop)
                 if message is not _EMPTY:
-                    if watch.by_loop:
-                        watch.arm()  # pass the baton: more records may wait
                     return message  # type: ignore[no-any-return]
                 # Buffer check, drain and registration under one lock hold: a
                 # message routed to us by another thread is either already in
@@ -884,6 +874,15 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
                 watch.add(waiter)
                 watch.arm()
             await self._await(watch, waiter)
+
+    def _take_routed(self, watch: _Watch, channel: str, loop: asyncio.AbstractEventLoop) -> Any:
+        """``channel``'s next message from its buffer or the process queue, or ``_EMPTY`` (lock held)."""
+        message = watch.pop(channel)
+        if message is _EMPTY:
+            message = self._drain(watch, channel, loop)
+        if message is not _EMPTY and watch.by_loop:
+            watch.arm()  # pass the baton: more records may wait
+        return message
 
     @staticmethod
     async def _await(watch: _Watch, waiter: _Waiter) -> None:
