@@ -27,7 +27,7 @@ with open(os.path.join(HERE, "cdef.h")) as f:
 
 ffibuilder.set_source(
     "_ringbuf._native",
-    '#include "ringbuf.h"\n',
+    '#include "internal.h"\n',  # ringbuf.h, and the layout structs cdef.h names
     sources=SOURCES,
     include_dirs=[os.path.join("_ringbuf", "include"), os.path.join("_ringbuf", "src")],
     extra_compile_args=CFLAGS,

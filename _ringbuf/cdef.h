@@ -152,3 +152,69 @@ int rb_watch_open(rb_seg *seg, const char *names, size_t names_len, uint32_t cou
 int rb_watch_arm(rb_seg *seg, uint32_t row, uint64_t token);
 int rb_watch_close(rb_seg *seg, uint32_t row, uint64_t token);
 uint64_t rb_watch_seq(rb_seg *seg, uint32_t row, uint64_t token);
+
+/* ---- the on-segment layout (src/internal.h), read-only introspection ----
+ * For tools and for the corruption tests, which write a bad field at its
+ * real offset in a segment file (ffi.offsetof / ffi.sizeof): only the fields
+ * named here are visible and the compiler supplies every offset ("..."), so
+ * nothing is hard-coded.  Never write a segment through these outside tests. */
+#define RB_NIL ...
+typedef struct rb_header {
+    uint64_t magic;
+    uint32_t version;
+    uint32_t header_size;
+    uint32_t slot_size;
+    uint32_t cell_size;
+    uint64_t size;
+    uint32_t max_record;
+    uint32_t slot_count;
+    uint32_t index_size;
+    uint32_t waiter_count;
+    uint32_t cell_count;
+    uint64_t slots_off;
+    uint64_t index_off;
+    uint64_t waiters_off;
+    uint64_t cells_off;
+    uint32_t cell_free_head;
+    uint32_t cell_free;
+    uint32_t cell_bump;
+    uint32_t slot_free_head;
+    uint32_t slot_bump;
+    uint32_t slots_used;
+    uint32_t waiter_hi;
+    ...;
+} rb_header;
+typedef struct rb_slot {
+    uint32_t state;
+    uint32_t name_len;
+    uint64_t hash;
+    uint32_t next_free;
+    uint32_t first_member;
+    uint32_t member_count;
+    uint32_t set_id;
+    uint32_t next_member;
+    uint32_t prev_member;
+    char name[...];
+    uint32_t head;
+    uint32_t tail;
+    uint32_t count;
+    ...;
+} rb_slot;
+typedef struct rb_waiter {
+    uint32_t pid;
+    uint32_t n;
+    uint32_t kind;
+    uint32_t slot[...];
+    ...;
+} rb_waiter;
+typedef struct rb_rec {
+    uint32_t next;
+    uint32_t len;
+    uint64_t deadline;
+    ...;
+} rb_rec;
+typedef struct rb_cell {
+    uint32_t next;
+    unsigned char data[...];
+    ...;
+} rb_cell;

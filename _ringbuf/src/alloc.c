@@ -23,7 +23,7 @@ uint32_t rb_cells_needed(size_t len)
 uint32_t rb_cells_available(rb_seg *s)
 {
     rb_header *h = s->hdr;
-    return h->cell_free + (h->cell_count - h->cell_bump);
+    return h->cell_free + (s->cell_count - h->cell_bump);
 }
 
 /* Caller has checked rb_cells_available(). */

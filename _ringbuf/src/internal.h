@@ -202,8 +202,22 @@ struct rb_seg {
     rb_cell *cells;
     size_t size;
     int fd;
+    /* The geometry, validated on attach (rb_validate_header) and copied
+     * here: every bound check uses these process-local copies, never the
+     * header's, so a header scribbled on after the attach cannot move a
+     * bound past the mapping. */
+    uint32_t slot_count, index_size, waiter_count, cell_count, max_record;
     char prefix[RB_NAME_MAX + 1];
 };
+
+/* segment.c: the one check of a header's identity and geometry against the
+ * file it was read from (rb_open, and so rb_stat_segment and every reader
+ * of ipc-layer ls/stats).  `hdr` is a private copy of the header.  Returns
+ * RB_OK, RB_E_MAGIC / RB_E_VERSION (another layout: LayoutMismatch) or
+ * RB_E_CORRUPT (an offset, count or size that does not match the others:
+ * SegmentCorrupt), with rb_last_error() naming the field. */
+int rb_validate_header(const rb_header *hdr, uint64_t file_size, const char *path,
+                       const char *prefix);
 
 /* errors.c-style helper living in segment.c: set the thread's message, return code. */
 int rb_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

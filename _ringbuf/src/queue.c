@@ -227,9 +227,9 @@ int rb_enqueue_locked(rb_seg *s, uint32_t qid, const char *pre, size_t pre_len, 
 
 static int check_record(rb_seg *s, size_t len)
 {
-    if (len > s->hdr->max_record)
+    if (len > s->max_record)
         return rb_fail(RB_E_TOOLARGE, "record of %zu bytes exceeds the segment's max_record of %u bytes",
-                       len, s->hdr->max_record);
+                       len, s->max_record);
     return RB_OK;
 }
 
@@ -417,7 +417,7 @@ int rb_waiter_register(rb_seg *s, const uint32_t *ids, uint32_t count, uint32_t 
 {
     rb_header *h = s->hdr;
     for (int pass = 0; pass < 2; pass++) {
-        for (uint32_t w = 0; w < h->waiter_count; w++) {
+        for (uint32_t w = 0; w < s->waiter_count; w++) {
             rb_waiter *wt = &s->waiters[w];
             if (wt->pid != 0)
                 continue;
@@ -448,7 +448,7 @@ int rb_waiter_register(rb_seg *s, const uint32_t *ids, uint32_t count, uint32_t 
             break;
     }
     return rb_fail(RB_E_WAITERS, "all %u waiter rows are in use; raise the segment's waiters option",
-                   h->waiter_count);
+                   s->waiter_count);
 }
 
 void rb_waiter_unregister(rb_seg *s, uint32_t row, uint64_t token)

@@ -96,9 +96,9 @@ static void drop_waiter_row(rb_seg *s, rb_waiter *wt)
 {
     for (uint32_t i = 0; i < wt->n && i < RB_WAIT_MAX; i++) {
         uint32_t id = wt->slot[i];
-        if (id < s->hdr->slot_count && s->slots[id].waiters)
+        if (id < s->slot_count && s->slots[id].waiters)
             s->slots[id].waiters--;
-        if (wt->kind == RB_WAITER_FD && id < s->hdr->slot_count && s->slots[id].fd_watchers)
+        if (wt->kind == RB_WAITER_FD && id < s->slot_count && s->slots[id].fd_watchers)
             s->slots[id].fd_watchers--;
     }
     /* A dead FD watcher's FIFO goes before its row: killed in between, the
@@ -112,7 +112,7 @@ static void drop_waiter_row(rb_seg *s, rb_waiter *wt)
 uint32_t rb_sweep_waiters(rb_seg *s)
 {
     uint32_t swept = 0;
-    for (uint32_t w = 0; w < s->hdr->waiter_count; w++) {
+    for (uint32_t w = 0; w < s->waiter_count; w++) {
         rb_waiter *wt = &s->waiters[w];
         if (wt->pid != 0 && !rb_pid_alive(wt->pid, wt->start_time)) {
             drop_waiter_row(s, wt);
@@ -137,7 +137,7 @@ static uint32_t walk_record(rb_seg *s, uint32_t c, unsigned char *mark, char *wh
         return 0;
     }
     uint32_t len = rb_rec_at(s, c)->len;
-    if (len > h->max_record) {
+    if (len > s->max_record) {
         snprintf(why, cap, "record at cell %u has length %u > max_record", c, len);
         return 0;
     }
@@ -214,10 +214,10 @@ void rb_repair(rb_seg *s)
 {
     rb_header *h = s->hdr;
     char why[256];
-    if (h->slot_bump > h->slot_count)
-        h->slot_bump = h->slot_count;
-    if (h->cell_bump > h->cell_count)
-        h->cell_bump = h->cell_count;
+    if (h->slot_bump > s->slot_count)
+        h->slot_bump = s->slot_count;
+    if (h->cell_bump > s->cell_count)
+        h->cell_bump = s->cell_count;
 
     /* 1. slots: sets before members (members check their set). */
     for (uint32_t i = 0; i < h->slot_bump; i++)
@@ -284,7 +284,7 @@ void rb_repair(rb_seg *s)
         s->slots[i].waiters = s->slots[i].fd_watchers = 0;
     h->waiters_used = 0;
     h->waiter_hi = 0;
-    for (uint32_t w = 0; w < h->waiter_count; w++) {
+    for (uint32_t w = 0; w < s->waiter_count; w++) {
         rb_waiter *wt = &s->waiters[w];
         if (wt->pid == 0)
             continue;
@@ -333,9 +333,9 @@ void rb_repair(rb_seg *s)
 static int check_locked(rb_seg *s, char *why, size_t cap)
 {
     rb_header *h = s->hdr;
-    if (h->slot_bump > h->slot_count || h->cell_bump > h->cell_count)
+    if (h->slot_bump > s->slot_count || h->cell_bump > s->cell_count)
         return snprintf(why, cap, "bump marks beyond table: slots %u/%u cells %u/%u", h->slot_bump,
-                        h->slot_count, h->cell_bump, h->cell_count),
+                        s->slot_count, h->cell_bump, s->cell_count),
                -1;
     unsigned char *mark = calloc((h->cell_bump + 7) / 8 + 1, 1);
     if (!mark)
@@ -404,7 +404,7 @@ static int check_locked(rb_seg *s, char *why, size_t cap)
         goto out;
     }
     uint32_t live = 0;
-    for (uint32_t w = 0; w < h->waiter_count; w++) {
+    for (uint32_t w = 0; w < s->waiter_count; w++) {
         rb_waiter *wt = &s->waiters[w];
         if (wt->pid == 0)
             continue;

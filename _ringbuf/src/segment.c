@@ -119,6 +119,29 @@ static uint32_t pow2_at_least(uint64_t n)
 
 static uint64_t align64(uint64_t n) { return (n + 63) & ~(uint64_t)63; }
 
+/* Where everything lives in a segment of `size` bytes with these counts.
+ * One function serves creation (init_layout) and every attach
+ * (rb_validate_header), so the two can never disagree about a field. */
+typedef struct rb_geometry {
+    uint64_t slots_off, index_off, waiters_off, cells_off;
+    uint32_t index_size, cell_count;
+} rb_geometry;
+
+/* Returns false if the counts do not fit the size (no room for a cell). */
+static bool compute_geometry(uint64_t size, uint32_t slots, uint32_t waiters, rb_geometry *g)
+{
+    g->index_size = pow2_at_least((uint64_t)slots * 2);
+    g->slots_off = align64(sizeof(rb_header));
+    g->index_off = align64(g->slots_off + (uint64_t)slots * sizeof(rb_slot));
+    g->waiters_off = align64(g->index_off + (uint64_t)g->index_size * sizeof(uint32_t));
+    g->cells_off = align64(g->waiters_off + (uint64_t)waiters * sizeof(rb_waiter));
+    if (g->cells_off >= size)
+        return false;
+    uint64_t cells = (size - g->cells_off) / RB_CELL_SIZE;
+    g->cell_count = (uint32_t)(cells > 0xFFFFFFF0ULL ? 0xFFFFFFF0ULL : cells);
+    return true;
+}
+
 /* Lay out and initialise a fresh (zero-filled) segment in memory. */
 static int init_layout(unsigned char *base, uint64_t size, const rb_options *o)
 {
@@ -126,22 +149,20 @@ static int init_layout(unsigned char *base, uint64_t size, const rb_options *o)
     uint32_t slots = o->slots ? o->slots : RB_DEFAULT_SLOTS;
     uint32_t waiters = o->waiters ? o->waiters : RB_DEFAULT_WAITERS;
     uint32_t max_record = o->max_record ? o->max_record : RB_DEFAULT_MAX_RECORD;
-    uint32_t index_size = pow2_at_least((uint64_t)slots * 2);
-
-    h->slots_off = align64(sizeof(rb_header));
-    h->index_off = align64(h->slots_off + (uint64_t)slots * sizeof(rb_slot));
-    h->waiters_off = align64(h->index_off + (uint64_t)index_size * sizeof(uint32_t));
-    h->cells_off = align64(h->waiters_off + (uint64_t)waiters * sizeof(rb_waiter));
-    if (h->cells_off >= size)
+    rb_geometry g;
+    if (!compute_geometry(size, slots, waiters, &g))
         return rb_fail(RB_E_INVAL, "segment size %llu is too small for %u slots and %u waiters",
                        (unsigned long long)size, slots, waiters);
-    uint64_t cells = (size - h->cells_off) / RB_CELL_SIZE;
-    if (cells > 0xFFFFFFF0ULL)
-        cells = 0xFFFFFFF0ULL;
-    if (cells < rb_cells_needed(max_record) + 1)
+    if (g.cell_count < rb_cells_needed(max_record) + 1)
         return rb_fail(RB_E_INVAL,
-                       "segment size %llu leaves %llu cells, fewer than one max_record (%u bytes) needs",
-                       (unsigned long long)size, (unsigned long long)cells, max_record);
+                       "segment size %llu leaves %u cells, fewer than one max_record (%u bytes) needs",
+                       (unsigned long long)size, g.cell_count, max_record);
+    h->slots_off = g.slots_off;
+    h->index_off = g.index_off;
+    h->waiters_off = g.waiters_off;
+    h->cells_off = g.cells_off;
+    uint32_t index_size = g.index_size;
+    uint64_t cells = g.cell_count;
 
     h->version = RB_LAYOUT_VERSION;
     h->header_size = sizeof(rb_header);
@@ -172,13 +193,87 @@ static int init_layout(unsigned char *base, uint64_t size, const rb_options *o)
     return RB_OK;
 }
 
-static void attach_views(rb_seg *s)
+/* The hard limits rb_open puts on a creator's options: a stored count
+ * beyond them was never written by a creator. */
+#define RB_SLOTS_LIMIT (1u << 24)
+#define RB_WAITERS_LIMIT 65536u
+#define RB_MAX_RECORD_LIMIT (1u << 30)
+
+int rb_validate_header(const rb_header *h, uint64_t file_size, const char *path,
+                       const char *prefix)
 {
-    rb_header *h = s->hdr;
+    /* 1. identity: another layout is a mismatch (LayoutMismatch), not damage. */
+    if (h->magic != RB_MAGIC)
+        return rb_fail(RB_E_MAGIC,
+                       "segment %s has magic 0x%llx, expected 0x%llx: not a ring-buffer segment",
+                       path, (unsigned long long)h->magic, (unsigned long long)RB_MAGIC);
+    if (h->version != RB_LAYOUT_VERSION)
+        return rb_fail(RB_E_VERSION,
+                       "segment %s has layout version %u, this build reads version %u; "
+                       "remove it (ipc-layer rm --prefix %s) or run a matching version",
+                       path, h->version, RB_LAYOUT_VERSION, prefix);
+    if (h->header_size != sizeof(rb_header) || h->slot_size != sizeof(rb_slot) ||
+        h->cell_size != RB_CELL_SIZE || h->size != file_size)
+        return rb_fail(RB_E_VERSION,
+                       "segment %s has header/slot/cell sizes %u/%u/%u and size %llu; this build "
+                       "expects %zu/%zu/%u and the file is %llu bytes",
+                       path, h->header_size, h->slot_size, h->cell_size,
+                       (unsigned long long)h->size, sizeof(rb_header), sizeof(rb_slot),
+                       RB_CELL_SIZE, (unsigned long long)file_size);
+    /* 2. geometry: the counts must be ones a creator could have stored, and
+     * every offset and derived count must be exactly what they imply for
+     * this size - the layout has no freedom, so any difference is damage
+     * (SegmentCorrupt), and nothing is mapped through a field unchecked. */
+#define RB_BAD_FIELD(field, value, expect)                                                         \
+    rb_fail(RB_E_CORRUPT, "segment %s is corrupt: header field %s is %llu, expected %s", path,    \
+            field, (unsigned long long)(value), expect)
+    if (h->slot_count == 0 || h->slot_count > RB_SLOTS_LIMIT)
+        return RB_BAD_FIELD("slot_count", h->slot_count, "1..16777216");
+    if (h->waiter_count == 0 || h->waiter_count > RB_WAITERS_LIMIT)
+        return RB_BAD_FIELD("waiter_count", h->waiter_count, "1..65536");
+    if (h->max_record == 0 || h->max_record > RB_MAX_RECORD_LIMIT)
+        return RB_BAD_FIELD("max_record", h->max_record, "1..1073741824");
+    rb_geometry g;
+    if (!compute_geometry(file_size, h->slot_count, h->waiter_count, &g))
+        return rb_fail(RB_E_CORRUPT,
+                       "segment %s is corrupt: header field slot_count is %u and header field "
+                       "waiter_count is %u, more rows than its %llu bytes hold",
+                       path, h->slot_count, h->waiter_count, (unsigned long long)file_size);
+    const struct {
+        const char *field;
+        uint64_t value, expect;
+    } geo[] = {
+        {"index_size", h->index_size, g.index_size},   {"slots_off", h->slots_off, g.slots_off},
+        {"index_off", h->index_off, g.index_off},      {"waiters_off", h->waiters_off, g.waiters_off},
+        {"cells_off", h->cells_off, g.cells_off},      {"cell_count", h->cell_count, g.cell_count},
+    };
+    for (size_t i = 0; i < sizeof geo / sizeof geo[0]; i++)
+        if (geo[i].value != geo[i].expect) {
+            char expect[96];
+            snprintf(expect, sizeof expect, "%llu for %u slots, %u waiters and %llu bytes",
+                     (unsigned long long)geo[i].expect, h->slot_count, h->waiter_count,
+                     (unsigned long long)file_size);
+            return RB_BAD_FIELD(geo[i].field, geo[i].value, expect);
+        }
+    if (h->cell_count < rb_cells_needed(h->max_record) + 1)
+        return RB_BAD_FIELD("max_record", h->max_record, "a record that fits the cells");
+#undef RB_BAD_FIELD
+    return RB_OK;
+}
+
+/* Views from a VALIDATED copy of the header (never from the live one, which
+ * another process could change between the check and the use). */
+static void attach_views(rb_seg *s, const rb_header *h)
+{
     s->slots = (rb_slot *)(s->base + h->slots_off);
     s->index = (uint32_t *)(s->base + h->index_off);
     s->waiters = (rb_waiter *)(s->base + h->waiters_off);
     s->cells = (rb_cell *)(s->base + h->cells_off);
+    s->slot_count = h->slot_count;
+    s->index_size = h->index_size;
+    s->waiter_count = h->waiter_count;
+    s->cell_count = h->cell_count;
+    s->max_record = h->max_record;
 }
 
 /* Remove this prefix's companion files "rbuf.<prefix><tag><pid>...": all
@@ -284,8 +379,8 @@ int rb_open(const char *prefix, const rb_options *opts, rb_seg **out)
     int r = check_prefix(prefix);
     if (r != RB_OK)
         return r;
-    if (o->slots > (1u << 24) || (o->max_record && o->max_record > (1u << 30)) ||
-        o->waiters > 65536)
+    if (o->slots > RB_SLOTS_LIMIT || o->max_record > RB_MAX_RECORD_LIMIT ||
+        o->waiters > RB_WAITERS_LIMIT)
         return rb_fail(RB_E_INVAL, "options out of range: slots=%u max_record=%u waiters=%u",
                        o->slots, o->max_record, o->waiters);
 
@@ -318,30 +413,13 @@ int rb_open(const char *prefix, const rb_options *opts, rb_seg **out)
         return rb_fail(RB_E_SYS, "mmap %s: %s", path, strerror(e));
     }
     rb_header *h = (rb_header *)base;
-    uint64_t magic = RB_LOAD_ACQUIRE(&h->magic);
-    const char *bad = NULL;
-    int code = RB_OK;
-    if (magic != RB_MAGIC) {
-        code = rb_fail(RB_E_MAGIC, "segment %s has magic 0x%llx, expected 0x%llx: not a ring-buffer segment",
-                       path, (unsigned long long)magic, (unsigned long long)RB_MAGIC);
-        bad = "magic";
-    } else if (h->version != RB_LAYOUT_VERSION) {
-        code = rb_fail(RB_E_VERSION,
-                       "segment %s has layout version %u, this build reads version %u; "
-                       "remove it (ipc-layer rm --prefix %s) or run a matching version",
-                       path, h->version, RB_LAYOUT_VERSION, prefix);
-        bad = "version";
-    } else if (h->header_size != sizeof(rb_header) || h->slot_size != sizeof(rb_slot) ||
-               h->cell_size != RB_CELL_SIZE || h->size != (uint64_t)st.st_size) {
-        code = rb_fail(RB_E_VERSION,
-                       "segment %s has header/slot/cell sizes %u/%u/%u and size %llu; this build "
-                       "expects %zu/%zu/%u and the file is %lld bytes",
-                       path, h->header_size, h->slot_size, h->cell_size,
-                       (unsigned long long)h->size, sizeof(rb_header), sizeof(rb_slot),
-                       RB_CELL_SIZE, (long long)st.st_size);
-        bad = "layout";
-    }
-    if (bad) {
+    /* Validate a private copy: the acquire load of the magic pairs with the
+     * creator's release store (the whole header is there once it is). */
+    rb_header hc;
+    RB_LOAD_ACQUIRE(&h->magic);
+    memcpy(&hc, h, sizeof hc);
+    int code = rb_validate_header(&hc, (uint64_t)st.st_size, path, prefix);
+    if (code != RB_OK) {
         munmap(base, (size_t)st.st_size);
         close(fd);
         return code;
@@ -357,7 +435,7 @@ int rb_open(const char *prefix, const rb_options *opts, rb_seg **out)
     s->size = (size_t)st.st_size;
     s->fd = fd;
     snprintf(s->prefix, sizeof s->prefix, "%s", prefix);
-    attach_views(s);
+    attach_views(s, &hc);
     /* Mark this process attached for as long as the descriptor lives
      * (inherited across fork, dropped by the kernel at death). */
     flock(fd, LOCK_SH);
@@ -476,14 +554,14 @@ static void fill_info(rb_seg *s, rb_info *o)
     memset(o, 0, sizeof *o);
     o->magic = h->magic;
     o->version = h->version;
-    o->max_record = h->max_record;
+    o->max_record = s->max_record;
     o->size = h->size;
     o->cell_size = h->cell_size;
-    o->cells_total = h->cell_count;
-    o->cells_free = h->cell_free + (h->cell_count - h->cell_bump);
-    o->slots_total = h->slot_count;
+    o->cells_total = s->cell_count;
+    o->cells_free = h->cell_free + (s->cell_count - h->cell_bump);
+    o->slots_total = s->slot_count;
     o->slots_used = h->slots_used;
-    o->waiters_total = h->waiter_count;
+    o->waiters_total = s->waiter_count;
     o->waiters_used = h->waiters_used;
     for (uint32_t i = 0; i < h->slot_bump; i++) {
         uint32_t st = s->slots[i].state;

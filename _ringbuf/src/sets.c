@@ -307,7 +307,7 @@ static void enqueue_grouped(rb_seg *s, fan_item *items, uint32_t n, char *frame,
                             uint32_t capacity, uint32_t *wake, uint32_t *nwake,
                             uint32_t *sent, uint32_t *skipped)
 {
-    size_t room = s->hdr->max_record - len; /* >= 256: checked by the caller */
+    size_t room = s->max_record - len; /* >= 256: checked by the caller */
     uint32_t i = 0;
     while (i < n) {
         uint32_t qid = items[i].qid;
@@ -372,9 +372,9 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
     int r = check_pair(set, set_len, NULL, 0);
     if (r != RB_OK)
         return r;
-    if (len + (tagged ? 256 : 0) > s->hdr->max_record)
+    if (len + (tagged ? 256 : 0) > s->max_record)
         return rb_fail(RB_E_TOOLARGE, "record of %zu bytes (+%d for a tag) exceeds the segment's "
-                       "max_record of %u bytes", len, tagged ? 256 : 0, s->hdr->max_record);
+                       "max_record of %u bytes", len, tagged ? 256 : 0, s->max_record);
     uint64_t now = rb_now_ns();
     uint32_t sent = 0, skipped = 0;
     int grouped = tagged == RB_FANOUT_GROUPED;

@@ -39,10 +39,9 @@ static bool slot_matches(const rb_slot *sl, uint32_t kind, uint32_t set_id, uint
 
 uint32_t rb_table_find(rb_seg *s, uint32_t kind, uint32_t set_id, const char *name, size_t len)
 {
-    rb_header *h = s->hdr;
     uint64_t hash = rb_hash(kind, set_id, name, len);
-    uint32_t mask = h->index_size - 1;
-    for (uint32_t i = (uint32_t)hash & mask, n = 0; n < h->index_size; i = (i + 1) & mask, n++) {
+    uint32_t mask = s->index_size - 1;
+    for (uint32_t i = (uint32_t)hash & mask, n = 0; n < s->index_size; i = (i + 1) & mask, n++) {
         uint32_t e = s->index[i];
         if (e == RB_INDEX_EMPTY)
             return RB_NIL;
@@ -57,7 +56,7 @@ uint32_t rb_table_find(rb_seg *s, uint32_t kind, uint32_t set_id, const char *na
 static void index_insert(rb_seg *s, uint32_t id, uint64_t hash)
 {
     rb_header *h = s->hdr;
-    uint32_t mask = h->index_size - 1;
+    uint32_t mask = s->index_size - 1;
     for (uint32_t i = (uint32_t)hash & mask;; i = (i + 1) & mask) {
         uint32_t e = s->index[i];
         if (e == RB_INDEX_EMPTY || e == RB_INDEX_TOMB) {
@@ -73,7 +72,7 @@ static void index_insert(rb_seg *s, uint32_t id, uint64_t hash)
 void rb_index_rebuild(rb_seg *s)
 {
     rb_header *h = s->hdr;
-    memset(s->index, 0, (size_t)h->index_size * sizeof(uint32_t));
+    memset(s->index, 0, (size_t)s->index_size * sizeof(uint32_t));
     h->index_tombs = 0;
     for (uint32_t i = 0; i < h->slot_bump; i++)
         if (s->slots[i].state != RB_SLOT_FREE)
@@ -105,8 +104,8 @@ int rb_table_create(rb_seg *s, uint32_t kind, uint32_t set_id, const char *name,
 {
     rb_header *h = s->hdr;
     uint32_t id;
-    if (h->slot_free_head == RB_NIL && h->slot_bump == h->slot_count && table_gc(s) == 0)
-        return rb_fail(RB_E_NOSLOT, "name table full (%u slots) creating %.*s", h->slot_count,
+    if (h->slot_free_head == RB_NIL && h->slot_bump == s->slot_count && table_gc(s) == 0)
+        return rb_fail(RB_E_NOSLOT, "name table full (%u slots) creating %.*s", s->slot_count,
                        (int)(len > 80 ? 80 : len), name);
     if (h->slot_free_head != RB_NIL) {
         id = h->slot_free_head;
@@ -139,7 +138,7 @@ int rb_table_create(rb_seg *s, uint32_t kind, uint32_t set_id, const char *name,
     RB_STORE_RELEASE(&sl->state, kind);
     h->slots_used++;
     /* Tombstones make probes long; rebuild the index when they pile up. */
-    if (h->index_tombs > h->index_size / 4)
+    if (h->index_tombs > s->index_size / 4)
         rb_index_rebuild(s);
     else
         index_insert(s, id, hash);
@@ -154,8 +153,8 @@ void rb_table_remove(rb_seg *s, uint32_t id)
     /* COMMIT: FREE first; the index entry and the free list are derived. */
     RB_STORE_RELEASE(&sl->state, (uint32_t)RB_SLOT_FREE);
     h->slots_used--;
-    uint32_t mask = h->index_size - 1;
-    for (uint32_t i = (uint32_t)sl->hash & mask, n = 0; n < h->index_size; i = (i + 1) & mask, n++) {
+    uint32_t mask = s->index_size - 1;
+    for (uint32_t i = (uint32_t)sl->hash & mask, n = 0; n < s->index_size; i = (i + 1) & mask, n++) {
         uint32_t e = s->index[i];
         if (e == RB_INDEX_EMPTY)
             break;

@@ -110,7 +110,7 @@ static keepalive *ka_take(const rb_seg *s, uint64_t token)
 void rb_watch_collect(rb_seg *s, uint32_t qid, rb_pokes *p)
 {
     rb_header *h = s->hdr;
-    uint32_t hi = h->waiter_hi < h->waiter_count ? h->waiter_hi : h->waiter_count;
+    uint32_t hi = h->waiter_hi < s->waiter_count ? h->waiter_hi : s->waiter_count;
     for (uint32_t w = 0; w < hi; w++) {
         rb_waiter *wt = &s->waiters[w];
         if (wt->pid == 0 || wt->kind != RB_WAITER_FD || !wt->armed)
@@ -219,7 +219,7 @@ fail:
 
 static int check_row(rb_seg *s, uint32_t row, uint64_t token)
 {
-    if (row >= s->hdr->waiter_count)
+    if (row >= s->waiter_count)
         return rb_fail(RB_E_INVAL, "watch row %u out of range", row);
     rb_waiter *wt = &s->waiters[row];
     if (wt->pid != rb_self_pid() || wt->token != token || wt->kind != RB_WAITER_FD)
@@ -260,7 +260,7 @@ uint64_t rb_watch_seq(rb_seg *s, uint32_t row, uint64_t token)
      * the release bump of `seq` in rb_enqueue_locked: a changed sum means a
      * record was linked since the last read; the caller then takes it under
      * the lock, so a stale read costs at most one more loop iteration. */
-    if (s == NULL || row >= s->hdr->waiter_count)
+    if (s == NULL || row >= s->waiter_count)
         return RB_SEQ_INVALID;
     rb_waiter *wt = &s->waiters[row];
     if (RB_LOAD_ACQUIRE(&wt->pid) != rb_self_pid() || wt->token != token || wt->n > RB_WAIT_MAX)
@@ -288,7 +288,7 @@ int rb_watch_close(rb_seg *s, uint32_t row, uint64_t token)
     int r = rb_lock(s);
     if (r == RB_OK) {
         /* A no-op if the row was swept (and maybe reused) meanwhile. */
-        if (row < s->hdr->waiter_count && s->waiters[row].pid == rb_self_pid())
+        if (row < s->waiter_count && s->waiters[row].pid == rb_self_pid())
             rb_waiter_unregister(s, row, token);
         rb_unlock(s);
     }
