@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: The layout this Python code was written against; the compiled module must agree.
-EXPECTED_LAYOUT_VERSION = 3
+EXPECTED_LAYOUT_VERSION = 4
 if lib.RB_LAYOUT_VERSION != EXPECTED_LAYOUT_VERSION:  # pragma: no cover - packaging error
     raise ImportError(
         f"_ringbuf._native was built for layout version {lib.RB_LAYOUT_VERSION}, "
@@ -55,6 +55,9 @@ if lib.RB_LAYOUT_VERSION != EXPECTED_LAYOUT_VERSION:  # pragma: no cover - packa
 
 LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
 NAME_MAX: int = lib.RB_NAME_MAX
+#: Up to this many names a blocking receive sleeps on the queues' own futex
+#: words (futex_waitv); more are fine too, and sleep on one "bell" word that
+#: senders to any of them ring.  Not a limit: a threshold of the mechanism.
 WAIT_MAX: int = lib.RB_WAIT_MAX
 #: Most records one :meth:`Segment.receive_batch` call returns.
 BATCH_MAX = 1024
@@ -282,8 +285,9 @@ class Segment:
             return hit
         if not key:
             raise ValueError("receive needs at least one queue name")
-        if len(key) > WAIT_MAX:
-            raise ValueError(f"receive watches at most {WAIT_MAX} queues, got {len(key)}")
+        # Any number of names: past WAIT_MAX the core sleeps on one word of
+        # its own waiter row that senders ring, instead of futex_waitv on
+        # every queue's word (see _ringbuf/src/internal.h, "BELL").
         hit = (_pack_names(key), len(key))
         if len(self._blobs) > 4096:
             self._blobs.clear()

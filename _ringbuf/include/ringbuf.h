@@ -20,7 +20,9 @@
  *    slot is either fully there or not there at all (LMDB-style repair).
  *  - A blocked receiver registers in a waiter table (pid + start time) and
  *    sleeps with futex_waitv(2) on the per-queue sequence words of the
- *    queues it watches: a send wakes one waiter of that queue only.  Every
+ *    queues it watches: a send wakes one waiter of that queue only.  A
+ *    receiver on more than RB_WAIT_MAX queues sleeps on a "bell" word of
+ *    its own waiter row instead, which a sender to any of them rings.  Every
  *    sleep is bounded (RB_MAX_SLEEP_NS) so a waiter whose waker died
  *    recovers; dead waiters are swept by pid liveness checks.
  *
@@ -34,12 +36,15 @@
 #include <stdint.h>
 
 #define RB_MAGIC 0x52494E47425546ULL /* "RINGBUF" */
-#define RB_LAYOUT_VERSION 3
+#define RB_LAYOUT_VERSION 4
 
 /* Names (queue, set and member names) are 1..RB_NAME_MAX bytes. */
 #define RB_NAME_MAX 256
-/* A receive or wait watches at most this many queues at once (futex_waitv's
- * own limit is 128). */
+/* A receive, wait or watch takes any number of queues.  Up to RB_WAIT_MAX
+ * of them, a sleeper uses futex_waitv(2) on the queues' own words (kernel
+ * limit 128) and its list sits inline in its waiter row; past that, the
+ * list goes in the segment's cells and the sleeper sleeps on one word of
+ * its own that senders ring (src/internal.h, "BELL"). */
 #define RB_WAIT_MAX 64
 /* No futex sleep lasts longer than this; the caller's timeout is honoured by
  * sleeping again.  Bounds the damage of a waker that died between its

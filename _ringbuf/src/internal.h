@@ -15,7 +15,10 @@
  *
  * A record is a chain of cells.  Its first cell starts with an rb_rec header
  * (next record of the queue, length, deadline, enqueue time); the payload
- * follows, continuing in the cells linked by rb_cell.next.
+ * follows, continuing in the cells linked by rb_cell.next.  The same cells
+ * also hold the queue lists of waiter rows that watch more than
+ * RB_WAIT_MAX queues (waitlist.c): a cell is free exactly when it is
+ * reachable neither from a queue nor from a live waiter row.
  *
  * PRIMARY vs DERIVED data.  Everything is mutated under the one robust
  * mutex.  The data is split in two classes:
@@ -23,8 +26,9 @@
  *   primary - slot.state, slot.name/name_len/hash, slot.head (a queue's
  *             first record), rb_rec.next (the link from a record to the
  *             next one), the record bytes, member.set_id/deadline,
- *             queue.capacity, waiter.pid, kind and the waiter's slot list, and
- *             the statistics counters.
+ *             queue.capacity, waiter.pid, kind and the waiter's queue list
+ *             (inline, or the chain of list cells of a long list), and the
+ *             statistics counters.
  *   derived - the cell free list and bump mark, the slot free list and bump
  *             mark, the hash index, queue.tail and queue.count, set member
  *             lists and counts, queue.waiters and queue.fd_watchers, and the
@@ -80,7 +84,7 @@ typedef struct rb_rec {
 
 typedef struct rb_cell {
     uint32_t next; /* next cell of the same record, or RB_NIL; free-list link when free (derived) */
-    uint32_t pad;
+    uint32_t pad;  /* records: unused; waiter id lists: the ids held by this cell */
     unsigned char data[RB_CELL_SIZE - 8];
 } rb_cell;
 
@@ -108,8 +112,9 @@ typedef struct rb_slot {
     uint32_t prev_member; /* DERIVED */
     uint32_t queue_len;   /* PRIMARY: the member's queue is name[0:queue_len]; the rest of the
                            * name is the member's tag (see rb_set_add_routed) */
-    uint32_t fd_watchers; /* DERIVED: QUEUE: FD-watch rows (a subset of `waiters`) watching it;
-                           * a send scans the waiter table for armed rows only when non-zero */
+    uint32_t fd_watchers; /* DERIVED: QUEUE: FD-watch and BELL rows (a subset of `waiters`)
+                           * watching it, the rows a sender finds by scanning the waiter table:
+                           * a send scans for armed rows only when non-zero */
     uint64_t deadline;    /* PRIMARY: membership deadline, 0 = never */
     char name[RB_NAME_MAX];
     /* --- the queue's hot line: written by every send and receive --- */
@@ -125,26 +130,53 @@ typedef struct rb_slot {
     uint64_t full;     /* statistics: sends refused as full */
 } __attribute__((aligned(64))) rb_slot;
 
-/* One receiver asleep (or about to sleep) on up to RB_WAIT_MAX queues. */
+/* One receiver asleep (or about to sleep) on any number of queues.
+ *
+ * Up to RB_WAIT_MAX queue ids sit inline in slot[]; a longer list (n >
+ * RB_WAIT_MAX) lives in a chain of cells from the cell allocator, `list`
+ * its first cell (see waitlist.c for the format).  Those cells are PRIMARY
+ * data reachable from a live row: the repair marks them like record cells,
+ * so the list of a row that is dropped (dead owner, bad list) is reclaimed
+ * and the list of a live row is never handed out.
+ *
+ * Kinds, and how a sender reaches each:
+ *   FUTEX (n <= RB_WAIT_MAX): the owner sleeps with futex_waitv on the
+ *         queues' own seq words; a send wakes one sleeper per queue.
+ *   BELL  (a blocking receive/wait on n > RB_WAIT_MAX queues: futex_waitv
+ *         takes at most 128 words): the owner sleeps on ONE word of its
+ *         own, `bell`.  A sender to a queue it watches finds the row by
+ *         scanning the waiter table (like FD rows), and if it is armed,
+ *         disarms it, bumps `bell` under the lock and futex-wakes it after
+ *         unlocking.
+ *   FD    (rb_watch_open, any n): like BELL, but the "ring" is one byte
+ *         written to the row's FIFO.
+ * BELL and FD rows both count in queue.fd_watchers ("rows a sender finds
+ * by scanning"), so `waiters - fd_watchers` stays the number of sleepers
+ * on the queue's seq word. */
 typedef struct rb_waiter {
     uint32_t pid;        /* PRIMARY: 0 = row free; written last on register (release) */
-    uint32_t n;          /* PRIMARY: number of slot ids below */
+    uint32_t n;          /* PRIMARY: number of queue ids (inline in slot[], or in `list`) */
     uint64_t start_time; /* PRIMARY: the pid's start time (/proc/pid/stat field 22), against pid reuse */
     uint64_t token;      /* PRIMARY: unique per registration, so a row swept and reused is not
                           * unregistered by its first owner */
-    uint32_t kind;       /* PRIMARY: RB_WAITER_FUTEX (a blocked receive/wait) or RB_WAITER_FD
-                          * (an rb_watch_open row: woken by a byte on its FIFO) */
-    uint32_t armed;      /* FD rows: 1 = the owner sleeps on its fd and wants one poke; a
-                          * sender clears it under the lock and pokes after unlocking (at
-                          * most one poke per arm).  Not repaired: a crash between the
-                          * clear and the poke loses one poke, which the owner's bounded
-                          * sleep covers (like a futex wake lost with its sender). */
-    uint32_t slot[RB_WAIT_MAX];
+    uint32_t kind;       /* PRIMARY: rb_waiter_kind */
+    uint32_t armed;      /* FD and BELL rows: 1 = the owner sleeps (on its fd or its bell) and
+                          * wants one ring; a sender clears it under the lock and rings after
+                          * unlocking (at most one ring per arm).  Not repaired: a crash
+                          * between the clear and the ring loses one ring, which the owner's
+                          * bounded sleep covers (like a futex wake lost with its sender). */
+    uint32_t bell;       /* BELL rows: the futex word the owner sleeps on; bumped (release,
+                          * under the lock) by the sender that disarms the row.  Any value is
+                          * valid, so the repair leaves it alone. */
+    uint32_t list;       /* PRIMARY when n > RB_WAIT_MAX: first cell of the sorted id list */
+    uint32_t slot[RB_WAIT_MAX]; /* PRIMARY when n <= RB_WAIT_MAX: the queue ids */
 } rb_waiter;
 
 enum rb_waiter_kind {
     RB_WAITER_FUTEX = 0,
     RB_WAITER_FD = 1,
+    RB_WAITER_BELL = 2,
+    RB_WAITER_KIND_MAX = RB_WAITER_BELL,
 };
 
 typedef struct rb_header {
@@ -268,9 +300,12 @@ uint32_t rb_sweep_waiters(rb_seg *s);
 /* watch.c */
 typedef struct rb_poke {
     uint32_t pid;
+    uint32_t row;  /* BELL entries: the row whose bell to futex-wake */
     uint64_t token;
+    uint32_t bell; /* 1 = a BELL row (futex wake), 0 = an FD row (FIFO byte) */
 } rb_poke;
-/* A sender's list of FD watchers to poke once it has unlocked. */
+/* A sender's list of FD watchers to poke (and BELL rows to wake) once it
+ * has unlocked. */
 typedef struct rb_pokes {
     uint32_t n, cap;
     rb_poke *v;
@@ -283,12 +318,33 @@ int rb_poke_cached(void); /* write ends this process keeps open for pokes (tests
 void rb_watch_path(const rb_seg *s, uint32_t pid, uint64_t token, char *buf, size_t cap);
 void rb_watch_forget_row(rb_seg *s, rb_waiter *wt); /* a dead FD row: unlink its FIFO */
 
+/* waitlist.c: the queue ids of a waiter row, inline or in list cells. */
+#define RB_LIST_IDS_PER_CELL (RB_CELL_PAYLOAD / sizeof(uint32_t))
+static inline uint32_t rb_list_cells_needed(uint32_t n)
+{
+    return (uint32_t)((n + RB_LIST_IDS_PER_CELL - 1) / RB_LIST_IDS_PER_CELL);
+}
+int rb_list_write(rb_seg *s, const uint32_t *sorted, uint32_t n, uint32_t *out_first);
+void rb_list_free(rb_seg *s, uint32_t first);
+/* Call fn(s, id, arg) for every queue id of the row; stops at fn's first
+ * non-zero return and returns it. */
+typedef int (*rb_id_fn)(rb_seg *s, uint32_t id, void *arg);
+int rb_row_each(rb_seg *s, const rb_waiter *wt, rb_id_fn fn, void *arg);
+bool rb_row_watches(rb_seg *s, const rb_waiter *wt, uint32_t qid);
+/* Validate a row's list chain (cells in range, unmarked, counts adding up
+ * to n, ids ascending and naming QUEUE slots); on success mark its cells in
+ * `mark` (if non-NULL) and return how many, else 0 with `why` filled. */
+uint32_t rb_list_walk(rb_seg *s, const rb_waiter *wt, unsigned char *mark, char *why, size_t cap);
+/* Sorted unique copy of ids (n in/out), for a long list; malloc'd. */
+uint32_t *rb_ids_sorted_unique(rb_seg *s, const uint32_t *ids, uint32_t *n);
+
 /* queue.c helpers shared with watch.c (all under the lock but parse). */
 typedef struct rb_name_ref {
     const char *p;
     uint32_t len;
 } rb_name_ref;
 int rb_parse_names(const char *blob, size_t blob_len, uint32_t count, rb_name_ref *out);
+int rb_check_count(size_t blob_len, uint32_t count); /* before sizing arrays for count names */
 int rb_resolve_queues(rb_seg *s, const rb_name_ref *names, uint32_t count, uint32_t *ids);
 int rb_waiter_register(rb_seg *s, const uint32_t *ids, uint32_t count, uint32_t kind,
                        uint64_t token, uint32_t *out_row, uint64_t *out_token);

@@ -171,6 +171,27 @@ void rb_watch_poke_all(rb_seg *s, rb_pokes *p)
 {
     if (p->n == 0)
         return;
+    /* BELL rows (queue.c) first: a futex wake of the row's bell word, which
+     * the collector already bumped under the lock.  The row may have been
+     * unregistered (even reused) since: the wake is then spurious, and
+     * every bell sleeper re-checks under the lock when it wakes. */
+    uint32_t fifo = 0;
+    for (uint32_t i = 0; i < p->n; i++) {
+        if (p->v[i].bell) {
+            if (p->v[i].row < s->waiter_count)
+                rb_futex_wake(&s->waiters[p->v[i].row].bell, 1);
+        } else {
+            fifo++;
+        }
+    }
+    if (fifo == 0) {
+        if (p->v != p->stack)
+            free(p->v);
+        p->v = p->stack;
+        p->n = 0;
+        p->cap = 8;
+        return;
+    }
     pthread_once(&cache_once, cache_init);
     struct sigaction old_action;
     int guard = sigaction(SIGPIPE, NULL, &old_action) != 0 || old_action.sa_handler != SIG_IGN;
@@ -186,6 +207,8 @@ void rb_watch_poke_all(rb_seg *s, rb_pokes *p)
     char path[RB_POKE_PATH];
     pthread_mutex_lock(&cache_lock);
     for (uint32_t i = 0; i < p->n; i++) {
+        if (p->v[i].bell)
+            continue;
         rb_watch_path(s, p->v[i].pid, p->v[i].token, path, sizeof path);
         epipe |= poke_one(path, s->hdr->created_ns);
     }

@@ -322,10 +322,24 @@ int rb_send_batch(rb_seg *s, const char *name, size_t name_len, const char *data
 /* Parse the u16-length-prefixed names blob. */
 typedef rb_name_ref name_ref;
 
+/* No upper bound on count (the ASGI receive has none): only what the blob
+ * can hold, checked before anybody sizes an array by count.  Each entry is
+ * at least its u16 length (an empty name is then refused by name). */
+int rb_check_count(size_t blob_len, uint32_t count)
+{
+    if (count == 0)
+        return rb_fail(RB_E_INVAL, "receive needs at least one queue name, got 0");
+    if (count > blob_len / 2)
+        return rb_fail(RB_E_INVAL, "a names blob of %zu bytes cannot hold %u names", blob_len,
+                       count);
+    return RB_OK;
+}
+
 int rb_parse_names(const char *blob, size_t blob_len, uint32_t count, name_ref *out)
 {
-    if (count == 0 || count > RB_WAIT_MAX)
-        return rb_fail(RB_E_INVAL, "receive needs 1..%d queue names, got %u", RB_WAIT_MAX, count);
+    int rc = rb_check_count(blob_len, count);
+    if (rc != RB_OK)
+        return rc;
     size_t off = 0;
     for (uint32_t i = 0; i < count; i++) {
         if (off + 2 > blob_len)
@@ -377,8 +391,7 @@ static int resolve_for_wait(rb_seg *s, const name_ref *names, uint32_t count, ui
 
 int rb_resolve_queues(rb_seg *s, const rb_name_ref *names, uint32_t count, uint32_t *ids)
 {
-    uint32_t vals[RB_WAIT_MAX];
-    return resolve_for_wait(s, names, count, ids, vals);
+    return resolve_for_wait(s, names, count, ids, NULL);
 }
 
 int rb_queue_live(rb_seg *s, uint32_t qid, uint64_t now)
@@ -400,7 +413,7 @@ static int resolve_for_wait(rb_seg *s, const name_ref *names, uint32_t count, ui
         if (r != RB_OK)
             return r;
         if (epoch == s->hdr->gc_epoch) {
-            for (uint32_t i = 0; i < count; i++)
+            for (uint32_t i = 0; vals && i < count; i++)
                 vals[i] = RB_LOAD_RELAXED(&s->slots[ids[i]].seq);
             return RB_OK;
         }
@@ -408,45 +421,88 @@ static int resolve_for_wait(rb_seg *s, const name_ref *names, uint32_t count, ui
     return rb_fail(RB_E_NOSLOT, "name table too full to wait on %u queues", count);
 }
 
+static int count_in(rb_seg *s, uint32_t id, void *fd)
+{
+    s->slots[id].waiters++;
+    if (*(const int *)fd)
+        s->slots[id].fd_watchers++;
+    return 0;
+}
+
+static int count_out(rb_seg *s, uint32_t id, void *fd)
+{
+    if (id >= s->slot_count)
+        return 0;
+    if (s->slots[id].waiters)
+        s->slots[id].waiters--;
+    if (*(const int *)fd && s->slots[id].fd_watchers)
+        s->slots[id].fd_watchers--;
+    return 0;
+}
+
 /* Under the lock: take a free waiter row for `ids` (sweeping dead rows if
- * none is free).  FD rows also count in queue.fd_watchers.  `token` 0 = a
- * fresh one; else one the caller reserved (rb_watch_open names its FIFO
- * after it, so the row carries it from its first live instant). */
+ * none is free).  FD and BELL rows also count in queue.fd_watchers (the
+ * rows senders find by scanning).  More than RB_WAIT_MAX ids go, sorted and
+ * without repeats, into list cells (waitlist.c); a BELL row starts armed
+ * (its owner found nothing under this lock hold and sleeps next).  `token`
+ * 0 = a fresh one; else one the caller reserved (rb_watch_open names its
+ * FIFO after it, so the row carries it from its first live instant). */
 int rb_waiter_register(rb_seg *s, const uint32_t *ids, uint32_t count, uint32_t kind,
                        uint64_t token, uint32_t *out_row, uint64_t *out_token)
 {
     rb_header *h = s->hdr;
+    uint32_t *sorted = NULL;
+    if (count > RB_WAIT_MAX) {
+        sorted = rb_ids_sorted_unique(s, ids, &count);
+        if (!sorted)
+            return rb_fail(RB_E_SYS, "out of memory for a list of %u queues", count);
+        if (count <= RB_WAIT_MAX) {
+            /* Repeated names: few enough distinct queues to stay inline (the
+             * kind is the caller's; a BELL row with an inline list works the
+             * same, it just does not need the cells). */
+            ids = sorted;
+        }
+    }
     for (int pass = 0; pass < 2; pass++) {
         for (uint32_t w = 0; w < s->waiter_count; w++) {
             rb_waiter *wt = &s->waiters[w];
             if (wt->pid != 0)
                 continue;
+            if (count > RB_WAIT_MAX) {
+                /* Cells first: unreachable until the pid store below. */
+                int r = rb_list_write(s, sorted, count, &wt->list);
+                if (r != RB_OK) {
+                    free(sorted);
+                    return r;
+                }
+            } else {
+                memcpy(wt->slot, ids, count * sizeof(uint32_t));
+            }
             wt->n = count;
             wt->start_time = rb_self_start_time();
-            memcpy(wt->slot, ids, count * sizeof(uint32_t));
             wt->kind = kind;
-            wt->armed = 0;
+            wt->armed = kind == RB_WAITER_BELL;
             wt->token = token ? token : ++h->waiter_token; /* FD rows: reserved by the caller */
             *out_token = wt->token;
             /* Before the commit: a live row is always below waiter_hi (a crash
              * here leaves it only too high, which costs a scan a few rows). */
             if (w >= h->waiter_hi)
                 h->waiter_hi = w + 1;
-            /* COMMIT: the pid makes the row live; the repair recounts
-             * queue.waiters from live rows only. */
+            /* COMMIT: the pid makes the row live (and its list cells
+             * reachable); the repair recounts queue.waiters from live rows
+             * only. */
             RB_STORE_RELEASE(&wt->pid, rb_self_pid());
             h->waiters_used++;
-            for (uint32_t i = 0; i < count; i++) {
-                s->slots[ids[i]].waiters++;
-                if (kind == RB_WAITER_FD)
-                    s->slots[ids[i]].fd_watchers++;
-            }
+            int scanned = kind != RB_WAITER_FUTEX;
+            rb_row_each(s, wt, count_in, &scanned);
+            free(sorted);
             *out_row = w;
             return RB_OK;
         }
         if (pass == 0 && rb_sweep_waiters(s) == 0)
             break;
     }
+    free(sorted);
     return rb_fail(RB_E_WAITERS, "all %u waiter rows are in use; raise the segment's waiters option",
                    s->waiter_count);
 }
@@ -456,15 +512,29 @@ void rb_waiter_unregister(rb_seg *s, uint32_t row, uint64_t token)
     rb_waiter *wt = &s->waiters[row];
     if (wt->pid == 0 || wt->token != token)
         return; /* swept by a repair meanwhile, maybe reused: nothing of ours to undo */
-    for (uint32_t i = 0; i < wt->n; i++) {
-        if (s->slots[wt->slot[i]].waiters)
-            s->slots[wt->slot[i]].waiters--;
-        if (wt->kind == RB_WAITER_FD && s->slots[wt->slot[i]].fd_watchers)
-            s->slots[wt->slot[i]].fd_watchers--;
-    }
+    int scanned = wt->kind != RB_WAITER_FUTEX;
+    rb_row_each(s, wt, count_out, &scanned);
+    /* COMMIT: the row is free; a long list's cells are unreachable from
+     * here on (killed before the free below, the repair reclaims them). */
     RB_STORE_RELEASE(&wt->pid, 0u);
     s->hdr->waiters_used--;
+    if (wt->n > RB_WAIT_MAX)
+        rb_list_free(s, wt->list);
 }
+
+/* The per-call arrays of a receive: on the stack up to RB_WAIT_MAX names
+ * (the hot case, no malloc), else on the heap. */
+typedef struct wait_arrays {
+    name_ref *names;
+    uint32_t *ids, *vals;
+    uint32_t **words;
+} wait_arrays;
+
+static int receive_or_wait_in(rb_seg *s, const char *blob, size_t blob_len, uint32_t count,
+                              uint32_t take, char *buf, size_t cap, size_t *out_len,
+                              uint32_t *out_index, uint32_t *lens, uint32_t *idxs,
+                              uint32_t *out_n, int64_t timeout_ns, uint32_t spin_us,
+                              wait_arrays *a);
 
 /* The shared engine of rb_receive (take = 1), rb_receive_batch (take = max
  * records; lens/idxs arrays given) and rb_wait (take = 0). */
@@ -473,12 +543,50 @@ static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_
                            uint32_t *out_index, uint32_t *lens, uint32_t *idxs, uint32_t *out_n,
                            int64_t timeout_ns, uint32_t spin_us)
 {
-    name_ref names[RB_WAIT_MAX];
-    uint32_t ids[RB_WAIT_MAX], vals[RB_WAIT_MAX];
-    uint32_t *words[RB_WAIT_MAX];
+    if (count <= RB_WAIT_MAX) {
+        name_ref names[RB_WAIT_MAX];
+        uint32_t ids[RB_WAIT_MAX], vals[RB_WAIT_MAX];
+        uint32_t *words[RB_WAIT_MAX];
+        wait_arrays a = {names, ids, vals, words};
+        return receive_or_wait_in(s, blob, blob_len, count, take, buf, cap, out_len, out_index,
+                                  lens, idxs, out_n, timeout_ns, spin_us, &a);
+    }
+    int r = rb_check_count(blob_len, count); /* bounds count before it sizes the arrays */
+    if (r != RB_OK)
+        return r;
+    wait_arrays a;
+    a.names = malloc((size_t)count * sizeof(name_ref));
+    a.ids = malloc((size_t)count * sizeof(uint32_t));
+    a.vals = malloc((size_t)count * sizeof(uint32_t));
+    a.words = malloc((size_t)count * sizeof(uint32_t *));
+    if (!a.names || !a.ids || !a.vals || !a.words)
+        r = rb_fail(RB_E_SYS, "out of memory for a receive on %u queues", count);
+    else
+        r = receive_or_wait_in(s, blob, blob_len, count, take, buf, cap, out_len, out_index, lens,
+                               idxs, out_n, timeout_ns, spin_us, &a);
+    free(a.names);
+    free(a.ids);
+    free(a.vals);
+    free(a.words);
+    return r;
+}
+
+static int receive_or_wait_in(rb_seg *s, const char *blob, size_t blob_len, uint32_t count,
+                              uint32_t take, char *buf, size_t cap, size_t *out_len,
+                              uint32_t *out_index, uint32_t *lens, uint32_t *idxs,
+                              uint32_t *out_n, int64_t timeout_ns, uint32_t spin_us,
+                              wait_arrays *a)
+{
+    name_ref *names = a->names;
+    uint32_t *ids = a->ids, *vals = a->vals;
+    uint32_t **words = a->words;
     int r = rb_parse_names(blob, blob_len, count, names);
     if (r != RB_OK)
         return r;
+    /* More queues than futex_waitv takes: sleep on the row's bell instead
+     * of on the queues' words (see rb_waiter in internal.h). */
+    const int bell = count > RB_WAIT_MAX;
+    uint32_t bell_val = 0;
     /* Set from the first clock read under the lock: one clock_gettime per
      * call on the hot path (a record is there), not two. */
     uint64_t deadline = 0, spin_end = 0;
@@ -563,8 +671,14 @@ static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_
         int spinning = now < spin_end;
         r = resolve_for_wait(s, names, count, ids, vals);
         if (r == RB_OK && !spinning) {
-            r = rb_waiter_register(s, ids, count, RB_WAITER_FUTEX, 0, &row, &token);
+            r = rb_waiter_register(s, ids, count, bell ? RB_WAITER_BELL : RB_WAITER_FUTEX, 0,
+                                   &row, &token);
             registered = r == RB_OK;
+            /* Snapshotted under the lock hold that armed the row: a sender
+             * rings it (bumps the word) only after this, so the sleep below
+             * returns at once if one already did. */
+            if (registered && bell)
+                bell_val = RB_LOAD_RELAXED(&s->waiters[row].bell);
         }
         rb_unlock(s);
         if (r != RB_OK)
@@ -591,7 +705,33 @@ static int receive_or_wait(rb_seg *s, const char *blob, size_t blob_len, uint32_
         uint64_t wake_at = now + RB_MAX_SLEEP_NS;
         if (wake_at > deadline)
             wake_at = deadline;
-        r = rb_futex_wait_many(words, vals, count, wake_at);
+        if (bell) {
+            /* A bounded sleep that ends with the bell unrung means no
+             * record reached a watched queue: every enqueue rings armed
+             * rows under the lock hold that links it, and a sender killed
+             * between the two dies holding the lock, so the repair rings
+             * every bell (recover.c).  Sleep again without taking the lock
+             * and re-walking the whole list: an idle receive on 5,000
+             * queues then costs one futex syscall per RB_MAX_SLEEP_NS, not
+             * a few milliseconds of lookups (and of lock hold).  Leave the
+             * loop to look when the bell moved, the row is not ours any
+             * more (dropped by a repair), the deadline came or a signal. */
+            rb_waiter *wt = &s->waiters[row];
+            uint32_t *bw = &wt->bell;
+            for (;;) {
+                r = rb_futex_wait_many(&bw, &bell_val, 1, wake_at);
+                if (r != RB_OK || RB_LOAD_ACQUIRE(bw) != bell_val ||
+                    RB_LOAD_ACQUIRE(&wt->pid) != rb_self_pid() ||
+                    RB_LOAD_RELAXED(&wt->token) != token)
+                    break;
+                uint64_t t = rb_now_ns();
+                if (t >= deadline)
+                    break;
+                wake_at = t + RB_MAX_SLEEP_NS < deadline ? t + RB_MAX_SLEEP_NS : deadline;
+            }
+        } else {
+            r = rb_futex_wait_many(words, vals, count, wake_at);
+        }
         if (r == RB_E_INTR) {
             if ((r = rb_lock(s)) != RB_OK)
                 return r;

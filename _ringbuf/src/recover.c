@@ -16,7 +16,9 @@
  *   4. member lists and counts come from the member rows' set_id; a set
  *      with no member is retired;
  *   5. the slot free list and the hash index are rebuilt;
- *   6. queue.waiters is recounted from live waiter rows (dead pids swept).
+ *   6. queue.waiters is recounted from live waiter rows (dead pids swept);
+ *      the long queue lists of kept rows are validated and their cells
+ *      marked BEFORE the free list is rebuilt (so done between 2 and 3).
  *
  * The repair is idempotent: if the repairer dies too, the mutex stays
  * inconsistent and the next locker simply runs it again.
@@ -92,20 +94,28 @@ bool rb_pid_alive(uint32_t pid, uint64_t start_time)
     return true;
 }
 
+static int uncount(rb_seg *s, uint32_t id, void *scanned)
+{
+    if (id < s->slot_count && s->slots[id].waiters)
+        s->slots[id].waiters--;
+    if (*(const int *)scanned && id < s->slot_count && s->slots[id].fd_watchers)
+        s->slots[id].fd_watchers--;
+    return 0;
+}
+
 static void drop_waiter_row(rb_seg *s, rb_waiter *wt)
 {
-    for (uint32_t i = 0; i < wt->n && i < RB_WAIT_MAX; i++) {
-        uint32_t id = wt->slot[i];
-        if (id < s->slot_count && s->slots[id].waiters)
-            s->slots[id].waiters--;
-        if (wt->kind == RB_WAITER_FD && id < s->slot_count && s->slots[id].fd_watchers)
-            s->slots[id].fd_watchers--;
-    }
+    int scanned = wt->kind != RB_WAITER_FUTEX;
+    rb_row_each(s, wt, uncount, &scanned);
     /* A dead FD watcher's FIFO goes before its row: killed in between, the
      * next sweep finds the row again and the unlink is repeated (ENOENT). */
     rb_watch_forget_row(s, wt);
+    /* COMMIT: the row is free.  A long list's cells are unreachable from
+     * here; killed before they are pushed back below, the repair frees them. */
     RB_STORE_RELEASE(&wt->pid, 0u);
     s->hdr->waiters_used--;
+    if (wt->n > RB_WAIT_MAX)
+        rb_list_free(s, wt->list);
 }
 
 /* Under the lock: retire waiter rows of dead processes. */
@@ -210,6 +220,14 @@ static bool slot_valid(rb_seg *s, uint32_t id)
     return true;
 }
 
+static int count_again(rb_seg *s, uint32_t id, void *scanned)
+{
+    s->slots[id].waiters++;
+    if (*(const int *)scanned)
+        s->slots[id].fd_watchers++;
+    return 0;
+}
+
 void rb_repair(rb_seg *s)
 {
     rb_header *h = s->hdr;
@@ -240,6 +258,54 @@ void rb_repair(rb_seg *s)
         }
         walk_queue(s, i, mark, 1, why, sizeof why);
     }
+
+    /* 6 (before the free list, which must not take the cells of a kept
+     * row's long list; and before 5, so queue.waiters is right when the
+     * index is rebuilt).  Records were marked first: a list that overlaps
+     * one (only corruption makes that) loses its row, never the messages. */
+    for (uint32_t i = 0; i < h->slot_bump; i++)
+        s->slots[i].waiters = s->slots[i].fd_watchers = 0;
+    h->waiters_used = 0;
+    h->waiter_hi = 0;
+    for (uint32_t w = 0; w < s->waiter_count; w++) {
+        rb_waiter *wt = &s->waiters[w];
+        if (wt->pid == 0)
+            continue;
+        bool alive = rb_pid_alive(wt->pid, wt->start_time);
+        bool ok = wt->kind <= RB_WAITER_KIND_MAX && alive;
+        if (ok && wt->n > RB_WAIT_MAX) {
+            /* Checked and marked in one step; without scratch memory the
+             * check still runs and the free list is not rebuilt below. */
+            ok = rb_list_walk(s, wt, mark, why, sizeof why) > 0;
+        } else {
+            for (uint32_t k = 0; ok && k < wt->n; k++)
+                ok = wt->slot[k] < h->slot_bump && s->slots[wt->slot[k]].state == RB_SLOT_QUEUE;
+        }
+        if (!ok) {
+            /* A dead FD watcher's FIFO is unlinked with its row.  A live
+             * owner's row dropped for a bad slot keeps its FIFO: the owner
+             * unlinks it in rb_watch_close (and its arm reports the row gone).
+             * Its long list, unmarked, is freed with every other unmarked cell. */
+            if (!alive)
+                rb_watch_forget_row(s, wt);
+            wt->pid = 0;
+            continue;
+        }
+        int scanned = wt->kind != RB_WAITER_FUTEX;
+        rb_row_each(s, wt, count_again, &scanned);
+        h->waiters_used++;
+        h->waiter_hi = w + 1;
+        if (wt->kind == RB_WAITER_BELL) {
+            /* The dead process may have linked a record and died before
+             * ringing this row (rb_watch_collect runs after the link, in the
+             * same lock hold).  A bell sleeper re-looks only when its bell
+             * moved (queue.c), so ring every bell: a spurious look at worst. */
+            wt->armed = 0;
+            __atomic_fetch_add(&wt->bell, 1, __ATOMIC_RELEASE);
+            rb_futex_wake(&wt->bell, 1);
+        }
+    }
+
     if (mark) {
         for (uint32_t c = 0; c < h->cell_bump; c++)
             if (BIT_GET(mark, c))
@@ -279,37 +345,6 @@ void rb_repair(rb_seg *s)
         if (s->slots[i].state == RB_SLOT_SET && s->slots[i].member_count == 0)
             s->slots[i].state = RB_SLOT_FREE;
 
-    /* 6 (before 5, so queue.waiters is right when the index is rebuilt). */
-    for (uint32_t i = 0; i < h->slot_bump; i++)
-        s->slots[i].waiters = s->slots[i].fd_watchers = 0;
-    h->waiters_used = 0;
-    h->waiter_hi = 0;
-    for (uint32_t w = 0; w < s->waiter_count; w++) {
-        rb_waiter *wt = &s->waiters[w];
-        if (wt->pid == 0)
-            continue;
-        bool alive = rb_pid_alive(wt->pid, wt->start_time);
-        bool ok = wt->n <= RB_WAIT_MAX && wt->kind <= RB_WAITER_FD && alive;
-        for (uint32_t k = 0; ok && k < wt->n; k++)
-            ok = wt->slot[k] < h->slot_bump && s->slots[wt->slot[k]].state == RB_SLOT_QUEUE;
-        if (!ok) {
-            /* A dead FD watcher's FIFO is unlinked with its row.  A live
-             * owner's row dropped for a bad slot keeps its FIFO: the owner
-             * unlinks it in rb_watch_close (and its arm reports the row gone). */
-            if (!alive)
-                rb_watch_forget_row(s, wt);
-            wt->pid = 0;
-            continue;
-        }
-        for (uint32_t k = 0; k < wt->n; k++) {
-            s->slots[wt->slot[k]].waiters++;
-            if (wt->kind == RB_WAITER_FD)
-                s->slots[wt->slot[k]].fd_watchers++;
-        }
-        h->waiters_used++;
-        h->waiter_hi = w + 1;
-    }
-
     /* 5. slot free list, then the index. */
     uint32_t high_slot = 0, used = 0;
     for (uint32_t i = 0; i < h->slot_bump; i++)
@@ -329,6 +364,24 @@ void rb_repair(rb_seg *s)
 }
 
 /* ---- check ---------------------------------------------------------------- */
+
+struct tally {
+    uint32_t *waiters, *fdw;
+    uint32_t bump;
+    int scanned;
+};
+
+static int tally_fn(rb_seg *s, uint32_t id, void *arg)
+{
+    (void)s;
+    struct tally *t = arg;
+    if (id < t->bump) {
+        t->waiters[id]++;
+        if (t->scanned)
+            t->fdw[id]++;
+    }
+    return 0;
+}
 
 static int check_locked(rb_seg *s, char *why, size_t cap)
 {
@@ -388,6 +441,33 @@ static int check_locked(rb_seg *s, char *why, size_t cap)
             goto out;
         }
     }
+    uint32_t live = 0;
+    for (uint32_t w = 0; w < s->waiter_count; w++) {
+        rb_waiter *wt = &s->waiters[w];
+        if (wt->pid == 0)
+            continue;
+        if (w >= h->waiter_hi) {
+            bad = snprintf(why, cap, "waiter row %u is live but waiter_hi is %u", w, h->waiter_hi);
+            goto out;
+        }
+        live++;
+        if (wt->kind > RB_WAITER_KIND_MAX) {
+            bad = snprintf(why, cap, "waiter row %u has kind %u", w, wt->kind);
+            goto out;
+        }
+        if (wt->n > RB_WAIT_MAX) {
+            /* A long list: its cells are in use (marked, counted), its ids
+             * ascending queue ids. */
+            uint32_t n = rb_list_walk(s, wt, mark, why, cap);
+            if (n == 0) {
+                bad = 1;
+                goto out;
+            }
+            used_cells += n;
+        }
+        struct tally t = {waiters, fdw, h->slot_bump, wt->kind != RB_WAITER_FUTEX};
+        rb_row_each(s, wt, tally_fn, &t);
+    }
     /* Free cells: each below the bump, unmarked and listed once. */
     uint32_t nfree = 0;
     for (uint32_t c = h->cell_free_head; c != RB_NIL; c = s->cells[c].next) {
@@ -399,31 +479,11 @@ static int check_locked(rb_seg *s, char *why, size_t cap)
         nfree++;
     }
     if (nfree != h->cell_free || used_cells + nfree != h->cell_bump) {
-        bad = snprintf(why, cap, "cells: %llu in records + %u free (counter %u) != bump %u",
+        bad = snprintf(why, cap, "cells: %llu in records and waiter lists + %u free (counter %u) != bump %u",
                        (unsigned long long)used_cells, nfree, h->cell_free, h->cell_bump);
         goto out;
     }
-    uint32_t live = 0;
-    for (uint32_t w = 0; w < s->waiter_count; w++) {
-        rb_waiter *wt = &s->waiters[w];
-        if (wt->pid == 0)
-            continue;
-        if (w >= h->waiter_hi) {
-            bad = snprintf(why, cap, "waiter row %u is live but waiter_hi is %u", w, h->waiter_hi);
-            goto out;
-        }
-        live++;
-        for (uint32_t k = 0; k < wt->n && k < RB_WAIT_MAX; k++)
-            if (wt->slot[k] < h->slot_bump) {
-                waiters[wt->slot[k]]++;
-                if (wt->kind == RB_WAITER_FD)
-                    fdw[wt->slot[k]]++;
-            }
-        if (wt->kind > RB_WAITER_FD) {
-            bad = snprintf(why, cap, "waiter row %u has kind %u", w, wt->kind);
-            goto out;
-        }
-    }
+
     if (live != h->waiters_used) {
         bad = snprintf(why, cap, "waiters_used is %u, %u rows are live", h->waiters_used, live);
         goto out;

@@ -62,6 +62,10 @@ static struct timespec abs_ts(uint64_t ns)
 int rb_futex_wait_many(uint32_t **words, const uint32_t *vals, uint32_t n, uint64_t abs_deadline_ns)
 {
     long r;
+    /* Callers pass at most RB_WAIT_MAX words: a receive on more queues
+     * sleeps on its row's one bell word instead (queue.c). */
+    if (n > RB_WAIT_MAX)
+        n = RB_WAIT_MAX;
     if (n > 1 && !__atomic_load_n(&waitv_missing, __ATOMIC_RELAXED)) {
         struct futex_waitv wv[RB_WAIT_MAX];
         for (uint32_t i = 0; i < n; i++) {

@@ -23,6 +23,13 @@
  * disarms under the lock after linking, so a record sent after the check
  * always finds the row armed: no wake-up is lost between check and sleep.
  *
+ * The same scan serves BELL rows (a blocking receive on more than
+ * RB_WAIT_MAX queues, queue.c): armed at registration, disarmed by the
+ * sender, whose ring is a bump of the row's bell word under the lock and a
+ * futex wake of it after unlocking instead of a FIFO byte.  A watch may
+ * name any number of queues too: past RB_WAIT_MAX its list lives in cells
+ * (waitlist.c) and rb_row_watches binary-searches it.
+ *
  * Crash points:
  *   - owner killed after the row's pid store but before the FIFO exists (or
  *     before rb_watch_open returns): the row is a dead pid's row; the sweep
@@ -113,12 +120,11 @@ void rb_watch_collect(rb_seg *s, uint32_t qid, rb_pokes *p)
     uint32_t hi = h->waiter_hi < s->waiter_count ? h->waiter_hi : s->waiter_count;
     for (uint32_t w = 0; w < hi; w++) {
         rb_waiter *wt = &s->waiters[w];
-        if (wt->pid == 0 || wt->kind != RB_WAITER_FD || !wt->armed)
+        /* FD and BELL rows; armed first, the cheap test: a disarmed row is
+         * owed a ring already, so its (maybe long) list is not looked at. */
+        if (wt->pid == 0 || wt->kind == RB_WAITER_FUTEX || !wt->armed)
             continue;
-        int watches = 0;
-        for (uint32_t i = 0; i < wt->n && i < RB_WAIT_MAX && !watches; i++)
-            watches = wt->slot[i] == qid;
-        if (!watches)
+        if (!rb_row_watches(s, wt, qid))
             continue;
         if (p->n == p->cap) {
             uint32_t cap = p->cap * 2;
@@ -135,7 +141,16 @@ void rb_watch_collect(rb_seg *s, uint32_t qid, rb_pokes *p)
          * loses it (see the header comment). */
         wt->armed = 0;
         p->v[p->n].pid = wt->pid;
+        p->v[p->n].row = w;
         p->v[p->n].token = wt->token;
+        p->v[p->n].bell = wt->kind == RB_WAITER_BELL;
+        if (p->v[p->n].bell) {
+            /* Rung under the lock, after the record was linked: the owner
+             * snapshotted the word under the lock hold that armed the row,
+             * so its sleep sees a changed word even if the futex wake
+             * (after unlocking, poke.c) never comes. */
+            __atomic_fetch_add(&wt->bell, 1, __ATOMIC_RELEASE);
+        }
         p->n++;
     }
 }
@@ -159,22 +174,40 @@ int rb_watch_open(rb_seg *s, const char *names, size_t names_len, uint32_t count
 {
     if (out_fd == NULL || out_row == NULL || out_token == NULL)
         return rb_fail(RB_E_INVAL, "watch_open needs out_fd, out_row and out_token");
-    rb_name_ref refs[RB_WAIT_MAX];
-    uint32_t ids[RB_WAIT_MAX];
-    int r = rb_parse_names(names, names_len, count, refs);
+    /* Any number of queues (a long list goes into cells: waitlist.c). */
+    int r = rb_check_count(names_len, count);
     if (r != RB_OK)
         return r;
+    rb_name_ref refs_st[RB_WAIT_MAX], *refs = refs_st;
+    uint32_t ids_st[RB_WAIT_MAX], *ids = ids_st;
+    uint32_t row = 0;
+    uint64_t token = 0;
+    if (count > RB_WAIT_MAX) {
+        refs = malloc((size_t)count * sizeof *refs);
+        ids = malloc((size_t)count * sizeof *ids);
+        if (!refs || !ids) {
+            free(refs);
+            free(ids);
+            return rb_fail(RB_E_SYS, "out of memory for a watch on %u queues", count);
+        }
+    }
+    r = rb_parse_names(names, names_len, count, refs);
+    if (r != RB_OK)
+        goto out;
     /* 1. The row first (disarmed: no sender pokes it yet).  From its pid
      * store on, a sweep of this process's death unlinks the FIFO path, so
      * the FIFO made below can never be orphaned by a SIGKILL. */
     if ((r = rb_lock(s)) != RB_OK)
-        return r;
-    uint32_t row = 0;
-    uint64_t token = 0;
+        goto out;
     r = rb_resolve_queues(s, refs, count, ids);
     if (r == RB_OK)
         r = rb_waiter_register(s, ids, count, RB_WAITER_FD, 0, &row, &token);
     rb_unlock(s);
+out:
+    if (refs != refs_st) {
+        free(refs);
+        free(ids);
+    }
     if (r != RB_OK)
         return r;
 
@@ -217,6 +250,20 @@ fail:
     return r;
 }
 
+/* Row ids are bounded here too: a row scribbled on must not index past the
+ * slot table (the repair drops such a row; these may run before it). */
+static int live_fn(rb_seg *s, uint32_t id, void *now)
+{
+    return id < s->slot_count && rb_queue_live(s, id, *(uint64_t *)now);
+}
+
+static int seq_fn(rb_seg *s, uint32_t id, void *sum)
+{
+    if (id < s->slot_count)
+        *(uint64_t *)sum += RB_LOAD_ACQUIRE(&s->slots[id].seq);
+    return 0;
+}
+
 static int check_row(rb_seg *s, uint32_t row, uint64_t token)
 {
     if (row >= s->waiter_count)
@@ -240,9 +287,7 @@ int rb_watch_arm(rb_seg *s, uint32_t row, uint64_t token)
     }
     rb_waiter *wt = &s->waiters[row];
     uint64_t now = rb_now_ns();
-    int ready = 0;
-    for (uint32_t i = 0; i < wt->n && !ready; i++)
-        ready = rb_queue_live(s, wt->slot[i], now);
+    int ready = rb_row_each(s, wt, live_fn, &now);
     /* Checked and armed under one lock hold: a send after this sees armed. */
     wt->armed = ready ? 0 : 1;
     rb_unlock(s);
@@ -263,11 +308,13 @@ uint64_t rb_watch_seq(rb_seg *s, uint32_t row, uint64_t token)
     if (s == NULL || row >= s->waiter_count)
         return RB_SEQ_INVALID;
     rb_waiter *wt = &s->waiters[row];
-    if (RB_LOAD_ACQUIRE(&wt->pid) != rb_self_pid() || wt->token != token || wt->n > RB_WAIT_MAX)
+    if (RB_LOAD_ACQUIRE(&wt->pid) != rb_self_pid() || wt->token != token)
         return RB_SEQ_INVALID;
+    /* A long list's cells are as stable as the row: written before its
+     * pid store, freed only after the pid store of 0 (by us, or by a sweep
+     * after our death), so walking them here without the lock is safe. */
     uint64_t sum = 0;
-    for (uint32_t i = 0; i < wt->n; i++)
-        sum += RB_LOAD_ACQUIRE(&s->slots[wt->slot[i]].seq);
+    rb_row_each(s, wt, seq_fn, &sum);
     return sum & ~RB_SEQ_INVALID_BIT;
 }
 

@@ -246,8 +246,12 @@ static void test_names(rb_seg *s)
     CHECK_RC(rb_receive(s, blob, 1, 1, big_out, 10, &n, &idx, 0, 0), RB_E_INVAL);
     CHECK_RC(rb_receive(s, blob, 10, 1, big_out, 10, &n, &idx, 0, 0), RB_E_INVAL);
     CHECK_RC(rb_receive(s, blob, 0, 0, big_out, 10, &n, &idx, 0, 0), RB_E_INVAL);
-    CHECK_RC(rb_receive(s, blob, sizeof blob, RB_WAIT_MAX + 1, big_out, 10, &n, &idx, 0, 0),
-             RB_E_INVAL);
+    /* No upper bound on the count (RB_WAIT_MAX is no limit any more), but a
+     * count the blob cannot hold (2 bytes an entry at least) is refused
+     * before anything is sized by it. */
+    CHECK_RC(rb_receive(s, blob, 10, 6, big_out, 10, &n, &idx, 0, 0), RB_E_INVAL);
+    CHECK(strstr(rb_last_error(), "cannot hold 6 names") != NULL);
+    CHECK_RC(rb_receive(s, blob, 10, UINT32_MAX, big_out, 10, &n, &idx, 0, 0), RB_E_INVAL);
 
     /* Exactly RB_NAME_MAX bytes is fine, and names are bytes: a NUL inside
      * and a near-identical name are different queues. */

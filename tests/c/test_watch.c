@@ -195,6 +195,7 @@ static void test_stale_path(void)
 {
     rb_pokes p;
     rb_pokes_init(&p);
+    memset(&p.v[0], 0, sizeof p.v[0]); /* an FD entry (bell = 0) */
     p.v[0].pid = 1;
     p.v[0].token = 999999;
     p.n = 1;
@@ -485,6 +486,7 @@ static void test_poke_cache(void)
         CHECK(fds_on(wpath) == 1); /* only the cached end: the pipe has no reader */
         rb_pokes p;
         rb_pokes_init(&p);
+        memset(&p.v[0], 0, sizeof p.v[0]); /* an FD entry (bell = 0) */
         p.v[0].pid = (uint32_t)getpid();
         p.v[0].token = wtoken;
         p.n = 1;

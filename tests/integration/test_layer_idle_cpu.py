@@ -3,8 +3,8 @@
 Over 2 s it must use under 2% of a core, measured by the parent from
 /proc/<pid>/stat and by the child with getrusage around the call; and the
 call must return ``(None, None)`` at ``blocking_timeout``, not before and
-not much after. Run with and without a spin budget, on one channel and on
-a list mixing normal and ``!`` channels.
+not much after. Run with and without a spin budget, on one channel, on
+a list mixing normal and ``!`` channels, and on 5,000 channels.
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ VARIANTS: dict[str, tuple[list[str], int]] = {
     "one-channel": (["idle.work"], 0),
     "mixed-channels": (["idle.a", "idle.b", "idle.srv!", "idle.c?x"], 0),
     "spin-200us": (["idle.spin"], 200),
+    # Past 64 queues the core sleeps on its waiter row's bell word: as idle.
+    "5000-channels": ([f"idle.many.{i}" for i in range(5000)], 0),
 }
 
 

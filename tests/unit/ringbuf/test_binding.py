@@ -265,8 +265,8 @@ def test_bad_arguments(segment: Segment, prefix: str) -> None:
         segment.receive([b"q"], timeout=-1)
     with pytest.raises(ValueError, match="at least one"):
         segment.receive([])
-    with pytest.raises(ValueError, match="at most 64"):
-        segment.receive([b"q%d" % i for i in range(65)])
+    # No upper bound on the list any more (tests/unit/ringbuf/test_many_queues.py).
+    assert segment.receive([b"q%d" % i for i in range(65)]) is None
     with pytest.raises(ValueError, match="size"):
         Segment(prefix, size=-1)
     with pytest.raises(TypeError, match="prefix"):
