@@ -1,0 +1,135 @@
+"""The one bridge from the channel layer into the reactor: replies for this server, no polling.
+
+Two ways, picked by what the layer offers (``"twisted" in layer.extensions``):
+
+* :class:`TwistedReader`: the ASGI 1 ``twisted`` extension.
+  ``layer.receive_twisted([channel])`` returns a Deferred that fires with
+  ``(channel, message)``; the shared-memory layer serves it from the core's
+  FD watch registered as a reactor reader, so a reply wakes the reactor
+  directly (one kernel wake-up, no thread). Each result asks for the next.
+* :class:`ThreadReader`: a thread blocked in ``layer.receive([channel],
+  block=True)`` (the layer sleeps in the kernel, GIL released) hands each
+  message to the reactor with ``callFromThread``. Works on any layer.
+
+Either way, messages reach ``dispatch(channel, message)`` on the reactor
+thread, in the order the layer gave them. A layer error is logged and the
+reader goes on after a short pause: a server must outlive a layer hiccup
+(a Redis restart, a full segment) instead of dying with every socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["ThreadReader", "TwistedReader", "make_reader"]
+
+logger = logging.getLogger(__name__)
+
+Dispatch = Callable[[str, dict[str, Any]], None]
+#: Seconds to wait before receiving again after the layer raised.
+ERROR_PAUSE = 0.5
+#: The suffix of the message :meth:`ThreadReader.stop` sends itself to end
+#: the blocked receive at once (it is never registered, so never dispatched).
+_STOP_SUFFIX = "_stop"
+
+
+class ThreadReader:
+    """A thread blocked in ``receive(block=True)`` handing messages to the reactor."""
+
+    kind = "thread"
+
+    def __init__(self, layer: Any, channel: str, reactor: Any, dispatch: Dispatch) -> None:
+        self.layer = layer
+        self.channel = channel
+        self.reactor = reactor
+        self.dispatch = dispatch
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"reader {channel}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        channels = [self.channel]
+        while not self._stopping.is_set():
+            try:
+                channel, message = self.layer.receive(channels, block=True)
+            except Exception:
+                logger.exception("receive on %r failed; retrying in %.1f s", self.channel, ERROR_PAUSE)
+                self._stopping.wait(ERROR_PAUSE)
+                continue
+            if channel is None or self._stopping.is_set():
+                continue
+            try:
+                self.reactor.callFromThread(self.dispatch, channel, message)
+            except RuntimeError:  # the reactor has stopped: nothing left to serve
+                return
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        try:
+            self.layer.send(self.channel + _STOP_SUFFIX, {"stop": True})
+        except Exception:  # a full channel: the receive times out by itself
+            logger.debug("could not wake the reader of %r; it stops at its receive timeout", self.channel)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+class TwistedReader:
+    """Chained ``receive_twisted`` Deferreds on the reactor thread."""
+
+    kind = "twisted"
+
+    def __init__(self, layer: Any, channel: str, reactor: Any, dispatch: Dispatch) -> None:
+        self.layer = layer
+        self.channel = channel
+        self.reactor = reactor
+        self.dispatch = dispatch
+        self._pending: Any = None
+        self._stopped = False
+
+    def start(self) -> None:
+        self._next()
+
+    def _next(self) -> None:
+        if self._stopped:
+            return
+        self._pending = self.layer.receive_twisted([self.channel])
+        self._pending.addCallbacks(self._got, self._failed)
+
+    def _got(self, result: tuple[str | None, dict[str, Any] | None]) -> None:
+        self._pending = None
+        channel, message = result
+        if channel is not None and message is not None and not self._stopped:
+            self.dispatch(channel, message)
+        self._next()
+
+    def _failed(self, failure: Any) -> None:
+        self._pending = None
+        if self._stopped:
+            return
+        logger.error("receive_twisted on %r failed; retrying in %.1f s: %s", self.channel, ERROR_PAUSE,
+                     failure.getErrorMessage())
+        self.reactor.callLater(ERROR_PAUSE, self._next)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopped = True
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.cancel()
+
+
+def make_reader(layer: Any, channel: str, reactor: Any, dispatch: Dispatch,
+                mode: str = "auto") -> ThreadReader | TwistedReader:
+    """The reader for ``layer``: ``auto`` takes the twisted extension when the layer has it."""
+    if mode not in ("auto", "twisted", "thread"):
+        raise ValueError(f"reader mode must be 'auto', 'twisted' or 'thread', got {mode!r}")
+    has_twisted = "twisted" in getattr(layer, "extensions", ())
+    if mode == "twisted" and not has_twisted:
+        raise ValueError(f"layer {type(layer).__name__} has no 'twisted' extension (receive_twisted)")
+    if mode == "twisted" or (mode == "auto" and has_twisted):
+        return TwistedReader(layer, channel, reactor, dispatch)
+    return ThreadReader(layer, channel, reactor, dispatch)

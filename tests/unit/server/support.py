@@ -1,0 +1,55 @@
+"""Fixtures for the protocol-server unit tests: an in-memory layer, a fake clock, string transports."""
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from ipc_layer import InMemoryChannelLayer
+from server.config import ServerConfig
+from server.context import ServerContext
+from server.http import LayerHTTPFactory
+from server.replies import ReplyRouter
+
+
+class Harness:
+    """One server's context over an in-memory layer, and helpers to drive connections byte by byte."""
+
+    def __init__(self, **config: Any) -> None:
+        self.layer = InMemoryChannelLayer(capacity=config.pop("capacity", 100),
+                                          channel_capacity=config.pop("channel_capacity", None))
+        self.reactor = MemoryReactorClock()
+        self.router = ReplyRouter(self.layer.new_process_channel("server"))
+        self.context = ServerContext(self.layer, self.router, ServerConfig(**config), self.reactor)
+        self.factory = LayerHTTPFactory(self.context)
+
+    def connect(self, port: int = 5000) -> tuple[Any, StringTransport]:
+        channel = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", port),
+                                    hostAddress=IPv4Address("TCP", "127.0.0.1", 8000))
+        channel.makeConnection(transport)
+        return channel, transport
+
+    def take(self, channel: str) -> dict[str, Any]:
+        got, message = self.layer.receive([channel])
+        assert got is not None, f"nothing on {channel}"
+        return message
+
+    def nothing_on(self, channel: str) -> bool:
+        return self.layer.receive([channel]) == (None, None)
+
+    def nothing_on_peek(self, channel: str) -> bool:
+        return self.layer.channel_statistics(channel)["messages_pending"] == 0
+
+    def reply(self, reply_channel: str, message: dict[str, Any]) -> None:
+        """What the reader does: the layer gives the message, the router dispatches it."""
+        self.layer.send(reply_channel, message)
+        got, received = self.layer.receive([self.router.process_channel])
+        assert got == reply_channel
+        self.router.dispatch(got, received)
+
+
+def feed_bytewise(channel: Any, data: bytes) -> None:
+    for i in range(len(data)):
+        channel.dataReceived(data[i : i + 1])
