@@ -389,8 +389,10 @@ class LayerRequest(http.Request):
         protocol.dataReceived(data + b"\r\n")
         self.state = "DONE"
         # The channel paused reading while this request was "in progress";
-        # the socket is autobahn's now, so let the bytes flow again.
-        self.channel._networkProducer.resumeProducing()
+        # the socket is autobahn's now, so let the bytes flow again (unless
+        # autobahn already refused the handshake and is closing it).
+        if not getattr(transport, "disconnecting", False):
+            self.channel._networkProducer.resumeProducing()
 
 
 class LayerHTTPChannel(http.HTTPChannel):
