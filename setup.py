@@ -15,10 +15,13 @@ setup(
     include_package_data=True,
     setup_requires=["cffi>=1.15"],
     cffi_modules=["_ringbuf/build_ffi.py:ffibuilder"],
-    install_requires=["cffi>=1.15", "msgpack>=1.0"],
+    # twisted + autobahn: the protocol server (server/): Twisted's HTTP and
+    # endpoints and autobahn's WebSocket rather than our own parsers.
+    install_requires=["cffi>=1.15", "msgpack>=1.0", "twisted>=23.8", "autobahn>=23.1"],
     extras_require={
         "tests": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "redis>=5", "hiredis>=2",
-                  "channels>=4", "channels_redis>=4", "daphne>=4", "matplotlib>=3.6", "msgpack>=1.0"],
+                  "channels>=4", "channels_redis>=4", "daphne>=4", "matplotlib>=3.6", "msgpack>=1.0",
+                  "websockets>=12"],
         "redis": ["redis>=5", "hiredis>=2"],
         "channels4": ["channels>=4", "asgiref>=3.6"],
         "bench": ["redis>=5", "hiredis>=2", "channels>=4", "channels_redis>=4", "matplotlib>=3.6"],
@@ -27,6 +30,7 @@ setup(
         "console_scripts": [
             "ipc-bench = bench.cli:main",
             "ipc-layer = ipc_layer.cli:main",
+            "ipc-server = server.cli:main",
         ],
     },
     zip_safe=False,

@@ -20,7 +20,7 @@ stream to the application instead of waiting in a temporary file.
     WAITING     reply with status                       write head + content                    RESPONDING or DONE
     RESPONDING  reply chunk                             write content                           RESPONDING or DONE
     any         client gone before DONE                 body chunk closed=True, http.disconnect DONE
-    HEAD..WAIT  http_timeout                            503                                     DONE
+    WAITING     http_timeout (from the end of the upload)  503                                  DONE
 
 (STREAMING and WAITING can overlap with a response: an application may
 answer before it read the whole body.) Chunks for the body channel wait in
@@ -160,6 +160,7 @@ class LayerRequest(http.Request):
         elif self.state == "STREAMING":
             self.body_queue.append({"content": b"", "closed": False, "more_content": False})
             self.state = "WAITING"  # STREAMING -> WAITING
+            self._start_timeout()
             self._flush_body()
 
     # -- the request message -----------------------------------------------
@@ -227,7 +228,8 @@ class LayerRequest(http.Request):
             self._fail(413, b"Request head too large")
             return
         context.live.add(self)
-        self.timeout_call = context.reactor.callLater(config.http_timeout, self._timed_out)
+        if not streaming:
+            self._start_timeout()
         if streaming:
             # HEAD -> STREAMING
             self.state = "STREAMING"
@@ -237,6 +239,13 @@ class LayerRequest(http.Request):
         else:
             # HEAD -> WAITING
             self.state = "WAITING"
+
+    def _start_timeout(self) -> None:
+        """``http_timeout`` runs from the end of the upload: an application
+        cannot be expected to answer a request it has not fully received, so
+        a slow 10 MiB upload is not a slow application."""
+        if self.timeout_call is None and self.state != "DONE":
+            self.timeout_call = self.context.reactor.callLater(self.context.config.http_timeout, self._timed_out)
 
     def _flush_body(self) -> None:
         """Send queued body chunks; on a full body channel, stop reading and retry later."""

@@ -1,0 +1,218 @@
+"""``ipc-server`` (also ``python -m server``): the protocol server's command line, Daphne 1.x's options.
+
+::
+
+    ipc-server                                   # 127.0.0.1:8000, shared-memory layer, prefix "default"
+    ipc-server -b 0.0.0.0 -p 8080 --prefix mysite
+    ipc-server -e tcp:8000 -e ssl:8443:privateKey=key.pem:certKey=cert.pem
+    ipc-server -u /run/mysite.sock --layer ipc_layer.redis_layer.RedisChannelLayer \\
+               --layer-config '{"hosts": ["redis://127.0.0.1:6379/0"]}'
+
+Every mistake (a bad option value, a layer path that does not import, a
+CONFIG key the layer does not take) is one line on stderr naming it and
+exit status 2, as argparse does; nothing ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ipc_layer.loading import InvalidLayerError, load_layer
+
+from .access import access_logger
+from .config import ServerConfig
+
+__all__ = ["main", "parse_args"]
+
+logger = logging.getLogger("server")
+
+DEFAULT_LAYER = "ipc_layer.IPCChannelLayer"
+DEFAULT_PREFIX = "default"
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of bytes") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _websocket_timeout(text: str) -> float | None:
+    if text.strip() == "-1":
+        return None
+    return _positive(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ipc-server",
+        description="HTTP/1.1 and WebSocket protocol server that passes ASGI 1 messages to workers "
+                    "over a channel layer (shared memory by default).",
+    )
+    listen = parser.add_argument_group("listening (several may be combined)")
+    listen.add_argument("-b", "--bind", default=None, help="address to bind (default 127.0.0.1)")
+    listen.add_argument("-p", "--port", type=int, default=None, help="TCP port (default 8000)")
+    listen.add_argument("-u", "--unix-socket", default=None, help="listen on this UNIX socket path")
+    listen.add_argument("--fd", type=int, action="append", default=[],
+                        help="listen on this inherited socket file descriptor (supervisord, systemd)")
+    listen.add_argument("-e", "--endpoint", action="append", default=[],
+                        help="a Twisted endpoint string, e.g. tcp:8000, ssl:443:privateKey=k.pem:certKey=c.pem")
+    layer = parser.add_argument_group("channel layer")
+    layer.add_argument("--layer", default=DEFAULT_LAYER, help=f"dotted path of the layer class (default {DEFAULT_LAYER})")
+    layer.add_argument("--layer-config", default=None, type=_json_object,
+                       help='the layer\'s keyword arguments as JSON, e.g. \'{"prefix": "mysite"}\'')
+    layer.add_argument("--prefix", default=None,
+                       help=f"shortcut for the layer's prefix (default {DEFAULT_PREFIX!r} for the shared-memory layer)")
+    timeouts = parser.add_argument_group("timeouts")
+    timeouts.add_argument("--http-timeout", type=_positive, default=120.0,
+                          help="seconds before an unanswered request gets 503 (default 120)")
+    timeouts.add_argument("--websocket-timeout", type=_websocket_timeout, default=None,
+                          help="seconds a WebSocket may stay open; -1 = the layer's group_expiry (default)")
+    timeouts.add_argument("--websocket-connect-timeout", type=_positive, default=5.0,
+                          help="seconds the application has to accept a WebSocket before 403 (default 5)")
+    timeouts.add_argument("--ping-interval", type=_positive, default=20.0,
+                          help="seconds between WebSocket keep-alive pings (default 20)")
+    timeouts.add_argument("--ping-timeout", type=_positive, default=30.0,
+                          help="seconds without a pong before the socket is closed (default 30)")
+    timeouts.add_argument("--graceful-timeout", type=_positive, default=30.0,
+                          help="seconds in-flight requests get to finish on SIGTERM (default 30)")
+    proto = parser.add_argument_group("protocol")
+    proto.add_argument("--ws-protocol", action="append", default=[], metavar="PROTOCOL",
+                       help="a WebSocket subprotocol to accept (several allowed)")
+    proto.add_argument("--proxy-headers", action="store_true",
+                       help="take the client address and scheme from X-Forwarded-For/-Port/-Proto")
+    proto.add_argument("--root-path", default="", help="the ASGI root_path (mount point) of the site")
+    proto.add_argument("--server-name", default="ipc-server", help="the Server header ('' for none)")
+    proto.add_argument("--websocket-max-message-size", type=_size, default=1 << 20,
+                       help="largest WebSocket message in bytes (default 1048576)")
+    proto.add_argument("--request-body-inline", type=_size, default=256 * 1024,
+                       help="body bytes sent inline in http.request; the rest streams on a body channel "
+                            "(default 262144)")
+    proto.add_argument("--reader", choices=("auto", "twisted", "thread"), default="auto",
+                       help="how replies reach the reactor: the layer's twisted extension or a thread "
+                            "(default auto: twisted when the layer has it)")
+    output = parser.add_argument_group("logging")
+    output.add_argument("--access-log", default=None, metavar="FILE",
+                        help="write the access log to FILE ('-' = stdout; default stdout at -v 1 and up)")
+    output.add_argument("-v", "--verbosity", type=int, choices=(0, 1, 2), default=1,
+                        help="0 = warnings only, 1 = info and the access log (default), 2 = debug")
+    return parser
+
+
+def endpoints_from(args: argparse.Namespace) -> list[str]:
+    """Twisted endpoint strings for -b/-p/-u/-e (the default 127.0.0.1:8000 when none is given)."""
+    endpoints = list(args.endpoint)
+    if args.unix_socket:
+        endpoints.append(f"unix:{args.unix_socket}")
+    if args.bind is not None or args.port is not None or (not endpoints and not args.fd):
+        host = args.bind or "127.0.0.1"
+        port = 8000 if args.port is None else args.port
+        interface = host.replace(":", r"\:")  # IPv6 colons are escaped in endpoint strings
+        endpoints.append(f"tcp:port={port}:interface={interface}")
+    return endpoints
+
+
+def layer_from(args: argparse.Namespace) -> Any:
+    config: dict[str, Any] = dict(args.layer_config or {})
+    if args.prefix is not None:
+        config["prefix"] = args.prefix
+    elif args.layer == DEFAULT_LAYER and "prefix" not in config:
+        config["prefix"] = DEFAULT_PREFIX
+    return load_layer(args.layer, config)
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}[args.verbosity]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    access_logger.propagate = False
+    if args.access_log or args.verbosity >= 1:
+        target = args.access_log or "-"
+        handler: logging.Handler = (logging.StreamHandler(sys.stdout) if target == "-"
+                                    else logging.FileHandler(target, encoding="utf-8"))
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_logger.addHandler(handler)
+        access_logger.setLevel(logging.INFO)
+    # Twisted's own log into the logging module, quiet below -v 2 as Daphne's is.
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    twisted_logger = logging.getLogger("twisted")
+    twisted_logger.setLevel(logging.DEBUG if args.verbosity >= 2 else logging.WARNING)
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, ServerConfig]:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = ServerConfig(
+            http_timeout=args.http_timeout, websocket_timeout=args.websocket_timeout,
+            websocket_connect_timeout=args.websocket_connect_timeout, ping_interval=args.ping_interval,
+            ping_timeout=args.ping_timeout, ws_protocols=tuple(args.ws_protocol),
+            proxy_headers=args.proxy_headers, root_path=args.root_path, server_name=args.server_name,
+            websocket_max_message_size=args.websocket_max_message_size or 1,
+            request_body_inline=args.request_body_inline, graceful_timeout=args.graceful_timeout,
+            reader=args.reader,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args, config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, config = parse_args(argv)
+    _configure_logging(args)
+    try:
+        layer = layer_from(args)
+    except InvalidLayerError as exc:
+        print(f"ipc-server: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the layer could not start (segment, Redis): say so in one line
+        print(f"ipc-server: error: cannot start layer {args.layer}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    from twisted.internet import reactor
+
+    from .server import Server
+
+    server = Server(layer, endpoints_from(args), config, reactor=reactor, fds=args.fd)
+    failed: list[str] = []
+
+    def started_failed(failure: Any) -> None:
+        failed.append(failure.getErrorMessage())
+        logger.error("cannot listen: %s", failure.getErrorMessage())
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: server.start().addErrback(started_failed))
+    reactor.run()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

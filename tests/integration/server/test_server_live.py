@@ -1,0 +1,239 @@
+"""A real ``ipc-server`` process on the shared-memory layer, a real echo application process, real clients."""
+from __future__ import annotations
+
+import http.client
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+class _Lines:
+    """Lines of a child's stream, read by a thread so the test never blocks on a pipe."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.stream = stream
+        self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line)
+
+    def close(self) -> None:
+        """After the child exited: the pump has seen EOF; close our end."""
+        self.thread.join(timeout=5)
+        self.stream.close()
+
+    def wait_for(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+        raise AssertionError(f"no line matching {pattern!r} within {timeout} s; saw:\n{''.join(self.seen)}")
+
+    def drain(self) -> str:
+        while True:
+            try:
+                self.seen.append(self.lines.get_nowait())
+            except queue.Empty:
+                return "".join(self.seen)
+
+
+@dataclass
+class Live:
+    port: int
+    server: subprocess.Popen[str]
+    app: subprocess.Popen[str]
+    log: _Lines
+    access: _Lines
+    conns: list[http.client.HTTPConnection]
+
+    def http(self) -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        self.conns.append(conn)
+        return conn
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.fixture
+def live(prefix: str) -> Iterator[Live]:
+    app = _spawn(["-m", "tests.integration.server.echo_app", "--prefix", prefix])
+    server = _spawn(["-m", "server", "-p", "0", "--prefix", prefix, "--http-timeout", "2",
+                     "--request-body-inline", "65536", "--graceful-timeout", "5"])
+    log, access = _Lines(server.stderr), _Lines(server.stdout)  # type: ignore[arg-type]
+    app_out, app_err = _Lines(app.stdout), _Lines(app.stderr)  # type: ignore[arg-type]
+    try:
+        port = int(log.wait_for(r"Listening on 127\.0\.0\.1:(\d+)").group(1))
+        app_out.wait_for("echo app ready")
+        state = Live(port, server, app, log, access, [])
+        yield state
+        for conn in state.conns:
+            conn.close()
+    finally:
+        for proc in (server, app):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (server, app):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for lines in (log, access, app_out, app_err):
+            lines.close()
+
+
+def test_get_and_post_keep_alive(live: Live) -> None:
+    conn = live.http()
+    conn.request("GET", "/echo?a=1&b=%20")
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.getheader("x-method") == "GET"
+    assert response.getheader("x-query") == "a=1&b=%20"
+    assert response.getheader("server") == "ipc-server"
+    assert response.read() == b""
+    conn.request("POST", "/echo", body=b"hello world")
+    response = conn.getresponse()
+    assert response.read() == b"hello world"
+    assert response.getheader("x-method") == "POST"
+    conn.close()
+    live.access.wait_for(r'"POST /echo" 200 11')
+
+
+def test_ten_mebibyte_upload_through_the_body_channel(live: Live) -> None:
+    body = os.urandom(10 << 20)
+    conn = live.http()
+    conn.request("POST", "/echo", body=body)
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.read() == body
+
+
+def test_chunked_upload(live: Live) -> None:
+    conn = live.http()
+    conn.request("POST", "/echo", body=iter([b"abc", b"defg", b"h" * 100_000]), encode_chunked=True)
+    assert conn.getresponse().read() == b"abcdefg" + b"h" * 100_000
+
+
+def test_streaming_response(live: Live) -> None:
+    conn = live.http()
+    conn.request("GET", "/stream")
+    response = conn.getresponse()
+    assert response.getheader("transfer-encoding") == "chunked"
+    assert response.read() == b"one,two,three"
+
+
+def test_headers_arrive_in_order_with_duplicates(live: Live) -> None:
+    conn = live.http()
+    conn.putrequest("GET", "/headers", skip_accept_encoding=True)
+    for name, value in (("X-B", "1"), ("X-A", "2"), ("X-B", "3"), ("X_Drop", "4")):
+        conn.putheader(name, value)
+    conn.endheaders()
+    lines = conn.getresponse().read().decode().splitlines()
+    assert [line for line in lines if line.startswith("x-")] == ["x-b: 1", "x-a: 2", "x-b: 3"]
+
+
+def test_unanswered_request_is_503_after_http_timeout(live: Live) -> None:
+    conn = live.http()
+    started = time.monotonic()
+    conn.request("GET", "/slow")
+    response = conn.getresponse()
+    assert response.status == 503
+    assert b"failed to respond" in response.read()
+    assert time.monotonic() - started >= 1.5
+
+
+def test_bad_request_is_400_and_the_server_lives_on(live: Live) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(b"GET /%FF HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+    with socket.create_connection(("127.0.0.1", live.port), timeout=5) as sock:
+        sock.sendall(b"\x00\x01garbage\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+    conn = live.http()
+    conn.request("GET", "/echo")
+    assert conn.getresponse().status == 200
+
+
+def test_websocket_echo_text_bytes_close(live: Live) -> None:
+    from websockets.sync.client import connect
+
+    with connect(f"ws://127.0.0.1:{live.port}/chat/", open_timeout=10) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
+        ws.send(b"\x00\xff")
+        assert ws.recv(timeout=10) == b"\x00\xff"
+        ws.send("close")
+        with pytest.raises(Exception) as info:
+            ws.recv(timeout=10)
+        assert getattr(getattr(info.value, "rcvd", None), "code", None) == 4000
+    live.access.wait_for(r'"WSCONNECT /chat/"')
+    live.access.wait_for(r'"WSDISCONNECT /chat/"')
+
+
+def test_websocket_reject_is_403(live: Live) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as info:
+        connect(f"ws://127.0.0.1:{live.port}/reject", open_timeout=10)
+    assert info.value.response.status_code == 403
+
+
+def test_graceful_stop_finishes_requests_and_closes_sockets_1001(live: Live) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    statuses: list[int] = []
+    slow = live.http()
+
+    def in_flight() -> None:
+        slow.request("GET", "/delay")
+        response = slow.getresponse()
+        response.read()
+        statuses.append(response.status)
+
+    with connect(f"ws://127.0.0.1:{live.port}/chat/", open_timeout=10) as ws:
+        ws.send("ping")
+        assert ws.recv(timeout=10) == "ping"
+        request = threading.Thread(target=in_flight)
+        request.start()
+        time.sleep(0.3)  # the request reaches the application before the stop
+        live.server.send_signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+        request.join(timeout=10)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    assert statuses == [200]  # the request in flight finished during the drain
+    assert live.server.wait(timeout=10) == 0
+    live.log.wait_for("stopped")
