@@ -109,12 +109,9 @@ from channels.exceptions import ChannelFull as _ChannelsChannelFull  # type: ign
 from channels.exceptions import MessageTooLarge as _ChannelsMessageTooLarge
 from channels.layers import BaseChannelLayer  # type: ignore[import-untyped]
 
-from . import exceptions, names
-from .base import DEFAULT_EXPIRY, DEFAULT_GROUP_EXPIRY
-from .capacity import DEFAULT_CAPACITY, CapacityKey
-from .layer import DEFAULT_PREFIX, DEFAULT_SEGMENT_SIZE
+from . import exceptions, names, options
 from .layer import IPCChannelLayer as SyncIPCChannelLayer
-from .serializer import DEFAULT_MAX_MESSAGE_SIZE
+from .options import CapacityKey
 
 __all__ = ["ChannelFull", "IPCChannelLayer", "MessageTooLarge"]
 
@@ -137,7 +134,7 @@ _IDLE_EXIT = 30.0
 #: poke is lost only if a sender dies between unlocking and poking.
 _FD_SLICE = 1.0
 #: The ways a waiting receive is woken (the layer's ``wakeup`` option).
-WAKEUPS = ("fd", "thread")
+WAKEUPS = options.WAKEUPS
 #: Most records one routing pass takes off a process queue while holding the
 #: process lock; the rest wake the next pass at once.
 _DRAIN_MAX = 256
@@ -588,69 +585,59 @@ atexit.register(_close_fd_watches)
 class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
     """A Channels 4 channel layer over the shared-memory segment of ``prefix``.
 
-    :param prefix: names the segment (``/dev/shm/rbuf.<prefix>``); every
-        layer (this one or :class:`ipc_layer.IPCChannelLayer`) with the same
-        prefix on this host shares its channels and groups.
-    :param expiry: seconds before an undelivered message is dropped.
-    :param group_expiry: seconds a membership lasts after its last ``group_add``.
-    :param capacity: messages a channel holds before ``send`` raises
-        :class:`ChannelFull`; all ``new_channel()`` channels of a process
-        share one queue, hence one capacity.
-    :param channel_capacity: ``{glob or regex: capacity}``, first match wins.
-    :param max_message_size: largest encoded message (:class:`MessageTooLarge`).
-    :param spin_us: microseconds a receive keeps looking before it sleeps,
-        trading CPU for latency while traffic flows (default 0: sleep at
-        once). With ``wakeup="fd"`` the coroutine looks between loop
-        iterations (``await asyncio.sleep(0)``), so other tasks and I/O keep
-        running; with ``wakeup="thread"`` the helper thread busy-waits (GIL
-        released) before its kernel sleep.
-    :param wakeup: ``"fd"`` (default): each event loop polls one FIFO per
-        queue it waits on, written by the senders (one kernel wake-up per
-        message); ``"thread"``: a helper thread per queue waits in the
-        kernel and wakes the loops (two). A loop whose FD watch cannot be
-        opened (waiter table full) falls back to the thread.
-    :param segment_size, mode, slots, waiters: segment sizing, used only
-        when this layer creates the segment (see :mod:`ipc_layer.layer`).
+    ``prefix`` names the segment (``/dev/shm/rbuf.<prefix>``); every layer
+    (this one or :class:`ipc_layer.IPCChannelLayer`) with the same prefix on
+    this host shares its channels and groups. All ``new_channel()``
+    channels of a process share one queue, hence one ``capacity``.
+    ``spin_us``: with ``wakeup="fd"`` the coroutine looks between loop
+    iterations (``await asyncio.sleep(0)``), so other tasks and I/O keep
+    running; with ``wakeup="thread"`` the helper thread busy-waits (GIL
+    released) before its kernel sleep. ``wakeup="fd"`` (default): each
+    event loop polls one FIFO per queue it waits on, written by the senders
+    (one kernel wake-up per message); ``"thread"``: a helper thread per
+    queue waits in the kernel and wakes the loops (two). A loop whose FD
+    watch cannot be opened (waiter table full) falls back to the thread.
+    The segment sizing options are used only when this layer creates the
+    segment (see :mod:`ipc_layer.layer`).
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]  # a list, as Channels' layers have
+    #: The options this class takes, as declared in :mod:`ipc_layer.options`.
+    option_kind: ClassVar[str] = "aio"
 
     ChannelFull = ChannelFull
     MessageTooLarge = MessageTooLarge
 
     def __init__(
         self,
-        prefix: str = DEFAULT_PREFIX,
-        expiry: float = DEFAULT_EXPIRY,
-        group_expiry: float = DEFAULT_GROUP_EXPIRY,
-        capacity: int = DEFAULT_CAPACITY,
-        channel_capacity: Mapping[CapacityKey, int] | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        spin_us: int = 0,
-        segment_size: int = DEFAULT_SEGMENT_SIZE,
-        mode: int = 0o600,
-        slots: int = 0,
-        waiters: int = 0,
-        wakeup: str = "fd",
+        prefix: str = options.PREFIX.default,
+        expiry: float = options.EXPIRY.default,
+        group_expiry: float = options.GROUP_EXPIRY.default,
+        capacity: int = options.CAPACITY.default,
+        channel_capacity: Mapping[CapacityKey, int] | None = options.CHANNEL_CAPACITY.default,
+        max_message_size: int = options.MAX_MESSAGE_SIZE.default,
+        spin_us: int = options.SPIN_US.default,
+        segment_size: int = options.SEGMENT_SIZE.default,
+        mode: int = options.MODE.default,
+        slots: int = options.SLOTS.default,
+        waiters: int = options.WAITERS.default,
+        wakeup: str = options.WAKEUP.default,
     ) -> None:
-        if wakeup not in WAKEUPS:
-            raise ValueError(f"wakeup must be one of {WAKEUPS}, got {wakeup!r}")
+        # First statement: locals() holds exactly the parameters.
+        config = options.validate("aio", locals(), owner=type(self).__name__)
         #: "fd": each event loop polls a FIFO senders poke (one kernel wake-up);
         #: "thread": a helper thread per queue waits and wakes the loops.
-        self.wakeup = wakeup
-        self._sync = SyncIPCChannelLayer(
-            prefix=prefix, expiry=expiry, group_expiry=group_expiry, capacity=capacity,
-            channel_capacity=channel_capacity, max_message_size=max_message_size, spin_us=spin_us,
-            segment_size=segment_size, mode=mode, slots=slots, waiters=waiters,
-        )
+        self.wakeup = config[options.WAKEUP]
+        # Every option the sync layer also takes goes to it as validated here.
+        self._sync = SyncIPCChannelLayer(**config.subset("ipc"))
         super().__init__(expiry=self._sync.expiry, capacity=self._sync.capacity)
         self.prefix = self._sync.prefix
         self.group_expiry = self._sync.group_expiry
-        self.max_message_size = max_message_size
-        self.spin_us = spin_us
+        self.max_message_size = self._sync.max_message_size
+        self.spin_us = self._sync.spin_us
         # FD mode spins on the loop (cooperatively, see _spin); the thread mode
         # hands spin_us to its helper thread's kernel wait instead.
-        self._spin_s = spin_us / 1e6 if wakeup == "fd" else 0.0
+        self._spin_s = self.spin_us / 1e6 if self.wakeup == "fd" else 0.0
         # As given (compiled once, inside the sync layer's ChannelCapacities);
         # get_capacity() below reads the compiled rules.
         self.channel_capacity = self._sync.channel_capacity
@@ -1010,3 +997,6 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
             f"group_expiry={self.group_expiry!r}, capacity={self.capacity!r}, "
             f"channel_capacity={self.channel_capacity!r})"
         )
+
+
+options.document(IPCChannelLayer, "aio")

@@ -24,16 +24,16 @@ Differences from asgiref, each deliberate:
 from __future__ import annotations
 
 import abc
-import math
 import warnings
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, Union
 
-from . import names
-from .capacity import DEFAULT_CAPACITY, CapacityKey, ChannelCapacities
+from . import names, options
+from .capacity import ChannelCapacities
 from .exceptions import ChannelFull, MessageTooLarge
-from .serializer import DEFAULT_MAX_MESSAGE_SIZE, Serializer
+from .options import CapacityKey
+from .serializer import Serializer
 
 __all__ = [
     "CHANNEL_STATISTICS_KEYS",
@@ -49,14 +49,16 @@ __all__ = [
 Message = dict[str, Any]
 ReceiveResult = Union[tuple[str, Message], tuple[None, None]]
 
+# The defaults (and ranges) are declared in ipc_layer.options; these names stay
+# for code that imported them from here.
 #: Seconds before an undelivered message is dropped (ASGI 1's recommendation).
-DEFAULT_EXPIRY = 60
+DEFAULT_EXPIRY = options.EXPIRY.default
 #: Seconds a group membership lasts after its last ``group_add``.
-DEFAULT_GROUP_EXPIRY = 86400
+DEFAULT_GROUP_EXPIRY = options.GROUP_EXPIRY.default
 #: Longest a ``receive(block=True)`` waits before returning ``(None, None)``;
 #: asgi_redis's BLPOP used 5 s too. Callers loop, so this only bounds how
 #: long a worker takes to notice a stop request.
-DEFAULT_BLOCKING_TIMEOUT = 5.0
+DEFAULT_BLOCKING_TIMEOUT = options.BLOCKING_TIMEOUT.default
 
 #: Keys of ``global_statistics()``; every value is an int.
 GLOBAL_STATISTICS_KEYS = ("messages_count", "channel_full_count")
@@ -65,28 +67,14 @@ GLOBAL_STATISTICS_KEYS = ("messages_count", "channel_full_count")
 CHANNEL_STATISTICS_KEYS = ("messages_count", "messages_pending", "messages_max_age", "channel_full_count")
 
 
-def _positive_seconds(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}: {value!r}")
-    if not value > 0 or math.isinf(value):
-        raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
-    return value
-
-
 class BaseChannelLayer(abc.ABC):
     """Abstract synchronous ASGI 1 channel layer.
 
-    :param expiry: seconds after which an undelivered message is dropped.
-    :param group_expiry: seconds a group membership lasts after the last
-        ``group_add`` of that channel to that group.
-    :param capacity: default number of unexpired messages a channel holds
-        before ``send`` raises ``ChannelFull``.
-    :param channel_capacity: ordered ``{glob or regex: capacity}`` overrides;
-        the first match wins (see :mod:`ipc_layer.capacity`).
-    :param max_message_size: largest encoded message in bytes;
-        ``MessageTooLarge`` above it.
-    :param blocking_timeout: longest ``receive(block=True)`` waits, in
-        seconds, before returning ``(None, None)``.
+    Takes the options every layer shares (kind ``"base"`` of
+    :mod:`ipc_layer.options`, which declares each one's default, range and
+    meaning); ``channel_capacity`` is ordered, the first match wins (see
+    :mod:`ipc_layer.capacity`). A subclass validates its own kind's options
+    once and passes these on.
     """
 
     #: ASGI 1 requires the exception classes as layer attributes.
@@ -96,24 +84,27 @@ class BaseChannelLayer(abc.ABC):
     #: Extensions this layer implements, from "groups", "flush", "statistics",
     #: "twisted", "asyncio". Callers test membership with ``in``.
     extensions: ClassVar[tuple[str, ...]] = ()
+    #: The options this class takes, as declared in :mod:`ipc_layer.options`.
+    option_kind: ClassVar[str] = "base"
 
     def __init__(
         self,
-        expiry: float = DEFAULT_EXPIRY,
-        group_expiry: float = DEFAULT_GROUP_EXPIRY,
-        capacity: int = DEFAULT_CAPACITY,
-        channel_capacity: Mapping[CapacityKey, int] | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        blocking_timeout: float = DEFAULT_BLOCKING_TIMEOUT,
+        expiry: float = options.EXPIRY.default,
+        group_expiry: float = options.GROUP_EXPIRY.default,
+        capacity: int = options.CAPACITY.default,
+        channel_capacity: Mapping[CapacityKey, int] | None = options.CHANNEL_CAPACITY.default,
+        max_message_size: int = options.MAX_MESSAGE_SIZE.default,
+        blocking_timeout: float = options.BLOCKING_TIMEOUT.default,
     ) -> None:
-        self.expiry = _positive_seconds(expiry, "expiry")
-        self.group_expiry = _positive_seconds(group_expiry, "group_expiry")
-        self.blocking_timeout = _positive_seconds(blocking_timeout, "blocking_timeout")
-        self.capacities = ChannelCapacities(capacity, channel_capacity)
+        config = options.validate("base", locals(), owner=type(self).__name__)
+        self.expiry = config[options.EXPIRY]
+        self.group_expiry = config[options.GROUP_EXPIRY]
+        self.blocking_timeout = config[options.BLOCKING_TIMEOUT]
+        self.capacities = ChannelCapacities(config[options.CAPACITY], config[options.CHANNEL_CAPACITY])
         self.capacity = self.capacities.default
         self.channel_capacity = self.capacities.channel_capacity
-        self.serializer = Serializer(max_message_size)
-        self.max_message_size = max_message_size
+        self.max_message_size = config[options.MAX_MESSAGE_SIZE]
+        self.serializer = Serializer(self.max_message_size)
 
     # -- ASGI 1 core API -------------------------------------------------
 
@@ -219,3 +210,6 @@ class BaseChannelLayer(abc.ABC):
             f"{type(self).__name__}(expiry={self.expiry!r}, group_expiry={self.group_expiry!r}, "
             f"capacity={self.capacity!r}, channel_capacity={self.channel_capacity!r})"
         )
+
+
+options.document(BaseChannelLayer, "base")

@@ -17,29 +17,19 @@ import fnmatch
 import functools
 import re
 from collections.abc import Mapping
-from typing import Union
 
+from . import options
 from .names import non_local_name
+from .options import CapacityKey, validate_capacity
 
 __all__ = ["DEFAULT_CAPACITY", "CapacityKey", "ChannelCapacities", "validate_capacity"]
 
-#: ASGI 1's recommended default (asgi_ipc's code said 10, its README 100).
-DEFAULT_CAPACITY = 100
-
-CapacityKey = Union[str, "re.Pattern[str]"]
+#: ASGI 1's recommended default (asgi_ipc's code said 10, its README 100);
+#: declared in :mod:`ipc_layer.options` with its range (1..2**32-1).
+DEFAULT_CAPACITY = options.CAPACITY.default
 
 # Distinct channel names looked up; reply channels are many but short-lived.
 _CACHE_SIZE = 4096
-
-
-def validate_capacity(value: object, what: str) -> int:
-    """Return ``value`` if it is an int >= 1; ``what`` names it in the error."""
-    # bool is an int subclass; True as a capacity is a config mistake.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int >= 1, not {type(value).__name__}: {value!r}")
-    if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value!r}")
-    return value
 
 
 class ChannelCapacities:
@@ -57,22 +47,15 @@ class ChannelCapacities:
         default: int = DEFAULT_CAPACITY,
         channel_capacity: Mapping[CapacityKey, int] | None = None,
     ) -> None:
-        self._default = validate_capacity(default, "capacity")
-        source = dict(channel_capacity or {})
+        self._default = options.CAPACITY.validate(default)
+        # Keys and values checked by the one declaration (ranges included).
+        source = options.CHANNEL_CAPACITY.validate(channel_capacity) or {}
         rules: list[tuple[re.Pattern[str], int]] = []
         for key, value in source.items():
-            if isinstance(key, re.Pattern):
-                pattern = key
-            elif isinstance(key, str):
-                # translate() anchors at both ends, so "http.request" is an
-                # exact name and "daphne.response*" a prefix.
-                pattern = re.compile(fnmatch.translate(key))
-            else:
-                raise TypeError(
-                    f"channel_capacity key {key!r} must be a glob str or a compiled regex, "
-                    f"not {type(key).__name__}"
-                )
-            rules.append((pattern, validate_capacity(value, f"channel_capacity[{key!r}]")))
+            # translate() anchors at both ends, so "http.request" is an
+            # exact name and "daphne.response*" a prefix.
+            pattern = key if isinstance(key, re.Pattern) else re.compile(fnmatch.translate(key))
+            rules.append((pattern, value))
         self._rules = tuple(rules)
         self._source = source
         # Per instance, so the cache dies with the layer and never mixes configs.

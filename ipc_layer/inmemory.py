@@ -36,19 +36,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from typing import ClassVar
 
-from . import names
-from .base import (
-    DEFAULT_BLOCKING_TIMEOUT,
-    DEFAULT_EXPIRY,
-    DEFAULT_GROUP_EXPIRY,
-    BaseChannelLayer,
-    Message,
-    ReceiveResult,
-)
-from .capacity import DEFAULT_CAPACITY, CapacityKey
+from . import names, options
+from .base import BaseChannelLayer, Message, ReceiveResult
 from .exceptions import ChannelFull
-from .serializer import DEFAULT_MAX_MESSAGE_SIZE
+from .options import CapacityKey
 
 __all__ = ["InMemoryChannelLayer"]
 
@@ -73,31 +66,28 @@ class _Counters:
 class InMemoryChannelLayer(BaseChannelLayer):
     """A thread-safe, single-process ASGI 1 channel layer.
 
-    Takes :class:`~ipc_layer.base.BaseChannelLayer`'s arguments plus
+    Takes :class:`~ipc_layer.base.BaseChannelLayer`'s options plus
     ``clock``, a zero-argument callable returning seconds (monotonic).
     """
 
     extensions = ("groups", "flush", "statistics")
+    #: The options this class takes, as declared in :mod:`ipc_layer.options`.
+    option_kind: ClassVar[str] = "inmemory"
 
     def __init__(
         self,
-        expiry: float = DEFAULT_EXPIRY,
-        group_expiry: float = DEFAULT_GROUP_EXPIRY,
-        capacity: int = DEFAULT_CAPACITY,
-        channel_capacity: Mapping[CapacityKey, int] | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        blocking_timeout: float = DEFAULT_BLOCKING_TIMEOUT,
-        clock: Callable[[], float] = time.monotonic,
+        expiry: float = options.EXPIRY.default,
+        group_expiry: float = options.GROUP_EXPIRY.default,
+        capacity: int = options.CAPACITY.default,
+        channel_capacity: Mapping[CapacityKey, int] | None = options.CHANNEL_CAPACITY.default,
+        max_message_size: int = options.MAX_MESSAGE_SIZE.default,
+        blocking_timeout: float = options.BLOCKING_TIMEOUT.default,
+        clock: Callable[[], float] = options.CLOCK.default,
     ) -> None:
-        super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
-            max_message_size=max_message_size,
-            blocking_timeout=blocking_timeout,
-        )
-        self._clock = clock
+        # First statement: locals() holds exactly the parameters.
+        config = options.validate("inmemory", locals(), owner=type(self).__name__)
+        super().__init__(**config.subset("base"))
+        self._clock = config[options.CLOCK]
         self._lock = threading.Lock()
         # Shares _lock: a waiter releases it while asleep, and a sender
         # notifies while holding it, so no wake-up is lost between a failed
@@ -286,3 +276,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
             del self._counters[queue_name]
         # If most queues are busy, raise the bar so the scan stays amortised O(1).
         self._stats_limit = max(_STATS_SOFT_LIMIT, 2 * len(self._counters))
+
+
+options.document(InMemoryChannelLayer, "inmemory")

@@ -73,44 +73,34 @@ keeps per-thread buffers.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from threading import get_ident as _get_ident
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import msgpack
 
 import _ringbuf
 from _ringbuf import QueueFull, RecordTooLarge, RingBufError, Segment
 
-from . import names
-from .base import (
-    DEFAULT_BLOCKING_TIMEOUT,
-    DEFAULT_EXPIRY,
-    DEFAULT_GROUP_EXPIRY,
-    BaseChannelLayer,
-    Message,
-    ReceiveResult,
-)
-from .capacity import DEFAULT_CAPACITY, CapacityKey
+from . import names, options
+from .base import BaseChannelLayer, Message, ReceiveResult
 from .exceptions import ChannelFull, LayoutMismatch, MessageTooLarge, SegmentError
 from .grouped import GROUP_MARK, PENDING, take_grouped
 from .groups import GroupStore
-from .serializer import DEFAULT_MAX_MESSAGE_SIZE
+from .options import CapacityKey
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_SEGMENT_SIZE", "IPCChannelLayer", "validate_prefix"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "ipc"
+DEFAULT_PREFIX = options.PREFIX.default
 #: Bytes of shared memory per prefix: room for ~240k small messages.
-DEFAULT_SEGMENT_SIZE = 64 << 20
+DEFAULT_SEGMENT_SIZE = options.SEGMENT_SIZE.default
 #: A record is a frame (1 length byte + a tag of at most 255 bytes) plus
 #: the payload; the core's fan-out reserves the same 256 bytes.
 FRAME_MAX = 256
 
-_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}", re.ASCII)
 _NS = 1_000_000_000
 # Channel names (send) and receive lists cached with their encoded forms;
 # cleared when they grow past this (unique reply channels come and go).
@@ -127,79 +117,44 @@ _unpackb = msgpack.unpackb
 
 def validate_prefix(prefix: object) -> str:
     """Return ``prefix`` if it can name a segment, else raise naming it."""
-    if not isinstance(prefix, str):
-        raise TypeError(f"prefix must be a str, not {type(prefix).__name__}: {prefix!r}")
-    if _PREFIX_RE.fullmatch(prefix) is None:
-        raise ValueError(
-            f"prefix {prefix!r} must be 1..100 ASCII letters, digits, '_', '.' or '-' "
-            "(it names the /dev/shm file)"
-        )
-    return prefix
-
-
-def _non_negative_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}: {value!r}")
-    if value < 0:
-        raise ValueError(f"{what} must be >= 0, got {value!r}")
-    return value
+    return options.PREFIX.validate(prefix)
 
 
 class IPCChannelLayer(BaseChannelLayer):
     """ASGI 1 channel layer over one shared-memory segment per ``prefix``.
 
-    :param prefix: names the segment (``/dev/shm/rbuf.<prefix>``); every
-        layer with the same prefix on this host shares all state.
-    :param expiry: seconds before an undelivered message is dropped.
-    :param group_expiry: seconds a membership lasts after its last add.
-    :param capacity: default capacity of a channel.
-    :param channel_capacity: ``{glob or regex: capacity}``, first match wins.
-    :param max_message_size: largest encoded message (``MessageTooLarge``).
-    :param blocking_timeout: longest ``receive(block=True)`` waits.
-    :param spin_us: microseconds a blocking receive busy-waits before
-        sleeping (0 = sleep at once); trades CPU for wake-up latency.
-    :param segment_size: bytes of the segment when this layer creates it.
-    :param mode: file mode of a segment this layer creates.
-    :param slots: name-table rows (queues + groups + memberships), 0 = the
-        core's default (16384), when this layer creates the segment.
-    :param waiters: receivers that may block at once, 0 = the core's
-        default (256), when this layer creates the segment.
-
-    The sizing options apply only when the segment does not exist yet; an
-    existing segment is attached as it is.
+    ``prefix`` names the segment (``/dev/shm/rbuf.<prefix>``); every layer
+    with the same prefix on this host shares all state. The sizing options
+    (``segment_size``, ``mode``, ``slots``, ``waiters``) apply only when the
+    segment does not exist yet; an existing segment is attached as it is.
     """
 
     extensions = ("groups", "flush", "statistics")
+    #: The options this class takes, as declared in :mod:`ipc_layer.options`.
+    option_kind: ClassVar[str] = "ipc"
 
     def __init__(
         self,
-        prefix: str = DEFAULT_PREFIX,
-        expiry: float = DEFAULT_EXPIRY,
-        group_expiry: float = DEFAULT_GROUP_EXPIRY,
-        capacity: int = DEFAULT_CAPACITY,
-        channel_capacity: Mapping[CapacityKey, int] | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        blocking_timeout: float = DEFAULT_BLOCKING_TIMEOUT,
-        spin_us: int = 0,
-        segment_size: int = DEFAULT_SEGMENT_SIZE,
-        mode: int = 0o600,
-        slots: int = 0,
-        waiters: int = 0,
+        prefix: str = options.PREFIX.default,
+        expiry: float = options.EXPIRY.default,
+        group_expiry: float = options.GROUP_EXPIRY.default,
+        capacity: int = options.CAPACITY.default,
+        channel_capacity: Mapping[CapacityKey, int] | None = options.CHANNEL_CAPACITY.default,
+        max_message_size: int = options.MAX_MESSAGE_SIZE.default,
+        blocking_timeout: float = options.BLOCKING_TIMEOUT.default,
+        spin_us: int = options.SPIN_US.default,
+        segment_size: int = options.SEGMENT_SIZE.default,
+        mode: int = options.MODE.default,
+        slots: int = options.SLOTS.default,
+        waiters: int = options.WAITERS.default,
     ) -> None:
-        super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
-            max_message_size=max_message_size,
-            blocking_timeout=blocking_timeout,
-        )
-        self.prefix = validate_prefix(prefix)
-        self.spin_us = _non_negative_int(spin_us, "spin_us")
-        for what, value in (("segment_size", segment_size), ("mode", mode), ("slots", slots),
-                            ("waiters", waiters)):
-            _non_negative_int(value, what)
-        self._seg = self._attach(segment_size, mode, slots, waiters)
+        # First statement: locals() holds exactly the parameters.
+        config = options.validate("ipc", locals(), owner=type(self).__name__)
+        super().__init__(**config.subset("base"))
+        self.prefix = config[options.PREFIX]
+        self.spin_us = config[options.SPIN_US]
+        self._seg = self._attach(config[options.SEGMENT_SIZE], config[options.MODE],
+                                 config[options.SLOTS], config[options.WAITERS])
         self._expiry_ns = int(self.expiry * _NS)
         self._groups = GroupStore(self._seg, self.capacities, int(self.group_expiry * _NS))
         # channel -> (queue name bytes, tag frame, capacity)
@@ -435,3 +390,6 @@ class IPCChannelLayer(BaseChannelLayer):
         raise TypeError(
             f"{type(self).__name__} cannot be pickled; make one per process with prefix={self.prefix!r}"
         )
+
+
+options.document(IPCChannelLayer, "ipc")

@@ -32,6 +32,8 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from . import options
+
 __all__ = ["InvalidLayerError", "load_layer", "layer_from_settings"]
 
 #: What a synchronous (ASGI 1) layer must have: the server and workers call these.
@@ -102,16 +104,32 @@ def layer_from_settings(settings: Mapping[str, Any]) -> Any:
     return load_layer(settings["BACKEND"], settings.get("CONFIG"))
 
 
-def _check_keys(backend: type, path: str, config: Mapping[str, Any]) -> None:
-    """Name every CONFIG key the constructor does not take (Python would name only the first)."""
+def _accepted(backend: type) -> set[str] | None:
+    """The option names ``backend`` takes; None when it takes any (``**kwargs``) or cannot say.
+
+    This package's layers declare theirs (``option_kind``, see
+    :mod:`ipc_layer.options`); a class that does not declare it on itself (a
+    third-party layer, or a subclass that may add parameters) is read from
+    its signature.
+    """
+    kind = vars(backend).get("option_kind")
+    if isinstance(kind, str) and kind in options.KINDS:
+        return set(options.accepted(kind))
     try:
         signature = inspect.signature(backend)
     except (TypeError, ValueError):  # pragma: no cover - a C class without a signature
-        return
+        return None
     params = signature.parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _check_keys(backend: type, path: str, config: Mapping[str, Any]) -> None:
+    """Name every CONFIG key the layer does not take (Python would name only the first)."""
+    accepted = _accepted(backend)
+    if accepted is None:
         return
-    accepted = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     unknown = sorted(set(config) - accepted)
     if unknown:
         raise InvalidLayerError(

@@ -60,31 +60,23 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import names
-from .base import (
-    DEFAULT_BLOCKING_TIMEOUT,
-    DEFAULT_EXPIRY,
-    DEFAULT_GROUP_EXPIRY,
-    BaseChannelLayer,
-    Message,
-    ReceiveResult,
-)
-from .capacity import DEFAULT_CAPACITY, CapacityKey
+from . import names, options
+from .base import BaseChannelLayer, Message, ReceiveResult
 from .exceptions import ChannelFull
-from .serializer import DEFAULT_MAX_MESSAGE_SIZE
+from .options import CapacityKey
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_URL", "MIN_REDIS_VERSION", "RedisChannelLayer"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_PREFIX = "asgi:"
+DEFAULT_PREFIX = options.REDIS_PREFIX.default
 #: Fractional BLPOP timeouts arrived in Redis 6.0.
 MIN_REDIS_VERSION = (6, 0)
 
@@ -300,12 +292,8 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
-def _key_prefix(prefix: object) -> str:
-    if not isinstance(prefix, str):
-        raise TypeError(f"prefix must be a str, not {type(prefix).__name__}: {prefix!r}")
-    if not prefix or prefix.isspace():
-        raise ValueError(f"prefix must be a non-empty str, got {prefix!r}")
-    # Always end in ':' so that flush() of "asgi" cannot match "asgi2:..." keys.
+def _key_prefix(prefix: str) -> str:
+    """The validated ``prefix`` ending in ':', so that flush() of "asgi" cannot match "asgi2:..." keys."""
     return prefix if prefix.endswith(":") else prefix + ":"
 
 
@@ -387,18 +375,11 @@ def _split_entry(entry: bytes) -> tuple[int, str, bytes]:
 class RedisChannelLayer(BaseChannelLayer):
     """ASGI 1 channel layer on one Redis server (redis-py + hiredis).
 
-    :param url: ``redis://[:password@]host:port/db`` (or ``rediss://``,
-        ``unix://``); default ``redis://127.0.0.1:6379/0``. Query options
-        such as ``?socket_timeout=30`` reach redis-py.
-    :param hosts: instead of ``url``, channels_redis' shape: a list of one
-        URL, ``(host, port)`` pair or dict of redis-py connection options
-        (an ``"address"`` key may hold the URL).
-    :param prefix: every key of this layer starts with it (``":"`` is
-        appended if missing); layers with the same prefix on the same
-        server share everything, and ``flush`` removes only these keys.
-    :param expiry, group_expiry, capacity, channel_capacity,
-        max_message_size, blocking_timeout: as
-        :class:`~ipc_layer.base.BaseChannelLayer`.
+    ``url`` may be ``redis://``, ``rediss://`` or ``unix://``; ``hosts`` is
+    channels_redis' shape instead: a list of one URL, ``(host, port)`` pair
+    or dict of redis-py connection options (an ``"address"`` key may hold
+    the URL). Layers with the same ``prefix`` on the same server share
+    everything, and ``flush`` removes only their keys.
 
     A group member's capacity is resolved from ``channel_capacity`` when it
     joins (``group_add``), as in the shared-memory layer; every process of a
@@ -406,31 +387,28 @@ class RedisChannelLayer(BaseChannelLayer):
     """
 
     extensions = ("groups", "flush", "statistics")
+    #: The options this class takes, as declared in :mod:`ipc_layer.options`.
+    option_kind: ClassVar[str] = "redis"
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | None = options.URL.default,
         *,
-        hosts: Sequence[Any] | None = None,
-        prefix: str = DEFAULT_PREFIX,
-        expiry: float = DEFAULT_EXPIRY,
-        group_expiry: float = DEFAULT_GROUP_EXPIRY,
-        capacity: int = DEFAULT_CAPACITY,
-        channel_capacity: Mapping[CapacityKey, int] | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        blocking_timeout: float = DEFAULT_BLOCKING_TIMEOUT,
+        hosts: Sequence[Any] | None = options.HOSTS.default,
+        prefix: str = options.REDIS_PREFIX.default,
+        expiry: float = options.EXPIRY.default,
+        group_expiry: float = options.GROUP_EXPIRY.default,
+        capacity: int = options.CAPACITY.default,
+        channel_capacity: Mapping[CapacityKey, int] | None = options.CHANNEL_CAPACITY.default,
+        max_message_size: int = options.MAX_MESSAGE_SIZE.default,
+        blocking_timeout: float = options.BLOCKING_TIMEOUT.default,
     ) -> None:
-        super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
-            max_message_size=max_message_size,
-            blocking_timeout=blocking_timeout,
-        )
-        self.prefix = prefix
-        self._prefix = _key_prefix(prefix)
-        self._pool = _make_pool(url, hosts, self.blocking_timeout)
+        # First statement: locals() holds exactly the parameters.
+        config = options.validate("redis", locals(), owner=type(self).__name__)
+        super().__init__(**config.subset("base"))
+        self.prefix = config[options.REDIS_PREFIX]
+        self._prefix = _key_prefix(self.prefix)
+        self._pool = _make_pool(config[options.URL], config[options.HOSTS], self.blocking_timeout)
         # Creating the client connects nothing; the first command does.
         self._redis = redis.Redis(connection_pool=self._pool)
         self._expiry_ms = _ms(self.expiry)
@@ -647,3 +625,6 @@ class RedisChannelLayer(BaseChannelLayer):
             f"expiry={self.expiry!r}, group_expiry={self.group_expiry!r}, capacity={self.capacity!r}, "
             f"channel_capacity={self.channel_capacity!r})"
         )
+
+
+options.document(RedisChannelLayer, "redis")

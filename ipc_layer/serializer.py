@@ -37,13 +37,15 @@ from typing import Any
 
 import msgpack
 
+from . import options
 from .exceptions import MessageTooLarge
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "MAX_DEPTH", "Serializer", "decode", "encode"]
 
 #: ASGI 1 asks layers to carry messages of at least 1 MB (encoded as JSON);
-#: msgpack is never larger than JSON for the same content, so 1 MiB suffices.
-DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
+#: msgpack is never larger than JSON for the same content, so 1 MiB suffices
+#: (declared, with its range, as :data:`ipc_layer.options.MAX_MESSAGE_SIZE`).
+DEFAULT_MAX_MESSAGE_SIZE = options.MAX_MESSAGE_SIZE.default
 
 #: Deepest container nesting accepted. Well below msgpack's own limit (511)
 #: and Python's recursion limit; real ASGI messages nest 3 levels at most.

@@ -45,9 +45,9 @@ def test_compiled_regex_keys() -> None:
 
 @pytest.mark.parametrize("value", [0, -1])
 def test_capacity_below_one_is_value_error(value: int) -> None:
-    with pytest.raises(ValueError, match=f"capacity must be >= 1, got {value}"):
+    with pytest.raises(ValueError, match=re.escape("capacity must be an int in 1..4294967295") + f".*got {value}"):
         ChannelCapacities(value)
-    with pytest.raises(ValueError, match=re.escape(f"channel_capacity['x*'] must be >= 1, got {value}")):
+    with pytest.raises(ValueError, match=re.escape("channel_capacity['x*'] must be an int in 1..") + f".*got {value}"):
         ChannelCapacities(10, {"x*": value})
 
 
