@@ -106,7 +106,7 @@ SECONDS_MAX = 10 * 365 * 86400
 #: Longest bounded ``receive(block=True)``: one day. Callers loop on
 #: ``(None, None)``; the bound only says how late a worker notices a stop.
 BLOCKING_TIMEOUT_MAX = 86400
-#: ``rb_open`` refuses a ``max_record`` above 2**30 (segment.c).
+#: ``rb_open`` refuses a ``max_record`` above 2**30 (``RB_MAX_RECORD_LIMIT``, segment.c).
 RECORD_MAX = 1 << 30
 #: Bytes a record spends on its tag frame (1 length byte + a tag of at most
 #: 255 bytes; ``ipc_layer.layer.FRAME_MAX``, which a test ties to this).
@@ -117,7 +117,8 @@ MESSAGE_SIZE_MAX = RECORD_MAX - FRAME_RESERVE
 #: 0xFFFFFFF0 cells of 256 bytes (segment.c), about 1 TiB; beyond that the
 #: bytes would never be used. /dev/shm's own size is checked on creation.
 SEGMENT_SIZE_MAX = 1 << 40
-#: ``rb_open`` refuses more name-table rows or waiter rows (segment.c).
+#: ``rb_open`` refuses more name-table rows or waiter rows (``RB_SLOTS_LIMIT``,
+#: ``RB_WAITERS_LIMIT``, segment.c; a test ties these to the core).
 SLOTS_MAX = 1 << 24
 WAITERS_MAX = 65536
 #: Longest spin before a blocking receive sleeps: one minute (the core takes
