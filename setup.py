@@ -1,17 +1,20 @@
 """Packaging: builds the C core ``_ringbuf._native`` with cffi (out-of-line API mode)."""
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
     name="ipc-layer",
     version="0.1.0",
     description="A Django Channels channel layer in POSIX shared memory, for sites on one host",
-    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.rst").read_text(encoding="utf-8"),
     long_description_content_type="text/x-rst",
     license="BSD-3-Clause",
     python_requires=">=3.10",
     packages=find_packages(include=["_ringbuf", "ipc_layer", "ipc_layer.*", "server", "server.*",
                                     "worker", "worker.*", "bench", "bench.*"]),
-    package_data={"_ringbuf": ["cdef.h", "include/*.h", "src/*.c", "src/*.h", "Makefile"]},
+    package_data={"_ringbuf": ["cdef.h", "include/*.h", "src/*.c", "src/*.h", "Makefile"],
+                  "ipc_layer": ["py.typed"]},
     include_package_data=True,
     setup_requires=["cffi>=1.15"],
     cffi_modules=["_ringbuf/build_ffi.py:ffibuilder"],
@@ -21,7 +24,10 @@ setup(
     extras_require={
         "tests": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "redis>=5", "hiredis>=2",
                   "channels>=4", "channels_redis>=4", "daphne>=4", "matplotlib>=3.6", "msgpack>=1.0",
-                  "websockets>=12"],
+                  "websockets>=12",
+                  # scripts/lint (run by scripts/test); pinned to a minor so a new release's
+                  # rules cannot turn CI red on their own.
+                  "ruff>=0.17.6,<0.18", "mypy>=2.4,<2.5"],
         "redis": ["redis>=5", "hiredis>=2"],
         "channels4": ["channels>=4", "asgiref>=3.6"],
         "bench": ["redis>=5", "hiredis>=2", "channels>=4", "channels_redis>=4", "matplotlib>=3.6"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -102,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
             "Every ratio column compares with channels_redis at the same scenario and size."
         ),
     )
-    parser.add_argument("--quick", action="store_true", help="short run (under a minute): 2 repeats of 0.1 s, 2 group rounds, 0.5 s idle and mixed windows")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run (under a minute): 2 repeats of 0.1 s, 2 group rounds, 0.5 s idle and mixed windows",
+    )
     parser.add_argument(
         "--only", type=_csv("scenario", SCENARIOS), metavar="SCENARIO,...", help="run only these scenarios"
     )
@@ -131,10 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N,...",
         help=f"group sizes for the group scenario (default: {','.join(map(str, DEFAULT_MEMBERS))})",
     )
-    parser.add_argument("--duration", type=_positive(float), metavar="S", help="seconds per repeat (default 1, quick 0.1)")
-    parser.add_argument("--repeats", type=_positive(int), metavar="N", help="repeats per case; the median is reported (default 3, quick 2)")
+    parser.add_argument(
+        "--duration",
+        type=_positive(float),
+        metavar="S",
+        help="seconds per repeat (default 1, quick 0.1)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=_positive(int),
+        metavar="N",
+        help="repeats per case; the median is reported (default 3, quick 2)",
+    )
     parser.add_argument("--count", type=_positive(int), metavar="N", help="at most N messages / round trips per repeat")
-    parser.add_argument("--rounds", type=_positive(int), metavar="N", help="group sends measured per case (default 20, quick 2)")
+    parser.add_argument(
+        "--rounds",
+        type=_positive(int),
+        metavar="N",
+        help="group sends measured per case (default 20, quick 2)",
+    )
     parser.add_argument(
         "--scale",
         type=_positive(float),
@@ -142,13 +162,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="F",
         help="multiply every duration and count by F (e.g. 0.1 for a tiny smoke run)",
     )
-    parser.add_argument("--rate", type=_positive(float), metavar="R", help="mixed scenario: messages per second (default 500)")
-    parser.add_argument("--idle-seconds", type=_positive(float), metavar="S", help="idle scenario window (default 5, quick 0.5)")
-    parser.add_argument("--mixed-seconds", type=_positive(float), metavar="S", help="mixed scenario length (default 6, quick 0.5)")
+    parser.add_argument(
+        "--rate",
+        type=_positive(float),
+        metavar="R",
+        help="mixed scenario: messages per second (default 500)",
+    )
+    parser.add_argument(
+        "--idle-seconds",
+        type=_positive(float),
+        metavar="S",
+        help="idle scenario window (default 5, quick 0.5)",
+    )
+    parser.add_argument(
+        "--mixed-seconds",
+        type=_positive(float),
+        metavar="S",
+        help="mixed scenario length (default 6, quick 0.5)",
+    )
     parser.add_argument("--producers", type=_positive(int), metavar="N", help="mpmc scenario producers (default 2)")
     parser.add_argument("--consumers", type=_positive(int), metavar="M", help="mpmc scenario consumers (default 2)")
-    parser.add_argument("--recv-timeout", type=_positive(float), metavar="S", help="a receive waiting longer is an error (default 10, quick 5)")
-    parser.add_argument("--spin-us", type=int, metavar="US", help="spin budget before sleeping of the shared-memory layers (default: the layer's own; 0 for ringbuf_raw)")
+    parser.add_argument(
+        "--recv-timeout",
+        type=_positive(float),
+        metavar="S",
+        help="a receive waiting longer is an error (default 10, quick 5)",
+    )
+    parser.add_argument(
+        "--spin-us",
+        type=int,
+        metavar="US",
+        help="spin budget before sleeping of the shared-memory layers (default: the layer's own; 0 for ringbuf_raw)",
+    )
     parser.add_argument(
         "--aio-driving",
         choices=AIO_DRIVINGS,
@@ -302,7 +347,7 @@ class Run:
                     scenario,
                     layer,
                     self.settings,
-                    lambda size, layer=layer: self.spec(layer, size),
+                    functools.partial(self.spec, layer),
                     cpus,
                     self.redis_pid,
                 )

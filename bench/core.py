@@ -30,7 +30,8 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["main", "run"]
 
@@ -181,9 +182,10 @@ def one_way(count: int, size: int, batch: int, cpus: tuple[int | None, int | Non
     box.close()
     # The first record starts the consumer's clock, so it counts got - 1.
     rate = (res["got"] - 1) / res["elapsed"] if res["elapsed"] > 0 else 0.0
+    sending = f"send_batch({send_batch})" if send_batch > 1 else "send()"
+    receiving = f"receive_batch({batch})" if batch > 1 else ("receiver()()" if prepared else "receive()")
     return {
-        "scenario": (f"one-way {size} B, {'send_batch(' + str(send_batch) + ')' if send_batch > 1 else 'send()'}"
-                     f" -> {'receive_batch(' + str(batch) + ')' if batch > 1 else ('receiver()()' if prepared else 'receive()')}"),
+        "scenario": f"one-way {size} B, {sending} -> {receiving}",
         "records": res["got"],
         "consumer_rate": rate,
         "producer_rate": count / send_elapsed,
@@ -498,10 +500,15 @@ def report(rows: list[dict[str, Any]]) -> str:
             f"+{fdrow['p50_us'] - sleep['p50_us']:.1f} us over a direct blocking receive")
     fan = next((r for r in rows if r["scenario"].startswith("fanout")), None)
     if fan:
-        lines.append(f"- fan-out to 100 members: p50 {fan['p50_us']:.1f} us per call, mean {fan['mean_us']:.1f} us (target <= 20 us)")
+        lines.append(
+            f"- fan-out to 100 members: p50 {fan['p50_us']:.1f} us per call, "
+            f"mean {fan['mean_us']:.1f} us (target <= 20 us)"
+        )
     del by
     if rows:
-        lines.append(f"- settings: {rows[0]['pinning']}; 100 B records; segment 64 MiB; Python {sys.version.split()[0]}")
+        lines.append(
+            f"- settings: {rows[0]['pinning']}; 100 B records; segment 64 MiB; Python {sys.version.split()[0]}"
+        )
     return "\n".join(lines)
 
 

@@ -51,7 +51,7 @@ import secrets
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "AIO_DRIVINGS",
@@ -547,7 +547,7 @@ class RedisRawDriver(Driver):
                 break
             if _now() >= deadline:
                 return None, None
-        key, data = got
+        key, data = cast("tuple[bytes, bytes]", got)  # decode_responses is off: bytes
         return key.decode()[len(self.prefix) :], self._unpackb(data, raw=False)
 
     def new_channel(self) -> str:
@@ -746,7 +746,7 @@ def _make_ipc_redis(spec: LayerSpec) -> Driver:
 
 def _channels_full() -> tuple[type[BaseException], ...]:
     try:
-        from channels.exceptions import ChannelFull
+        from channels.exceptions import ChannelFull  # type: ignore[import-untyped]
     except ImportError:
         return ()
     return (ChannelFull,)

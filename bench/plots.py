@@ -59,12 +59,12 @@ def _latency(plt: Any, rows: list[dict[str, Any]], path: str) -> bool:
     keys = [("p50_us", "p50"), ("p90_us", "p90"), ("p99_us", "p99"), ("max_us", "max")]
     shades = ["#2166ac", "#67a9cf", "#ef8a62", "#b2182b"]
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.5 * len(sizes), 4.5), squeeze=False)
-    for ax, size in zip(axes[0], sizes):
+    for ax, size in zip(axes[0], sizes, strict=True):
         by_layer = {r["layer"]: r for r in rows if r["params"]["size"] == size}
         present = [layer for layer in layers if layer in by_layer]
         series = [
             (title, [by_layer[layer]["metrics"].get(key) or float("nan") for layer in present], shade)
-            for (key, title), shade in zip(keys, shades)
+            for (key, title), shade in zip(keys, shades, strict=True)
         ]
         _grouped_bars(ax, [layer_label(layer).replace(" ", "\n", 1) for layer in present], series)
         ax.set_yscale("log")
@@ -86,7 +86,7 @@ def _throughput(plt: Any, rows: list[dict[str, Any]], path: str) -> bool:
     if not panels:
         return False
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
-    for ax, (scenario, srows) in zip(axes[0], panels):
+    for ax, (scenario, srows) in zip(axes[0], panels, strict=True):
         sizes, layers = _sizes(srows), _layers(srows)
         metric = {(r["layer"], r["params"]["size"]): r["metrics"].get("msgs_per_s") for r in srows}
         series = [
@@ -158,7 +158,7 @@ def _mixed(plt: Any, rows: list[dict[str, Any]], path: str) -> bool:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     series = [
         (title, [by_layer[layer]["metrics"].get(key) or float("nan") for layer in layers], shade)
-        for (key, title), shade in zip(keys, shades)
+        for (key, title), shade in zip(keys, shades, strict=True)
     ]
     _grouped_bars(ax, [layer_label(layer) for layer in layers], series)
     ax.set_yscale("log")

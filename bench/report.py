@@ -206,8 +206,8 @@ def _notes(scenario: str, rows: list[dict[str, Any]], settings: dict[str, Any]) 
         notes.append(
             f"Median of {settings['group_rounds']} rounds after one warm-up round; each send is "
             "made 2 ms after the round's barrier by a sender kept busy meanwhile, with the drainer "
-            "asleep in its receive (idle members); 'all delivered' runs from the send call until the drainer has received "
-            "every member's copy."
+            "asleep in its receive (idle members); 'all delivered' runs from the send call until the "
+            "drainer has received every member's copy."
         )
     if scenario == "idle":
         notes.append(

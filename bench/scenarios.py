@@ -433,6 +433,7 @@ def build_cases(
     """Every case of ``scenario`` for ``layer`` (one per size / member count)."""
     s = settings
     cases: list[Case] = []
+    params: dict[str, Any]
     rt = s.recv_timeout
     if scenario == "pingpong":
         for size in s.sizes:
@@ -528,7 +529,7 @@ def build_cases(
 
 def summarize(case: Case, results: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
     """Metrics of one finished case: the median over repeats, plus each repeat's figures."""
-    by_role = {role.name: res for role, res in zip(case.roles, results)}
+    by_role = {role.name: res for role, res in zip(case.roles, results, strict=True)}
     repeats: list[dict[str, float]]
     if case.scenario == "pingpong":
         repeats = by_role["client"]["repeats"]
@@ -537,7 +538,8 @@ def summarize(case: Case, results: list[dict[str, Any]], extra: dict[str, Any]) 
     elif case.scenario == "group":
         repeats = [
             {"send_us": (s["t1"] - s["t0"]) / 1e3, "deliver_us": (d["t_done"] - s["t0"]) / 1e3}
-            for s, d in zip(by_role["sender"]["repeats"], by_role["drainer"]["repeats"])
+            # Both roles run the same rounds; pair what both recorded.
+            for s, d in zip(by_role["sender"]["repeats"], by_role["drainer"]["repeats"], strict=False)
         ]
     elif case.scenario == "idle":
         repeats = [dict(extra, wake_us=by_role["receiver"]["wake_us"])]

@@ -27,7 +27,7 @@ import abc
 import warnings
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, TypeVar
 
 from . import names, options
 from .capacity import ChannelCapacities
@@ -47,7 +47,8 @@ __all__ = [
 ]
 
 Message = dict[str, Any]
-ReceiveResult = Union[tuple[str, Message], tuple[None, None]]
+ReceiveResult = tuple[str, Message] | tuple[None, None]
+_Layer = TypeVar("_Layer", bound="BaseChannelLayer")
 
 # The defaults (and ranges) are declared in ipc_layer.options; these names stay
 # for code that imported them from here.
@@ -191,10 +192,10 @@ class BaseChannelLayer(abc.ABC):
         """Capacity of the queue ``channel`` sends into (``name!x`` -> ``name!``)."""
         return self.capacities.get(channel)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook: a layer with nothing to release keeps it)
         """Release this instance's process resources; shared state stays."""
 
-    def __enter__(self) -> BaseChannelLayer:
+    def __enter__(self: _Layer) -> _Layer:
         return self
 
     def __exit__(

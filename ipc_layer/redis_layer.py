@@ -492,7 +492,7 @@ class RedisChannelLayer(BaseChannelLayer):
         if not block:
             return self._pop(client, wanted, keys)
         deadline = time.monotonic() + self.blocking_timeout
-        by_key = {key.encode("ascii"): queue for key, queue in zip(keys, wanted)}
+        by_key = {key.encode("ascii"): queue for key, queue in zip(keys, wanted, strict=True)}
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -518,9 +518,9 @@ class RedisChannelLayer(BaseChannelLayer):
             logger.debug("receive: dropped a message on %r that expired before it was popped", by_key[key])
             # More expired entries may follow it: one Lua pop clears every
             # expired head at once instead of one BLPOP round trip each.
-            channel, message = self._pop(client, wanted, keys)
-            if channel is not None:
-                return channel, message
+            result = self._pop(client, wanted, keys)
+            if result[0] is not None:
+                return result
 
     def _pop(self, client: redis.Redis, wanted: list[str], keys: list[str]) -> ReceiveResult:
         found = self._receive_script(keys=keys, client=client)

@@ -22,7 +22,7 @@ import itertools
 import os
 import re
 import secrets
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 

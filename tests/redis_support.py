@@ -22,6 +22,7 @@ import itertools
 import os
 import secrets
 import unittest
+from typing import Any
 
 __all__ = ["ENV_VAR", "count_keys", "redis_url", "remove_keys", "unique_prefix"]
 
@@ -81,7 +82,7 @@ def unique_prefix() -> str:
     return f"t{os.getpid()}_{next(_counter)}_{secrets.token_hex(3)}:"
 
 
-def _client(url: str):  # type: ignore[no-untyped-def]
+def _client(url: str) -> Any:
     import redis
 
     return redis.Redis.from_url(url, socket_timeout=10)

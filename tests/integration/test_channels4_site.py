@@ -45,7 +45,7 @@ from django.urls import path  # type: ignore[import-untyped]
 urlpatterns: list[Any] = []
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class ChatConsumer(AsyncJsonWebsocketConsumer):
     """The Channels tutorial's chat room, JSON flavour."""
 
     async def connect(self) -> None:

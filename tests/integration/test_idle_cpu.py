@@ -20,7 +20,9 @@ pytestmark = pytest.mark.integration
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        raise ValueError("the process was never started")
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15)
@@ -58,7 +60,7 @@ def test_idle_receivers_use_no_cpu(prefix: str) -> None:
         p.start()
         procs[name] = (p, parent)
     try:
-        for p, parent in procs.values():
+        for _, parent in procs.values():
             assert parent.poll(10) and parent.recv() == "ready"
         time.sleep(0.05)  # let them enter the receive
         before = {name: cpu_seconds(p.pid) for name, (p, _) in procs.items()}
@@ -66,7 +68,7 @@ def test_idle_receivers_use_no_cpu(prefix: str) -> None:
         for name, (p, _) in procs.items():
             used = cpu_seconds(p.pid) - before[name]
             assert used < 0.02 * 2.0, f"{name}: blocked receiver used {used:.3f} s of CPU in 2 s (/proc)"
-        for name, (p, parent) in procs.items():
+        for name, (_, parent) in procs.items():
             assert parent.poll(5), f"{name}: receive did not return"
             got, wall, cpu = parent.recv()
             assert got is None and 2.45 <= wall < 3.5, (name, got, wall)

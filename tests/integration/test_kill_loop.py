@@ -92,7 +92,7 @@ def parse(data: bytes | None) -> tuple[int, int] | None:
 
 def open_log(path: Path):
     """Append-only, unbuffered; terminate a line a killed predecessor left half-written."""
-    f = open(path, "ab", buffering=0)
+    f = open(path, "ab", buffering=0)  # noqa: SIM115 (returned: the caller closes it)
     if f.tell():
         with open(path, "rb") as r:
             r.seek(-1, os.SEEK_END)
@@ -213,7 +213,8 @@ def read_sender_log(path: Path) -> tuple[dict[int, bytes], dict[int, tuple[int, 
 
 
 def read_receiver_log(path: Path) -> tuple[list[tuple[int, int, int]], list[bytes]]:
-    got, bad = [], []
+    got: list[tuple[int, int, int]] = []
+    bad: list[bytes] = []
     if not path.exists():
         return got, bad
     for line in path.read_bytes().split(b"\n"):
@@ -321,11 +322,11 @@ def test_kill_loop(prefix: str, tmp_path: Path, kills: int, report_line) -> None
     # -- the records ------------------------------------------------------------------------
     deliveries: list[tuple[int, int, int]] = list(drained)
     for rid in range(3):
-        got, bad_lines = read_receiver_log(tmp_path / f"r{rid}.log")
+        logged, bad_lines = read_receiver_log(tmp_path / f"r{rid}.log")
         bad += bad_lines
-        deliveries += got
+        deliveries += logged
         last: dict[tuple[int, int], int] = {}
-        for idx, sid, seq in got:
+        for idx, sid, seq in logged:
             assert last.get((idx, sid), -1) < seq, \
                 f"receiver {rid}: sender {sid} out of order on queue {idx} at {seq} (seed {seed})"
             last[(idx, sid)] = seq

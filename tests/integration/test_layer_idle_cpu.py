@@ -33,7 +33,9 @@ VARIANTS: dict[str, tuple[list[str], int]] = {
 }
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        raise ValueError("the process was never started")
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK

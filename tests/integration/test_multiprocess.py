@@ -177,7 +177,7 @@ def test_concurrent_first_use_creates_one_segment(prefix: str) -> None:
     assert len(creators) == 1 and creators <= {p.pid for p in procs}
     seg = Segment(prefix, create=False)
     got = sorted(int(seg.receive([b"race"])[1]) for _ in procs)  # type: ignore[index]
-    assert got == sorted(p.pid for p in procs)
+    assert got == sorted(p.pid or 0 for p in procs)
     seg.check()
     seg.close()
     assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"rbuf.{prefix}~init~")]
@@ -198,7 +198,9 @@ def timed_receiver(prefix: str, queues: list[bytes], out: str) -> None:
     Path(out).write_text("\n".join(map(str, lat)))
 
 
-def voluntary_switches(pid: int) -> int:
+def voluntary_switches(pid: int | None) -> int:
+    if pid is None:
+        raise ValueError("the process was never started")
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("voluntary_ctxt_switches:"):
             return int(line.split()[1])
@@ -265,8 +267,8 @@ def test_send_wakes_only_that_queues_receivers(prefix: str, tmp_path: Path) -> N
     # An idle receiver wakes only at the end of each bounded sleep (5/s),
     # not once per send to another queue (300 here).
     bound = elapsed / 0.2 + 5
-    print(f"idle receivers woke {[a - b for a, b in zip(after, before)]} times in {elapsed:.2f} s")
-    for b, a in zip(before, after):
+    print(f"idle receivers woke {[a - b for a, b in zip(after, before, strict=True)]} times in {elapsed:.2f} s")
+    for b, a in zip(before, after, strict=True):
         assert a - b <= bound, f"idle receiver woke {a - b} times in {elapsed:.2f} s"
     assert len((tmp_path / "a.txt").read_text().split()) == 300
     seg.close()

@@ -113,7 +113,7 @@ def receive_until_stop(url: str, prefix: str, channel: str) -> list[tuple[str, i
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             name, message = layer.receive([channel], block=True)
-            if name is None:
+            if name is None or message is None:
                 continue
             if message.get(STOP):
                 return got
@@ -148,7 +148,7 @@ def group_member(url: str, prefix: str, group: str, members: int, expect: int, r
         deadline = time.monotonic() + 60
         while total < members * expect and time.monotonic() < deadline:
             name, message = layer.receive([base], block=True)
-            if name is None:
+            if name is None or message is None:
                 continue
             got.setdefault(name[len(base):], []).append(message["n"])
             total += 1
@@ -163,7 +163,7 @@ def wait_and_time(url: str, prefix: str, channel: str, ready: Any) -> float:
         ready.put(True)
         name, message = layer.receive([channel], block=True)
         woke = time.time()
-        if name is None:
+        if message is None:
             raise TimeoutError("blocking receive returned nothing")
         return woke - float(message["sent_at"])
 
@@ -186,7 +186,9 @@ def check_fifo_and_complete(received: list[list[tuple[str, int, int]]], senders:
 def test_senders_and_receivers_fifo_per_producer_no_loss(url: str, prefix: str) -> None:
     senders, receivers, count = 4, 3, 300
     channel = "mp.work"
-    sender_procs = [CTX.Process(target=send_sequence, args=(url, prefix, sid, channel, count)) for sid in range(senders)]
+    sender_procs = [
+        CTX.Process(target=send_sequence, args=(url, prefix, sid, channel, count)) for sid in range(senders)
+    ]
 
     def produce() -> None:
         for proc in sender_procs:
@@ -291,7 +293,8 @@ def test_fork_safety(url: str, prefix: str) -> None:
         assert got == ("fk.to-child", {"from": "parent"})
         assert child_conns == 1  # the child opened its own; the parent's socket was not shared
         # The parent's pooled socket still works and is the same one.
-        assert layer.receive(["fk.from-child"])[1]["pid"] != os.getpid()
+        _, from_child = layer.receive(["fk.from-child"])
+        assert from_child is not None and from_child["pid"] != os.getpid()
         assert layer._pool._available_connections == parent_conns
         for _ in range(20):
             layer.send("fk.after", {"n": 1})

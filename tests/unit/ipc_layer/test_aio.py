@@ -370,13 +370,13 @@ def test_fd_spin_lets_other_tasks_run_and_takes_without_sleeping(make: Any) -> N
             ticks = 0
             receiving = asyncio.create_task(layer.receive(target))
 
-            async def ticker() -> None:
+            async def ticker(receiving: asyncio.Task[Any]) -> None:
                 nonlocal ticks
                 while not receiving.done():
                     ticks += 1
                     await asyncio.sleep(0)
 
-            ticking = asyncio.create_task(ticker())
+            ticking = asyncio.create_task(ticker(receiving))
             await asyncio.sleep(0.05)
             assert not receiving.done() and ticks > 10, ticks  # the loop was never blocked
             layer.sync_layer.send(target, {"type": "spun", "to": target})

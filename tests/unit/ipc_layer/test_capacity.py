@@ -65,7 +65,7 @@ def test_bad_key_is_type_error() -> None:
 
 
 def test_lookups_are_cached_and_config_is_copied() -> None:
-    source = {"a*": 2}
+    source: dict[str | re.Pattern[str], int] = {"a*": 2}
     caps = ChannelCapacities(10, source)
     source["b*"] = 3
     assert caps.channel_capacity == {"a*": 2}

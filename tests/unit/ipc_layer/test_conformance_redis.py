@@ -11,7 +11,7 @@ so the suite's real sleeps stay short.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 
 class TestRedisConformance(ConformanceTestCase):
     layer_config = {**DEFAULT_LAYER_CONFIG, "expiry": 0.5, "group_expiry": 1.0}
+    url: ClassVar[str]
 
     @classmethod
     def setUpClass(cls) -> None:

@@ -52,6 +52,7 @@ def test_received_messages_are_independent_copies(layer: InMemoryChannelLayer) -
     layer.group_add("g", "two")
     layer.send_group("g", {"list": [1]})
     _, first = layer.receive(["one"])
+    assert first is not None
     first["list"].append(2)
     assert layer.receive(["two"]) == ("two", {"list": [1]})
 

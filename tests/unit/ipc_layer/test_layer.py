@@ -29,7 +29,7 @@ def layer(layer_prefix: str) -> Iterator[IPCChannelLayer]:
         lay.close()
 
 
-def packed(message: dict[str, Any]) -> bytes:
+def packed(message: Any) -> bytes:  # Any: the tests also pack what no layer would send
     return msgpack.packb(message, use_bin_type=True)
 
 
@@ -217,11 +217,11 @@ def test_bad_names_are_type_errors_naming_them(layer: IPCChannelLayer, name: Any
 
 def test_bad_receive_lists(layer: IPCChannelLayer) -> None:
     with pytest.raises(TypeError, match="not str"):
-        layer.receive("abc")  # type: ignore[arg-type]
+        layer.receive("abc")
     with pytest.raises(TypeError, match="'x!y'"):
         layer.receive(("ok", "x!y"))
     with pytest.raises(TypeError):
-        layer.receive((["unhashable"],))  # type: ignore[list-item]
+        layer.receive((["unhashable"],))
     with pytest.raises(ValueError, match="at least one"):
         layer.receive(())
     # Any number of channels (issue 10): see test_receive_over_many_channels.
@@ -235,7 +235,7 @@ def test_cached_names_are_not_confused_with_strings(layer: IPCChannelLayer) -> N
     assert layer.receive(["a"]) == ("a", {})
     assert layer.receive(("a",)) == (None, None)
     with pytest.raises(TypeError):
-        layer.receive("a")  # type: ignore[arg-type]
+        layer.receive("a")
 
 
 def test_segment_options_refused_by_the_core_name_the_prefix(layer_prefix: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ipc_layer import IPCChannelLayer, InMemoryChannelLayer
+from ipc_layer import InMemoryChannelLayer, IPCChannelLayer
 from ipc_layer.loading import InvalidLayerError, import_backend, layer_from_settings, load_layer
 from tests.ipc_support import TEST_SEGMENT_SIZE
 
@@ -108,7 +108,7 @@ def _ping_child(settings: dict[str, Any]) -> dict[str, Any]:
             child.wait()
     assert channel == reply
     parent.flush()
-    return message  # type: ignore[no-any-return]
+    return message
 
 
 def test_same_code_switches_backend_by_settings_shared_memory(prefix: str) -> None:

@@ -149,6 +149,7 @@ def test_keys_and_ttls(make: Any, client: redis.Redis) -> None:
     assert client.hgetall(f"{p}gc:kt-g") == {b"kt.small!b": b"2", b"kt.other": b"7"}
     # Entries: "<deadline ms>:<local part>:<msgpack>".
     entry = client.lindex(f"{p}q:kt.small!", 0)
+    assert isinstance(entry, bytes)
     deadline, local, payload = entry.split(b":", 2)
     seconds, micros = client.time()
     assert 29_000 < int(deadline) - (seconds * 1000 + micros // 1000) <= 30_000

@@ -73,7 +73,12 @@ def test_add_reader_wakes_loop(segment):
     async def main() -> bytes:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        loop.add_reader(watch.fileno(), lambda: fut.done() or fut.set_result(None))
+
+        def readable() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_reader(watch.fileno(), readable)
         try:
             assert not watch.arm()
             loop.call_later(0.05, segment.send, b"loop", b"hello")
