@@ -20,12 +20,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import _ringbuf
-from _ringbuf._native import ffi, lib
+from _ringbuf._native import ffi
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +154,7 @@ def run_child(prefix: str, code: str) -> dict[str, Any]:
         pytest.fail(f"the child hung (> {CHILD_TIMEOUT} s): {code.strip()}")
     assert proc.returncode == 0, (
         f"the child died (exit {proc.returncode}"
-        f"{', signal %d' % -proc.returncode if proc.returncode < 0 else ''}): "
+        f"{f', signal {-proc.returncode}' if proc.returncode < 0 else ''}): "
         f"stdout={proc.stdout!r} stderr={proc.stderr[-2000:]!r}")
     lines = proc.stdout.strip().splitlines()
     assert lines, f"the child printed nothing; stderr={proc.stderr[-2000:]!r}"
