@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("-e", "--endpoint", action="append", default=[],
                         help="a Twisted endpoint string, e.g. tcp:8000, ssl:443:privateKey=k.pem:certKey=c.pem")
     layer = parser.add_argument_group("channel layer")
-    layer.add_argument("--layer", default=DEFAULT_LAYER, help=f"dotted path of the layer class (default {DEFAULT_LAYER})")
+    layer.add_argument("--layer", default=DEFAULT_LAYER,
+                       help=f"dotted path of the layer class (default {DEFAULT_LAYER})")
     layer.add_argument("--layer-config", default=None, type=_json_object,
                        help='the layer\'s keyword arguments as JSON, e.g. \'{"prefix": "mysite"}\'')
     layer.add_argument("--prefix", default=None,

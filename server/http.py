@@ -53,8 +53,16 @@ from zope.interface import implementer
 
 from .context import ServerContext
 from .headers import BadRequest, forwarded_peer, normalize_headers, root_path_for
-from .http_messages import BadReply, BodyChunk, ResponseReader, body_chunks, body_closed, disconnect_message
-from .http_messages import request_message, split_target
+from .http_messages import (
+    BadReply,
+    BodyChunk,
+    ResponseReader,
+    body_chunks,
+    body_closed,
+    disconnect_message,
+    request_message,
+    split_target,
+)
 
 __all__ = ["LayerHTTPChannel", "LayerHTTPFactory", "LayerRequest"]
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import signal
-import time
 import sys
+import time
 from typing import Any
 
 from ipc_layer.loading import load_layer

@@ -10,8 +10,8 @@ from ipc_layer import InMemoryChannelLayer
 from server.config import ServerConfig
 from server.context import ServerContext
 from server.http import LayerHTTPFactory
-from server.websocket import LayerWebSocketFactory
 from server.replies import ReplyRouter
+from server.websocket import LayerWebSocketFactory
 
 
 class Harness:
@@ -35,7 +35,7 @@ class Harness:
 
     def take(self, channel: str) -> dict[str, Any]:
         got, message = self.layer.receive([channel])
-        assert got is not None, f"nothing on {channel}"
+        assert got is not None and message is not None, f"nothing on {channel}"
         return message
 
     def nothing_on(self, channel: str) -> bool:
@@ -48,7 +48,7 @@ class Harness:
         """What the reader does: the layer gives the message, the router dispatches it."""
         self.layer.send(reply_channel, message)
         got, received = self.layer.receive([self.router.process_channel])
-        assert got == reply_channel
+        assert got == reply_channel and received is not None
         self.router.dispatch(got, received)
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
 
 from .support import Harness, feed_bytewise
 
