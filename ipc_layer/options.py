@@ -618,7 +618,8 @@ def param_docs(kind: str) -> str:
 def document(cls: type, kind: str) -> None:
     """Append the declared options of ``kind`` to the docstring of ``cls`` (unless run with -OO)."""
     if cls.__doc__ is not None:
-        cls.__doc__ = cls.__doc__.rstrip() + "\n\n    Options (declared in :mod:`ipc_layer.options`):\n\n" + param_docs(kind)
+        heading = "\n\n    Options (declared in :mod:`ipc_layer.options`):\n\n"
+        cls.__doc__ = cls.__doc__.rstrip() + heading + param_docs(kind)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

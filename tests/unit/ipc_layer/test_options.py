@@ -177,7 +177,7 @@ def _marks(maker: type[Maker]) -> list[Any]:
     marks = []
     if maker is AioMaker:
         try:
-            import channels  # noqa: F401
+            import channels  # type: ignore[import-untyped]  # noqa: F401
         except ImportError:
             marks.append(pytest.mark.skip(reason="channels 4 is not installed"))
     if maker is RedisMaker:
