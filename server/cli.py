@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("-u", "--unix-socket", default=None, help="listen on this UNIX socket path")
     listen.add_argument("--fd", type=int, action="append", default=[],
                         help="listen on this inherited socket file descriptor (supervisord, systemd)")
+    listen.add_argument("--udp-port", type=int, action="append", default=[], metavar="PORT",
+                        help="also receive UDP datagrams on PORT (on --bind's address) as udp.receive messages")
     listen.add_argument("-e", "--endpoint", action="append", default=[],
                         help="a Twisted endpoint string, e.g. tcp:8000, ssl:443:privateKey=k.pem:certKey=c.pem")
     layer = parser.add_argument_group("channel layer")
@@ -202,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .server import Server
 
-    server = Server(layer, endpoints_from(args), config, reactor=reactor, fds=args.fd)
+    udp = [(args.bind or "127.0.0.1", port) for port in args.udp_port]
+    server = Server(layer, endpoints_from(args), config, reactor=reactor, fds=args.fd, udp=udp)
     failed: list[str] = []
 
     def started_failed(failure: Any) -> None:

@@ -10,6 +10,9 @@ by Twisted endpoint strings (``tcp:8000:interface=127.0.0.1``,
 listening socket (``--fd``), so supervisord, systemd and the like can hand
 sockets over as they do to Daphne.
 
+``udp`` adds UDP ports (:mod:`server.udp`: each datagram a ``udp.receive``
+message), served by the same reader and router.
+
 Stopping (SIGTERM, SIGINT, :meth:`stop`) is graceful, which Daphne never
 was (django/daphne#177)::
 
@@ -39,6 +42,7 @@ from .context import ServerContext
 from .http import LayerHTTPFactory
 from .reader import make_reader
 from .replies import ReplyRouter
+from .udp import LayerUDP
 from .websocket import LayerWebSocket, LayerWebSocketFactory
 
 __all__ = ["Server"]
@@ -55,17 +59,19 @@ class Server:
         reactor: Any = None,
         fds: Sequence[int] = (),
         channel_prefix: str = "server",
+        udp: Sequence[tuple[str, int]] = (),
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
-        if not endpoints and not fds:
-            raise ValueError("a server needs at least one endpoint or --fd to listen on")
+        if not endpoints and not fds and not udp:
+            raise ValueError("a server needs at least one endpoint, --fd or --udp-port to listen on")
         self.layer = layer
         self.reactor = reactor
         self.endpoints = list(endpoints)
         self.fds = list(fds)
+        self.udp = list(udp)
         self.config = config or ServerConfig()
         self.router = ReplyRouter(layer.new_process_channel(channel_prefix))
         self.context = ServerContext(layer, self.router, self.config, reactor)
@@ -91,6 +97,11 @@ class Server:
                 family = inherited.family
             port = self.reactor.adoptStreamPort(fd, family, self.http_factory)
             self._listening(port, f"fd:{fd}")
+        for interface, udp_port in self.udp:
+            port = self.reactor.listenUDP(udp_port, LayerUDP(self.context), interface=interface)
+            host = port.getHost()
+            self.ports.append(port)
+            logger.info("Listening on udp %s:%s", host.host, host.port)
         self.reader.start()
         self.state = "RUNNING"  # NEW -> RUNNING
         self.reactor.addSystemEventTrigger("before", "shutdown", self.stop)

@@ -9,6 +9,7 @@ serves, until SIGTERM:
 * ``/slow``: no answer (the server's http_timeout answers);
 * ``/delay``: ``/echo`` after a second;
 * ``/headers``: the request's headers as the body, one ``name: value`` a line;
+* UDP: each datagram answered with ``echo:`` + its data;
 * WebSockets: accepted (with ``/reject`` rejected), text and bytes echoed,
   the text ``close`` closes with 4000; disconnects are recorded and the
   count is sent to the next socket that says ``disconnects?``.
@@ -23,7 +24,8 @@ from typing import Any
 
 from ipc_layer.loading import load_layer
 
-CHANNELS = ["http.request", "websocket.connect", "websocket.receive", "websocket.disconnect", "http.disconnect"]
+CHANNELS = ["http.request", "websocket.connect", "websocket.receive", "websocket.disconnect", "http.disconnect",
+            "udp.receive"]
 
 
 #: Response chunk size: well under the layer's 1 MiB message limit.
@@ -110,6 +112,8 @@ def main() -> int:
                 layer.send(reply, {"bytes": message["bytes"]})
         elif channel == "websocket.disconnect":
             disconnects += 1
+        elif channel == "udp.receive":
+            layer.send(message["reply_channel"], {"data": b"echo:" + message["data"]})
     layer.close()
     return 0
 

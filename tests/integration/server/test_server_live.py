@@ -70,6 +70,7 @@ class Live:
     log: _Lines
     access: _Lines
     conns: list[http.client.HTTPConnection]
+    udp_port: int
 
     def http(self) -> http.client.HTTPConnection:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -89,13 +90,14 @@ def live(prefix: str) -> Iterator[Live]:
     # A generous http_timeout: these machines are shared and slow at times
     # (the 503 test starts its own server with a short one).
     server = _spawn(["-m", "server", "-p", "0", "--prefix", prefix, "--http-timeout", "60",
-                     "--request-body-inline", "65536", "--graceful-timeout", "5"])
+                     "--request-body-inline", "65536", "--graceful-timeout", "5", "--udp-port", "0"])
     log, access = _Lines(server.stderr), _Lines(server.stdout)  # type: ignore[arg-type]
     app_out, app_err = _Lines(app.stdout), _Lines(app.stderr)  # type: ignore[arg-type]
     try:
         port = int(log.wait_for(r"Listening on 127\.0\.0\.1:(\d+)").group(1))
+        udp_port = int(log.wait_for(r"Listening on udp 127\.0\.0\.1:(\d+)").group(1))
         app_out.wait_for("echo app ready")
-        state = Live(port, server, app, log, access, [])
+        state = Live(port, server, app, log, access, [], udp_port)
         yield state
         for conn in state.conns:
             conn.close()
@@ -250,3 +252,14 @@ def test_graceful_stop_finishes_requests_and_closes_sockets_1001(live: Live) -> 
     assert statuses == [200]  # the request in flight finished during the drain
     assert live.server.wait(timeout=10) == 0
     live.log.wait_for("stopped")
+
+
+def test_udp_echo(live: Live) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        for payload in (b"one", b"\x00two"):
+            sock.sendto(payload, ("127.0.0.1", live.udp_port))
+            data, _ = sock.recvfrom(100)
+            assert data == b"echo:" + payload
