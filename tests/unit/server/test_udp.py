@@ -25,7 +25,7 @@ class FakeUDPTransport:
 def _udp(h: Harness) -> tuple[LayerUDP, FakeUDPTransport]:
     protocol = LayerUDP(h.context, idle_timeout=10)
     transport = FakeUDPTransport()
-    protocol.makeConnection(transport)
+    protocol.makeConnection(transport)  # type: ignore[arg-type]  # a fake with what LayerUDP uses
     return protocol, transport
 
 
