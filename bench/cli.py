@@ -357,6 +357,8 @@ class Run:
             # Interleave layers case by case, so that each comparison runs close in time.
             for i in range(n_cases):
                 for layer in layers:
+                    if i >= len(per_layer[layer]):
+                        continue  # the scenario has fewer cases for this layer (wide: none for Channels 4)
                     case = per_layer[layer][i]
                     try:
                         result = run_case(case, self.settings.recv_timeout)

@@ -54,6 +54,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 __all__ = [
+    "reference_layer",
+    "SCENARIO_REFERENCE",
     "AIO_DRIVINGS",
     "LAYERS",
     "AioDriver",
@@ -105,6 +107,12 @@ class LayerInfo:
     needs_redis: bool = False
     limit: bool = False  # a stated limit (raw core), not a layer users deploy
     channels4: bool = False  # an asyncio Channels 4 layer: driven as ``aio_driving`` says
+
+    @property
+    def receives_many(self) -> bool:
+        """Whether one ``receive`` call takes a list of channels (the ASGI 1 interface and
+        the raw baselines); a Channels 4 ``receive(channel)`` takes exactly one."""
+        return not self.channels4
 
 
 def _now() -> float:
@@ -825,6 +833,14 @@ LAYERS: dict[str, LayerInfo] = {
 }
 
 REFERENCE_LAYER = "channels_redis"
+#: Scenarios whose ratio reference is another layer: "wide" (one receive over many channels)
+#: does not exist in Channels 4, so it compares with the ASGI 1 layer on Redis.
+SCENARIO_REFERENCE = {"wide": "ipc_redis"}
+
+
+def reference_layer(scenario: str) -> str:
+    """The layer the ratio columns of ``scenario`` compare with."""
+    return SCENARIO_REFERENCE.get(scenario, REFERENCE_LAYER)
 
 
 def make_driver(spec: LayerSpec) -> Driver | AioDriver:

@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from bench.drivers import LAYERS, REFERENCE_LAYER, LayerSpec
+from bench.drivers import LAYERS, REFERENCE_LAYER, LayerSpec, reference_layer
 from bench.scenarios import PRIMARY, RATIOS
 
 __all__ = ["add_ratios", "aio_driving_note", "render_markdown", "write_jsonl", "RATIO_KEY"]
@@ -30,18 +30,23 @@ _TITLES = {
     "oneway": "One-way throughput, one producer process -> one consumer process",
     "mpmc": "N producers -> M consumers on one channel, total throughput",
     "group": "Group send: time until every member has the message (members drained by one process)",
+    "wide": "One receive over 100 channels, fed by a group send to all of them",
     "idle": "Idle cost: CPU of a receiver blocked on an empty channel",
     "mixed": "Mixed sizes at a steady rate: one-way latency tail",
 }
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Set ``row["ratios"]`` ({metric: ratio}) and ``row[RATIO_KEY]`` (the headline ratio)
-    on every result row; a ratio is None when there is nothing to compare."""
+    """Set ``row["ratios"]`` ({metric: ratio}) and ``row["x_vs_<reference>"]`` (the
+    headline ratio; ``RATIO_KEY`` for every scenario compared with channels_redis) on every
+    result row; a ratio is None when there is nothing to compare.  The reference is
+    :func:`bench.drivers.reference_layer` of the row's scenario."""
     reference = {
         (r["scenario"], r["label"]): r
         for r in rows
-        if r.get("type") == "result" and r["layer"] == REFERENCE_LAYER and not r.get("error")
+        if r.get("type") == "result"
+        and r["layer"] == reference_layer(r["scenario"])
+        and not r.get("error")
     }
     for row in rows:
         if row.get("type") != "result":
@@ -56,7 +61,7 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             if _positive(ours) and _positive(theirs):
                 ratios[metric] = ours / theirs if higher_better else theirs / ours
         row["ratios"] = ratios
-        row[RATIO_KEY] = ratios[PRIMARY[row["scenario"]][0]]
+        row[f"x_vs_{reference_layer(row['scenario'])}"] = ratios[PRIMARY[row["scenario"]][0]]
 
 
 def _spin(spin_us: Any) -> str:
@@ -143,6 +148,7 @@ _COLUMNS: dict[str, list[_Column]] = {
     "oneway": [("msgs/s", "msgs_per_s"), ("MB/s", "mb_per_s")],
     "mpmc": [("msgs/s", "msgs_per_s"), ("MB/s", "mb_per_s")],
     "group": [("send call us", "send_us"), ("all delivered us", "deliver_us")],
+    "wide": [("send call us", "send_us"), ("all delivered us", "deliver_us")],
     "idle": [
         ("receiver CPU %", "cpu_pct"),
         ("redis-server CPU %", "redis_cpu_pct"),
@@ -157,7 +163,7 @@ _COLUMNS: dict[str, list[_Column]] = {
     ],
 }
 
-_LABEL_TITLE = {"group": "Size x members", "idle": "", "mixed": "Sizes"}
+_LABEL_TITLE = {"group": "Size x members", "wide": "Size x channels", "idle": "", "mixed": "Sizes"}
 
 
 def _sort_key(row: dict[str, Any], label_order: dict[str, int]) -> tuple[int, int]:
@@ -172,7 +178,7 @@ def scenario_table(scenario: str, rows: list[dict[str, Any]]) -> list[str]:
     label_title = _LABEL_TITLE.get(scenario, "Size")
     head = ["Layer"] + ([label_title] if label_title else [])
     head += [title for title, _ in columns]
-    head += [f"x vs {REFERENCE_LAYER} ({title})" for _, _, title in ratios]
+    head += [f"x vs {reference_layer(scenario)} ({title})" for _, _, title in ratios]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
     label_order: dict[str, int] = {}
     for row in rows:
@@ -208,6 +214,14 @@ def _notes(scenario: str, rows: list[dict[str, Any]], settings: dict[str, Any]) 
             "made 2 ms after the round's barrier by a sender kept busy meanwhile, with the drainer "
             "asleep in its receive (idle members); 'all delivered' runs from the send call until the "
             "drainer has received every member's copy."
+        )
+    if scenario == "wide":
+        notes.append(
+            f"Median of {settings['group_rounds']} rounds after one warm-up round, sent like the "
+            "group scenario's; the drainer takes the 100 copies with 100 receive calls, each "
+            "listing all 100 channels (one call serving every channel, as an ASGI 1 worker does). "
+            "Channels 4 layers are not measured: their receive takes one channel. Ratios compare "
+            "with ipc_redis, the ASGI 1 layer on Redis (BLPOP over all the channels' keys)."
         )
     if scenario == "idle":
         notes.append(

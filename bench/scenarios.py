@@ -28,6 +28,10 @@ mpmc     N producers -> M consumers on one channel (default 2 -> 2), msgs/s in t
 group    one drainer process owns n member channels in a group; the sender's
          ``send_group``/``group_send`` call time, and the time until the drainer has
          received every member's copy.
+wide     one drainer process receives with ONE receive call over 100 plain channels (as an
+         ASGI 1 worker serves every routed channel), fed by a ``send_group`` to a group
+         holding all of them; the send call time and the time until the drainer has taken
+         every copy. ASGI 1 and raw layers only: a Channels 4 receive takes one channel.
 idle     a receiver blocked on an empty channel; its CPU time over the window, measured by
          the parent from ``/proc/<pid>`` (and the Redis server's, when the bench started it);
          then a waker process sends one message: the latency of that first wake-up.
@@ -50,7 +54,7 @@ from typing import Any
 from bench.drivers import AioDriver, Driver, Full, LayerSpec
 from bench.messages import STOP, make_message
 from bench.runner import Case, Role, RoleContext
-from bench.settings import Settings
+from bench.settings import WIDE_CHANNELS, Settings
 from bench.stats import latency_summary, median_of_repeats
 from bench.unasync import sync_twins
 
@@ -63,6 +67,7 @@ RATIOS: dict[str, list[tuple[str, bool, str]]] = {
     "oneway": [("msgs_per_s", True, "msgs/s")],
     "mpmc": [("msgs_per_s", True, "msgs/s")],
     "group": [("deliver_us", False, "all delivered"), ("send_us", False, "send call")],
+    "wide": [("deliver_us", False, "all delivered"), ("send_us", False, "send call")],
     "idle": [("cpu_pct", False, "CPU %")],
     "mixed": [("p99_9_us", False, "p99.9")],
 }
@@ -240,6 +245,23 @@ async def group_drainer(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) 
         await _wait(driver, ctx)
         for i, channels in enumerate(listens):
             await _receive(driver, channels, ctx, f"group message {i + 1} of {len(listens)}")
+        if rnd:
+            rounds.append({"t_done": _now_ns()})
+    return {"repeats": rounds}
+
+
+async def wide_drainer(driver: AioDriver, a: dict[str, Any], ctx: RoleContext) -> dict[str, Any]:
+    channels = [f"bench.wide.{i}" for i in range(a["channels"])]
+    for channel in channels:
+        await driver.group_add(a["group"], channel)
+    await _wait(driver, ctx)
+    rounds = []
+    for rnd in range(a["rounds"] + 1):  # round 0 is the warm-up (and fills the caches)
+        await _wait(driver, ctx)
+        for i in range(len(channels)):
+            # Every receive lists all the channels: past 64 the shared-memory core sleeps
+            # on its waiter row's bell word, rung by a send to any of them.
+            await _receive(driver, channels, ctx, f"wide message {i + 1} of {len(channels)}")
         if rnd:
             rounds.append({"t_done": _now_ns()})
     return {"repeats": rounds}
@@ -491,6 +513,23 @@ def build_cases(
                 # Members may share one process queue: it must hold a copy for each.
                 spec = dataclasses.replace(spec, capacity=max(spec.capacity, 2 * members))
                 cases.append(Case(scenario, layer, label, params, spec, roles, timeout))
+    elif scenario == "wide":
+        from bench.drivers import LAYERS
+
+        if not LAYERS[layer].receives_many:
+            return []  # a Channels 4 receive takes one channel: nothing to measure
+        size = s.sizes[0]
+        n = WIDE_CHANNELS
+        args = dict(group="bench.wide", channels=n, size=size, rounds=s.group_rounds)
+        roles = [
+            Role("sender", "group_sender", args, _cpu(cpus, 0)),
+            Role("drainer", "wide_drainer", args, _cpu(cpus, 1)),
+        ]
+        timeout = 30 + 2 * rt + (s.group_rounds + 1) * 10 + n * 0.01
+        params = {"size": size, "channels": n}
+        cases.append(
+            Case(scenario, layer, f"{size_label(size)} x {n} ch", params, make_spec(size), roles, timeout)
+        )
     elif scenario == "idle":
         args = {"channel": "bench.idle", "seconds": s.idle_seconds}
         roles = [
@@ -535,7 +574,7 @@ def summarize(case: Case, results: list[dict[str, Any]], extra: dict[str, Any]) 
         repeats = by_role["client"]["repeats"]
     elif case.scenario in ("oneway", "mpmc"):
         repeats = _mpmc_repeats(case, by_role)
-    elif case.scenario == "group":
+    elif case.scenario in ("group", "wide"):
         repeats = [
             {"send_us": (s["t1"] - s["t0"]) / 1e3, "deliver_us": (d["t_done"] - s["t0"]) / 1e3}
             # Both roles run the same rounds; pair what both recorded.

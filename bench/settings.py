@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Settings", "SCENARIOS", "DEFAULT_SIZES", "DEFAULT_MEMBERS"]
+__all__ = ["Settings", "SCENARIOS", "DEFAULT_SIZES", "DEFAULT_MEMBERS", "WIDE_CHANNELS"]
 
 #: Scenario names, in the order they run and are reported.
-SCENARIOS = ("pingpong", "oneway", "mpmc", "group", "idle", "mixed")
+SCENARIOS = ("pingpong", "oneway", "mpmc", "group", "wide", "idle", "mixed")
 DEFAULT_SIZES = (100, 1024, 65536)
 DEFAULT_MEMBERS = (100, 1000)
+#: Channels one receive call of the "wide" scenario listens on (and the group it is fed by).
+WIDE_CHANNELS = 100
 
 
 @dataclass

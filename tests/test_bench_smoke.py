@@ -92,7 +92,15 @@ def test_bench_quick_writes_table_json_and_plots(tmp_path: Path) -> None:
     assert kinds[:2] == ["machine", "settings"]
     rows = [record for record in records if record["type"] == "result"]
     assert rows, "no result rows"
-    assert {row["scenario"] for row in rows} == {"pingpong", "oneway", "mpmc", "group", "idle", "mixed"}
+    assert {row["scenario"] for row in rows} == {"pingpong", "oneway", "mpmc", "group", "wide", "idle", "mixed"}
+    # One receive over 100 channels fed by a group send: the ASGI 1 and raw layers only
+    # (a Channels 4 receive takes one channel), compared with ipc_redis.
+    wide = {row["layer"]: row for row in rows if row["scenario"] == "wide"}
+    assert {"ipc", "ipc_redis", "redis_raw", "ringbuf_raw"} <= set(wide), sorted(wide)
+    assert not {"ipc_aio", "channels_redis"} & set(wide)
+    assert not wide["ipc"]["error"] and wide["ipc"]["params"]["channels"] == 100
+    assert wide["ipc"]["metrics"]["deliver_us"] > 0 and wide["ipc"]["x_vs_ipc_redis"] is not None
+    assert "## wide:" in table and "x vs ipc_redis (all delivered)" in table
     measured = {row["layer"] for row in rows if not row["error"]}
     assert {"channels_redis", "redis_raw", "ipc_aio"} <= measured, result.stderr[-3000:]
     _check_aio_driving(out, "native", "native asyncio driving (`--aio-driving native`)")
