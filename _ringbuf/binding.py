@@ -342,7 +342,10 @@ class Segment:
         within ``timeout`` seconds (0 = do not wait, None = wait until a
         record comes; either way each kernel sleep is bounded).
         ``spin_us`` busy-waits that long before sleeping.  Pass ``names`` as
-        a tuple on hot paths: its packed form is cached.
+        a tuple on hot paths: its packed form is cached.  Any number of
+        names (a look costs O(len(names))); a blocking receive over more
+        than :data:`WAIT_MAX` keeps its list in the segment's cells while it
+        sleeps (:class:`OutOfMemory` if none are left).
         """
         # The hot path: every attribute lookup here costs throughput.
         try:
@@ -488,7 +491,8 @@ class Segment:
             tns = self._remaining(end)
 
     def watch(self, names: Sequence[bytes]) -> "Watch":
-        """A :class:`Watch` on ``names``: a file descriptor senders make readable."""
+        """A :class:`Watch` on ``names`` (any number of them): a file descriptor
+        senders make readable."""
         blob, count = self._blob(names)
         fd = ffi.new("int *")
         row = ffi.new("uint32_t *")
