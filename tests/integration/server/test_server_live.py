@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -263,3 +263,28 @@ def test_udp_echo(live: Live) -> None:
             sock.sendto(payload, ("127.0.0.1", live.udp_port))
             data, _ = sock.recvfrom(100)
             assert data == b"echo:" + payload
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_idle_server_with_100_websockets_uses_no_cpu(live: Live, report_line: Callable[[str], None]) -> None:
+    """The issue's idle bound: 100 connected, silent WebSocket clients cost the server < 1% of a core."""
+    from websockets.sync.client import connect
+
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(connect(f"ws://127.0.0.1:{live.port}/idle/{i}", open_timeout=30))
+                   for i in range(100)]
+        sockets[-1].send("awake?")
+        assert sockets[-1].recv(timeout=30) == "awake?"
+        time.sleep(0.5)  # let the handshakes' work settle
+        cpu0, t0 = _cpu_seconds(live.server.pid), time.monotonic()
+        time.sleep(4.0)
+        used, wall = _cpu_seconds(live.server.pid) - cpu0, time.monotonic() - t0
+        report_line(f"idle server, 100 WebSockets: {used:.3f} s CPU in {wall:.1f} s ({100 * used / wall:.2f}% of a core)")
+        assert used / wall < 0.01, f"idle server used {used:.3f} s of CPU in {wall:.1f} s"
