@@ -37,7 +37,7 @@ def test_malformed_http_never_crashes_or_leaks(line: bytes, headers: list[bytes]
     channel.dataReceived(line + b"\r\n" + b"".join(header + b"\r\n" for header in headers) + b"\r\n" + tail)
     # Anything that reached the layer is a well-formed ASGI 1 request.
     got, message = h.layer.receive(["http.request"])
-    if got is not None:
+    if message is not None:
         assert isinstance(message["path"], str) and isinstance(message["query_string"], bytes)
         assert all(isinstance(n, bytes) and n == n.lower() and b"_" not in n for n, _ in message["headers"])
         assert all(b"\r" not in v and b"\n" not in v and b"\x00" not in v for _, v in message["headers"])
@@ -52,7 +52,7 @@ def test_random_bytes_after_the_handshake_close_the_socket_cleanly(noise: bytes)
     channel.dataReceived(UPGRADE)
     connect = h.take("websocket.connect")
     h.reply(connect["reply_channel"], {"accept": True})
-    protocol = transport.protocol
+    protocol = transport.protocol  # type: ignore[attr-defined]  # the upgrade set it
     protocol.dataReceived(client_frame(b"fine"))
     protocol.dataReceived(noise)
     protocol.connectionLost(Failure(ConnectionDone()))
@@ -69,7 +69,7 @@ def test_odd_frames_never_crash(payload: bytes, opcode: int, fin: bool) -> None:
     channel, transport = h.connect()
     channel.dataReceived(UPGRADE)
     h.reply(h.take("websocket.connect")["reply_channel"], {"accept": True})
-    protocol = transport.protocol
+    protocol = transport.protocol  # type: ignore[attr-defined]  # the upgrade set it
     protocol.dataReceived(client_frame(payload, opcode=opcode, fin=fin))
     protocol.connectionLost(Failure(ConnectionDone()))
     assert not h.context.live and len(h.router) == 0
