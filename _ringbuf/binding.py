@@ -23,6 +23,11 @@ from ._native import ffi, lib
 
 __all__ = [
     "LAYOUT_VERSION",
+    "RECORD_FORMAT",
+    "FRAME_TAG_MAX",
+    "FRAME_GROUP_MARK",
+    "FRAME_NONE_MIN",
+    "FRAME_RESERVE",
     "NAME_MAX",
     "WAIT_MAX",
     "RingBufError",
@@ -46,7 +51,7 @@ __all__ = [
 ]
 
 #: The layout this Python code was written against; the compiled module must agree.
-EXPECTED_LAYOUT_VERSION = 4
+EXPECTED_LAYOUT_VERSION = 5
 if lib.RB_LAYOUT_VERSION != EXPECTED_LAYOUT_VERSION:  # pragma: no cover - packaging error
     raise ImportError(
         f"_ringbuf._native was built for layout version {lib.RB_LAYOUT_VERSION}, "
@@ -59,6 +64,16 @@ NAME_MAX: int = lib.RB_NAME_MAX
 #: words (futex_waitv); more are fine too, and sleep on one "bell" word that
 #: senders to any of them ring.  Not a limit: a threshold of the mechanism.
 WAIT_MAX: int = lib.RB_WAIT_MAX
+# The record format (defined once, in ringbuf.h: read its comment): a
+# record's first byte 0..FRAME_TAG_MAX starts a single frame [len][tag],
+# FRAME_GROUP_MARK a grouped one, >= FRAME_NONE_MIN means no frame.  A
+# segment written with another RECORD_FORMAT is refused (LayoutMismatch).
+RECORD_FORMAT: int = lib.RB_RECORD_FORMAT
+FRAME_TAG_MAX: int = lib.RB_FRAME_TAG_MAX
+FRAME_GROUP_MARK: int = lib.RB_FRAME_GROUP_MARK
+FRAME_NONE_MIN: int = lib.RB_FRAME_NONE_MIN
+#: Bytes of max_record a tagged record reserves for its frame.
+FRAME_RESERVE: int = lib.RB_FRAME_RESERVE
 #: Most records one :meth:`Segment.receive_batch` call returns.
 BATCH_MAX = 1024
 SHM_DIR = "/dev/shm"
@@ -96,7 +111,7 @@ class BadName(RingBufError, ValueError):
 
 
 class LayoutMismatch(RingBufError):
-    """The segment has another magic number, layout version or struct sizes."""
+    """The segment has another magic number, layout version, record format or struct sizes."""
 
 
 class SegmentNotFound(RingBufError, FileNotFoundError):
@@ -135,6 +150,7 @@ _ERRORS: dict[int, type[RingBufError] | type[OSError] | type[TypeError]] = {
 
 # Hot-path globals: one dict lookup instead of an attribute chain per call.
 _rb_send = lib.rb_send
+_rb_send_tagged = lib.rb_send_tagged
 _rb_receive = lib.rb_receive
 _unpack = ffi.unpack
 _E_EMPTY = lib.RB_E_EMPTY
@@ -308,6 +324,22 @@ class Segment:
         if seg is None:
             self._closed()
         rc = _rb_send(seg, name, len(name), data, len(data), deadline_ns, capacity)
+        if rc:
+            _check(rc)
+
+    def send_tagged(self, name: bytes, tag: bytes, data: bytes, deadline_ns: int = 0,
+                    capacity: int = 0) -> None:
+        """:meth:`send` of one record ``bytes([len(tag)]) + tag + data``, framed by the core.
+
+        The single frame of the record format (``tag`` is at most
+        :data:`FRAME_TAG_MAX` bytes, else ``ValueError``), built in the
+        enqueue's copy: no concatenation here.
+        """
+        seg = self._seg
+        if seg is None:
+            self._closed()
+        rc = _rb_send_tagged(seg, name, len(name), tag, len(tag), data, len(data), deadline_ns,
+                             capacity)
         if rc:
             _check(rc)
 
@@ -528,7 +560,8 @@ class Segment:
 
         ``queue_len`` routes the member: fan-out copies for it go to queue
         ``member[:queue_len]`` and, with ``fanout(tagged=True)``, carry the
-        tag ``member[queue_len:]`` (at most 255 bytes).  Default: the whole
+        tag ``member[queue_len:]`` (at most :data:`FRAME_TAG_MAX` bytes, else
+        ``ValueError``).  Default: the whole
         name is the queue.  ``capacity`` (0 = none) is the capacity fan-out
         copies for this member state for its queue, as a send's would; it
         wins over the queue's stored capacity and the fan-out's argument.
@@ -555,15 +588,15 @@ class Segment:
 
         Members whose queue is full (their stored capacity, else
         ``capacity``) are skipped.  With ``tagged``, each copy starts with
-        the member's tag frame: ``bytes([len(tag)]) + tag`` (see
-        :meth:`set_add`).  With ``grouped`` (implies ``tagged``), the members
-        sharing a queue get one record carrying all their tags:
-        ``b"\x7f" + k.to_bytes(2, "little") + frames + data`` (a lone member
-        gets its single frame; tags of 127+ bytes are skipped).  Returns
-        ``(sent, skipped)``, counting members.
+        the member's single frame (see :meth:`set_add`).  With ``grouped``
+        (implies ``tagged``), the members sharing a queue get one grouped
+        record carrying all their tags (a lone member gets its single
+        frame); both frames are the record format's (``ringbuf.h``).
+        Returns ``(sent, skipped)``, counting members.
         """
         out = ffi.new("uint32_t[2]")
-        mode = lib.RB_FANOUT_GROUPED if grouped else 1 if tagged else 0
+        mode = (lib.RB_FANOUT_GROUPED if grouped else lib.RB_FANOUT_TAGGED if tagged
+                else lib.RB_FANOUT_PLAIN)
         _check(lib.rb_fanout_tagged(self._handle, set_name, len(set_name), data, len(data),
                                     deadline_ns, capacity, mode, out, out + 1))
         return out[0], out[1]

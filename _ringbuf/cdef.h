@@ -3,6 +3,13 @@
  * step with include/ringbuf.h. */
 #define RB_MAGIC ...
 #define RB_LAYOUT_VERSION ...
+#define RB_RECORD_FORMAT ...
+#define RB_FRAME_TAG_MAX ...
+#define RB_FRAME_GROUP_MARK ...
+#define RB_FRAME_NONE_MIN ...
+#define RB_FRAME_RESERVE ...
+#define RB_FANOUT_PLAIN ...
+#define RB_FANOUT_TAGGED ...
 #define RB_NAME_MAX ...
 #define RB_WAIT_MAX ...
 #define RB_MAX_SLEEP_NS ...
@@ -65,6 +72,7 @@ typedef struct rb_info {
     uint64_t repairs;
     uint64_t created_ns;
     uint32_t creator_pid;
+    uint32_t record_format;
     ...;
 } rb_info;
 
@@ -89,6 +97,9 @@ uint64_t rb_now_ns(void);
 
 int rb_send(rb_seg *seg, const char *name, size_t name_len, const char *data,
             size_t len, uint64_t deadline_ns, uint32_t capacity);
+int rb_send_tagged(rb_seg *seg, const char *name, size_t name_len, const char *tag,
+                   size_t tag_len, const char *data, size_t len, uint64_t deadline_ns,
+                   uint32_t capacity);
 /* Enqueue n records (record i is lens[i] bytes, back to back in data) in
  * one lock hold.  Stops at the first refusal (full, out of memory) and
  * returns its code; *out_sent says how many went in, in order. */
@@ -111,31 +122,14 @@ int rb_wait(rb_seg *seg, const char *names, size_t names_len, uint32_t count,
 int rb_queue_stats_get(rb_seg *seg, const char *name, size_t name_len,
                        rb_queue_stats *out);
 
-int rb_set_add(rb_seg *seg, const char *set, size_t set_len, const char *member,
-               size_t member_len, uint64_t deadline_ns);
+int rb_set_add_member(rb_seg *seg, const char *set, size_t set_len,
+                      const char *member, size_t member_len, size_t queue_len,
+                      uint32_t capacity, uint64_t deadline_ns);
 int rb_set_discard(rb_seg *seg, const char *set, size_t set_len,
                    const char *member, size_t member_len);
 int rb_set_members(rb_seg *seg, const char *set, size_t set_len, char *buf,
                    size_t cap, size_t *out_len, uint32_t *out_count);
-int rb_fanout(rb_seg *seg, const char *set, size_t set_len, const char *data,
-              size_t len, uint64_t deadline_ns, uint32_t capacity,
-              uint32_t *out_sent, uint32_t *out_skipped);
-/* Routed members and tagged fan-out: a member added with queue_len < its
- * length receives in queue member[0:queue_len]; rb_fanout_tagged(tagged=1)
- * prefixes each copy with that member's tag frame: one byte (the tag's
- * length, 0..255) and the tag member[queue_len:].  Plain rb_set_add is
- * rb_set_add_routed with queue_len = member_len. */
-int rb_set_add_routed(rb_seg *seg, const char *set, size_t set_len,
-                      const char *member, size_t member_len, size_t queue_len,
-                      uint64_t deadline_ns);
-/* Like rb_set_add_routed, and the member states the capacity of its queue
- * for fan-out copies (0 = none: the queue's stored capacity, else the
- * fan-out's argument), so a queue never sent to directly still gets its
- * configured capacity.  Re-adding updates it. */
-int rb_set_add_member(rb_seg *seg, const char *set, size_t set_len,
-                      const char *member, size_t member_len, size_t queue_len,
-                      uint32_t capacity, uint64_t deadline_ns);
-#define RB_FANOUT_GROUPED 2
+#define RB_FANOUT_GROUPED ...
 int rb_fanout_tagged(rb_seg *seg, const char *set, size_t set_len, const char *data,
                      size_t len, uint64_t deadline_ns, uint32_t capacity, int tagged,
                      uint32_t *out_sent, uint32_t *out_skipped);

@@ -59,22 +59,24 @@ Theory of operation: ``new_channel()`` and routing
 ``new_channel()`` returns ``"specific.<process id>!<random>"``: every
 consumer of a process shares the *process queue* ``"specific.<process id>!"``
 (one shared-memory queue, one helper thread, one capacity), as in
-channels_redis. A receive on such a channel first looks in the process-local
-buffer of that channel; if it is empty it takes records off the process
+channels_redis. A receive on such a channel first looks in the local store
+for that channel; if nothing is held it takes records off the process
 queue (non-blocking, under the process lock) until one is its own, putting
-the others in their channels' buffers and waking their waiters. Receives on
-ordinary channels (and on a name ending at its ``!``) take from their own
-queue directly and buffer nothing.
+the others in the process's local store (:mod:`ipc_layer.local_store`) and
+waking their waiters. Receives on ordinary channels (and on a name ending
+at its ``!``) take from their own queue directly (the sync layer's receive,
+which looks in the local store first).
 
-Local buffers are bounded: a channel's buffer holds at most the capacity of
-its process queue (``capacity`` or the matching ``channel_capacity`` glob,
-default 100); a message arriving for a channel whose buffer is full is
-dropped, like a send to a full channel (DEBUG log, counted in
-:attr:`IPCChannelLayer.buffer_dropped`). A buffered message is dropped
-``expiry`` seconds after it was taken off shared memory, and buffers of
-channels nobody receives on any more are swept, so an abandoned channel
-leaks nothing. A buffered message is held only by this process: if the
-process dies it is lost (delivery is at most once).
+The local store's rules apply (one owner per prefix and queue, one expiry,
+one bound, one fork rule: see :mod:`ipc_layer.local_store`): a channel
+holds at most the capacity of its process queue (``capacity`` or the
+matching ``channel_capacity`` glob, default 100); a message arriving for a
+channel already holding that many is dropped, like a send to a full channel
+(DEBUG log, counted in :attr:`IPCChannelLayer.buffer_dropped`). A held
+message is dropped ``expiry`` seconds after it was taken off shared memory,
+and the store sweeps expired ones, so an abandoned channel leaks nothing. A
+held message is held only by this process: if the process dies it is lost
+(delivery is at most once).
 
 Names
 -----
@@ -101,7 +103,6 @@ import os
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -111,6 +112,7 @@ from channels.layers import BaseChannelLayer  # type: ignore[import-untyped]
 
 from . import exceptions, names, options
 from .layer import IPCChannelLayer as SyncIPCChannelLayer
+from .local_store import STORE
 from .options import CapacityKey
 
 __all__ = ["ChannelFull", "IPCChannelLayer", "MessageTooLarge"]
@@ -143,6 +145,7 @@ _CACHE_LIMIT = 4096
 
 _EMPTY: Any = object()
 _monotonic = time.monotonic
+_monotonic_ns = time.monotonic_ns
 _perf_counter = time.perf_counter
 
 
@@ -308,34 +311,29 @@ class _Watch:
     the baton on.
     """
 
-    __slots__ = ("armed", "buffers", "by_channel", "by_loop", "cond", "dropped", "expiry",
-                 "fd_watches", "limit", "next_sweep", "open_watch", "pending", "queue", "queue_key",
-                 "spin_us", "thread", "wait")
+    __slots__ = ("armed", "by_channel", "by_loop", "cond", "expiry_ns", "fd_watches", "limit",
+                 "open_watch", "prefix", "queue", "spin_us", "thread", "wait")
 
-    def __init__(self, lock: threading.Lock, queue: str, wait: Any, spin_us: int,
-                 limit: int, expiry: float, open_watch: Any = None, pending: Any = None) -> None:
+    def __init__(self, lock: threading.Lock, prefix: str, queue: str, wait: Any, spin_us: int,
+                 limit: int, expiry_ns: int, open_watch: Any = None) -> None:
         self.cond = threading.Condition(lock)
+        self.prefix = prefix
         self.queue = queue
-        # Messages of grouped records this process already took off the queue
-        # (ipc_layer.grouped): waiters must be woken for them, not armed.
-        self.pending = pending
         # FD wake-ups: segment.watch, or None for the helper thread only.
         self.open_watch = open_watch
         self.fd_watches: dict[asyncio.AbstractEventLoop, _LoopWatch] = {}
-        self.queue_key = (queue,)  # the sync layer's receive list (a cached plan)
         self.wait = wait
         self.spin_us = spin_us
         self.armed = False
         self.thread: threading.Thread | None = None
         # loop -> its waiters, oldest first (a dict as an ordered set)
         self.by_loop: dict[asyncio.AbstractEventLoop, dict[_Waiter, None]] = {}
-        # Routed (process) queues only: full channel name -> waiters, and buffers.
-        self.by_channel: dict[str, dict[_Waiter, None]] = {}
-        self.buffers: dict[str, deque[tuple[float, Message]]] = {}
+        # channel -> its waiters (None: direct receives of the whole queue).
+        self.by_channel: dict[str | None, dict[_Waiter, None]] = {}
+        # Messages taken for other channels go to the local store, bounded
+        # by the process queue's capacity and expiring expiry_ns after.
         self.limit = limit
-        self.expiry = expiry
-        self.next_sweep = _monotonic() + expiry
-        self.dropped = 0
+        self.expiry_ns = expiry_ns
 
     # -- waiters (lock held) ---------------------------------------------------------
 
@@ -345,8 +343,7 @@ class _Watch:
         if self.open_watch is not None and loop not in self.fd_watches:
             self.open_fd_watch(loop)
         self.by_loop.setdefault(loop, {})[waiter] = None
-        if waiter.channel is not None:
-            self.by_channel.setdefault(waiter.channel, {})[waiter] = None
+        self.by_channel.setdefault(waiter.channel, {})[waiter] = None
 
     def discard(self, waiter: _Waiter) -> None:
         same_loop = self.by_loop.get(waiter.loop)
@@ -354,12 +351,11 @@ class _Watch:
             same_loop.pop(waiter, None)
             if not same_loop:
                 del self.by_loop[waiter.loop]
-        if waiter.channel is not None:
-            same_channel = self.by_channel.get(waiter.channel)
-            if same_channel is not None:
-                same_channel.pop(waiter, None)
-                if not same_channel:
-                    del self.by_channel[waiter.channel]
+        same_channel = self.by_channel.get(waiter.channel)
+        if same_channel is not None:
+            same_channel.pop(waiter, None)
+            if not same_channel:
+                del self.by_channel[waiter.channel]
         if not self.by_loop:
             # Nobody listens: the thread parks after its current sleep.
             self.armed = False
@@ -410,15 +406,19 @@ class _Watch:
 
         Loops with an FD watch arm it (or are woken at once when records are
         already there); the others are served by the helper thread. Messages
-        split off a grouped record and still pending in this process are not
-        in the segment, so no arm would ever fire for them: a waiter of each
-        loop is woken at once instead.
+        already in the local store are not in the segment, so no arm would
+        ever fire for them: their channels' waiters (and a direct receiver
+        of the whole queue) are woken at once instead, and only them, so
+        a held message nobody waits for never wakes anyone.
         """
-        if self.pending is not None and self.pending():
-            running = asyncio._get_running_loop()
-            for loop in list(self.by_loop):
-                self.wake_loop(loop, running)
-            return
+        if STORE:
+            held = STORE.channels(self.prefix, self.queue)
+            if held:
+                running = asyncio._get_running_loop()
+                for channel in (*held, None):
+                    waiters = self.by_channel.get(channel)
+                    if waiters:
+                        self.wake(_first_pending(waiters), running)
         fd_watches = self.fd_watches
         if fd_watches:
             running = asyncio._get_running_loop()
@@ -491,44 +491,20 @@ class _Watch:
     # -- routing (process queues; lock held) ------------------------------------------
 
     def pop(self, channel: str) -> Any:
-        """The oldest unexpired buffered message of ``channel``, or ``_EMPTY``."""
-        buf = self.buffers.get(channel)
-        if buf is None:
+        """The oldest unexpired held message of ``channel``, or ``_EMPTY``."""
+        if not STORE:
             return _EMPTY
-        now = _monotonic()
-        while buf:
-            deadline, message = buf.popleft()
-            if deadline > now:
-                if not buf:
-                    del self.buffers[channel]
-                return message
-        del self.buffers[channel]
-        return _EMPTY
+        message = STORE.take(self.prefix, self.queue, channel)
+        return _EMPTY if message is None else message
 
     def deliver(self, channel: str, message: Message, running: asyncio.AbstractEventLoop) -> None:
-        """Buffer a message taken for another channel of this queue and wake its receiver."""
-        buf = self.buffers.get(channel)
-        if buf is None:
-            buf = self.buffers[channel] = deque()
-        elif len(buf) >= self.limit:
-            self.dropped += 1
-            logger.debug("channel %r: local buffer full (%d messages), message dropped", channel,
-                         self.limit)
-            return
-        buf.append((_monotonic() + self.expiry, message))
+        """Hold a message taken for another channel of this queue and wake its receiver."""
+        if not STORE.put(self.prefix, self.queue, channel, message,
+                         _monotonic_ns() + self.expiry_ns, self.limit):
+            return  # the channel already holds its capacity: dropped (counted by the store)
         waiters = self.by_channel.get(channel)
         if waiters:
             self.wake(_first_pending(waiters), running)
-
-    def sweep(self, now: float) -> None:
-        """Drop expired buffered messages, and the buffers of channels nobody drains."""
-        self.next_sweep = now + self.expiry
-        for channel in list(self.buffers):
-            buf = self.buffers[channel]
-            while buf and buf[0][0] <= now:
-                buf.popleft()
-            if not buf:
-                del self.buffers[channel]
 
 
 def _first_pending(waiters: dict[_Waiter, None]) -> _Waiter:
@@ -650,6 +626,7 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         # Hot-path bindings.
         self._sync_send = self._sync.send
         self._sync_receive = self._sync.receive
+        self._sync_take_records = self._sync.take_records
         _LAYERS.add(self)
 
     # -- names -------------------------------------------------------------------------
@@ -672,7 +649,7 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
     @property
     def buffer_dropped(self) -> int:
         """Messages this process dropped because a channel's local buffer was full."""
-        return sum(watch.dropped for watch in self._state.watches.values())
+        return sum(STORE.dropped(self.prefix, queue) for queue in self._state.watches)
 
     # -- send ----------------------------------------------------------------------------
 
@@ -733,10 +710,9 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         if watch is None:
             segment = self._sync.segment
             watch = state.watches[queue] = _Watch(
-                state.lock, queue, segment.wait, self.spin_us,
-                self._capacities.get(queue), self.expiry,
-                segment.watch if self.wakeup == "fd" else None,
-                functools.partial(self._sync.pending_count, queue))
+                state.lock, self.prefix, queue, segment.wait, self.spin_us,
+                self._capacities.get(queue), int(self.expiry * 1e9),
+                segment.watch if self.wakeup == "fd" else None)
         return watch
 
     def _spin_seq(self, queue: str, loop: asyncio.AbstractEventLoop) -> Any:
@@ -883,27 +859,41 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
                 if watch.by_loop:
                     watch.arm()
                 channel = waiter.channel
-                if channel is not None and channel in watch.buffers and channel in watch.by_channel:
+                if (channel is not None and channel in watch.by_channel
+                        and STORE.has(watch.prefix, watch.queue, channel)):
                     watch.wake(_first_pending(watch.by_channel[channel]), waiter.loop)
             raise
         with watch.cond:
             watch.discard(waiter)
 
     def _drain(self, watch: _Watch, channel: str, loop: asyncio.AbstractEventLoop) -> Any:
-        """Take records off the process queue until one is for ``channel`` (lock held)."""
-        now = _monotonic()
-        if now >= watch.next_sweep:
-            watch.sweep(now)
-        take = self._sync_receive
-        key = watch.queue_key
+        """Take records off the process queue until one is for ``channel`` (lock held).
+
+        The others go to the local store (:meth:`_Watch.deliver`), each
+        waking its channel's receiver; the rest of a grouped record too.
+        """
+        take = self._sync_take_records
+        queue = watch.queue
+        rest: list[tuple[str, Message]] = []
+        found: Any = _EMPTY
         for _ in range(_DRAIN_MAX):
-            got, message = take(key)
+            got, message = take(queue, rest)
             if got is None:
                 break
-            if got == channel:
-                return message
-            watch.deliver(got, message, loop)  # type: ignore[arg-type]
-        return _EMPTY
+            if found is _EMPTY and got == channel:
+                found = message
+            else:
+                watch.deliver(got, message, loop)  # type: ignore[arg-type]
+            if rest:
+                for other, held in rest:
+                    if found is _EMPTY and other == channel:
+                        found = held
+                    else:
+                        watch.deliver(other, held, loop)
+                rest.clear()
+            if found is not _EMPTY:
+                break
+        return found
 
     # -- new_channel ---------------------------------------------------------------------
 
@@ -974,11 +964,7 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
 
     async def flush(self) -> None:
         """Drop every message and group of this prefix (all processes) and this process's buffers."""
-        self._sync.flush()
-        state = self._state
-        with state.lock:
-            for watch in state.watches.values():
-                watch.buffers.clear()
+        self._sync.flush()  # also drops what the local store holds for this prefix
 
     async def close(self) -> None:
         """Nothing to close: the segment stays mapped for the process's lifetime."""

@@ -10,7 +10,8 @@ member row is the full channel name, with three facts stored beside it:
 * a **route** (``queue_len``): a process-specific member ``name!x`` lives
   in queue ``name!``, so its row says "the queue is the first
   ``len("name!")`` bytes, the rest is the tag". Fan-out copies carry the
-  tag frame the layer's wire format expects (see :mod:`ipc_layer.layer`).
+  tag frame of the core's record format (``_ringbuf/include/ringbuf.h``;
+  the layer reads it, see :mod:`ipc_layer.layer`).
 * a **capacity**: the member channel's capacity from the layer's config
   (default or first matching glob), computed here once per ``group_add``.
   The core checks each fan-out copy against it (and stores it on the
@@ -22,8 +23,8 @@ is queued under one lock hold, full members are skipped (counted in the
 statistics as refusals) and only the queues with sleepers are woken. The
 members that share a queue (a process's ``name!x`` channels) get ONE
 grouped record carrying all their tags, which the receiving process splits
-(see "Grouped records" in :mod:`ipc_layer.layer`): a group of a hundred
-consumers in one process costs one record, not a hundred.
+(:mod:`ipc_layer.grouped`): a group of a hundred consumers in one process
+costs one record, not a hundred.
 """
 
 from __future__ import annotations

@@ -7,22 +7,28 @@ them. The C core knows bytes; this module maps the ASGI 1 contract onto it.
 Wire format
 -----------
 A channel's messages live in the queue named like its *non-local* name
-(``"name!x"`` -> ``"name!"``, anything else as is). Each record is a tag
-frame followed by the msgpack payload (:mod:`ipc_layer.serializer`)::
+(``"name!x"`` -> ``"name!"``, anything else as is). Each record is the
+msgpack payload (:mod:`ipc_layer.serializer`) behind a tag frame, in the
+core's *record format*, defined once in ``_ringbuf/include/ringbuf.h``
+(versioned there: a segment written with another format is refused with
+:class:`LayoutMismatch`) and read here through the binding's ``FRAME_*``
+constants:
 
-    normal, "?" and "name!" channels:  payload (no frame; its first byte is >= 0x80)
-    process-specific "name!suffix":    bytes([len(suffix)]) + suffix + payload
-    group copies for several "name!x" of one process (one record):
-                                       b"\x7f" + count + frames + payload
+* ordinary, ``?`` and ``name!`` channels: no frame (the payload's first
+  byte, a msgpack map's, is >= ``FRAME_NONE_MIN``; a payload that would
+  break that rule is refused at send);
+* process-specific ``name!suffix``: a single frame ``[len][suffix]``,
+  written by the core (:meth:`_ringbuf.Segment.send_tagged`);
+* group copies: the same frames, written by the core's fan-out
+  (:mod:`ipc_layer.groups`); the members of one process queue share one
+  *grouped record*, which a receive splits (:mod:`ipc_layer.grouped`: the
+  first message is returned, the others wait in this process's local
+  store, :mod:`ipc_layer.local_store`, for the next receives on that
+  queue).
 
-so a receive on ``"name!"`` gives back the full name ``"name!" + suffix``
+So a receive on ``"name!"`` gives back the full name ``"name!" + suffix``
 without a reserved message key (asgi_ipc's ``__asgi_channel__``), and the
-capacity of ``"name!x"`` is that of queue ``"name!"``. Group fan-out
-writes the same frames in C (tagged fan-out over routed members, see
-:mod:`ipc_layer.groups`); the members of one process queue share one
-*grouped record*, which a receive splits (:mod:`ipc_layer.grouped`: the
-first message is returned, the others wait in this process for the next
-receives on that queue).
+capacity of ``"name!x"`` is that of queue ``"name!"``.
 
 Capacity and back-pressure
 --------------------------
@@ -86,8 +92,9 @@ from _ringbuf import QueueFull, RecordTooLarge, RingBufError, Segment
 from . import names, options
 from .base import BaseChannelLayer, Message, ReceiveResult
 from .exceptions import ChannelFull, LayoutMismatch, MessageTooLarge, SegmentError
-from .grouped import GROUP_MARK, PENDING, take_grouped
+from .grouped import take_grouped
 from .groups import GroupStore
+from .local_store import STORE
 from .options import CapacityKey
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_SEGMENT_SIZE", "IPCChannelLayer", "validate_prefix"]
@@ -97,20 +104,21 @@ logger = logging.getLogger(__name__)
 DEFAULT_PREFIX = options.PREFIX.default
 #: Bytes of shared memory per prefix: room for ~240k small messages.
 DEFAULT_SEGMENT_SIZE = options.SEGMENT_SIZE.default
-#: A record is a frame (1 length byte + a tag of at most 255 bytes) plus
-#: the payload; the core's fan-out reserves the same 256 bytes.
-FRAME_MAX = 256
+#: Bytes of max_record reserved for a record's frame (the core's record
+#: format): segments are made with max_record = max_message_size + this.
+FRAME_MAX = _ringbuf.FRAME_RESERVE
 
 _NS = 1_000_000_000
 # Channel names (send) and receive lists cached with their encoded forms;
 # cleared when they grow past this (unique reply channels come and go).
 _CACHE_LIMIT = 4096
 
-# Sends to ordinary channels carry no frame at all: a message is a msgpack
-# map, whose first byte is always >= 0x80 (fixmap, map16, map32), while a
-# frame's first byte is a tag length < 0x80 (names are <= 100 characters).
-# That saves a concatenation on every send and a slice on every receive.
-_NO_FRAME = b""
+# The record format's first-byte rules (ringbuf.h says why): _GROUP_MARK
+# starts a grouped record, a byte from _NONE_MIN on means no frame (the
+# record is the payload), anything below the mark is a single frame's tag
+# length.
+_GROUP_MARK = _ringbuf.FRAME_GROUP_MARK
+_NONE_MIN = _ringbuf.FRAME_NONE_MIN
 _monotonic_ns = time.monotonic_ns
 _unpackb = msgpack.unpackb
 
@@ -157,8 +165,8 @@ class IPCChannelLayer(BaseChannelLayer):
                                  config[options.SLOTS], config[options.WAITERS])
         self._expiry_ns = int(self.expiry * _NS)
         self._groups = GroupStore(self._seg, self.capacities, int(self.group_expiry * _NS))
-        # channel -> (queue name bytes, tag frame, capacity)
-        self._routes: dict[str, tuple[bytes, bytes, int]] = {}
+        # channel -> (queue name bytes, tag (process channels) or None, capacity)
+        self._routes: dict[str, tuple[bytes, bytes | None, int]] = {}
         # tuple of channels -> (queue names as a bytes tuple, channel names)
         self._plans: dict[tuple[str, ...], tuple[tuple[bytes, ...], tuple[str, ...]]] = {}
         # (channels tuple, block, thread id) -> (prepared core receiver, channel names)
@@ -167,6 +175,7 @@ class IPCChannelLayer(BaseChannelLayer):
         self._encode = self.serializer.encode
         self._decode = self.serializer.decode
         self._seg_send = self._seg.send
+        self._seg_send_tagged = self._seg.send_tagged
         self._seg_receive = self._seg.receive
 
     def _attach(self, size: int, mode: int, slots: int, waiters: int) -> Segment:
@@ -193,13 +202,19 @@ class IPCChannelLayer(BaseChannelLayer):
 
     def send(self, channel: str, message: Message) -> None:
         try:
-            queue, frame, capacity = self._routes[channel]
+            queue, tag, capacity = self._routes[channel]
         except (KeyError, TypeError):
-            queue, frame, capacity = self._route(channel)
+            queue, tag, capacity = self._route(channel)
         payload = self._encode(message, channel)
         try:
-            self._seg_send(queue, frame + payload if frame else payload,
-                           _monotonic_ns() + self._expiry_ns, capacity)
+            if tag is None:
+                # No frame: the payload must not look like one (record format).
+                if not payload or payload[0] < _NONE_MIN:
+                    raise self._unframeable(channel, payload)
+                self._seg_send(queue, payload, _monotonic_ns() + self._expiry_ns, capacity)
+            else:
+                self._seg_send_tagged(queue, tag, payload, _monotonic_ns() + self._expiry_ns,
+                                      capacity)
         except QueueFull as exc:
             raise ChannelFull(f"channel {channel!r} is full: {exc}") from None
         except RecordTooLarge as exc:
@@ -207,16 +222,25 @@ class IPCChannelLayer(BaseChannelLayer):
         except RingBufError as exc:
             raise SegmentError(f"send to {channel!r} on segment {self.prefix!r}: {exc}") from exc
 
-    def _route(self, channel: object) -> tuple[bytes, bytes, int]:
-        """Validate ``channel`` and cache (queue bytes, tag frame, capacity) for it."""
+    def _route(self, channel: object) -> tuple[bytes, bytes | None, int]:
+        """Validate ``channel`` and cache (queue bytes, tag or None, capacity) for it."""
         name = names.validate_channel(channel)
         queue, suffix = names.split_process_channel(name)
-        frame = bytes([len(suffix)]) + suffix.encode("ascii") if suffix else _NO_FRAME
-        route = (queue.encode("ascii"), frame, self.capacities.get(name))
+        route = (queue.encode("ascii"), suffix.encode("ascii") if suffix else None,
+                 self.capacities.get(name))
         if len(self._routes) >= _CACHE_LIMIT:
             self._routes.clear()
         self._routes[name] = route
         return route
+
+    @staticmethod
+    def _unframeable(channel: str, payload: bytes) -> TypeError:
+        first = f"0x{payload[0]:02x}" if payload else "nothing"
+        return TypeError(
+            f"message for channel {channel!r}: the serializer produced {len(payload)} bytes starting "
+            f"with {first}, not a msgpack map (first byte >= 0x{_NONE_MIN:02x}); the record format "
+            "stores such payloads unframed, so this one would be misread as a tag frame"
+        )
 
     def _too_large(self, what: str, size: int, exc: Exception) -> MessageTooLarge:
         return MessageTooLarge(
@@ -244,10 +268,20 @@ class IPCChannelLayer(BaseChannelLayer):
         if fast is None:
             fast = self._receiver(channels, block, key)
         receive_once, wanted = fast
-        if PENDING:  # messages split off a grouped record come first (older)
-            pending = PENDING.take(self.prefix, wanted)
-            if pending is not None:
-                return pending
+        if STORE:  # messages this process already took off a queue come first (older)
+            held = STORE.take_any(self.prefix, wanted)
+            if held is not None:
+                return held
+        return self._take(receive_once, wanted, None)
+
+    def _take(self, receive_once: Any, wanted: tuple[str, ...],
+              rest: list[tuple[str, Message]] | None) -> ReceiveResult:
+        """Take one record and read it by the record format (``ringbuf.h``).
+
+        A grouped record's first message is returned; the others go to
+        ``rest`` when given (the Channels 4 adapter routes them itself),
+        else to the local store (:data:`ipc_layer.local_store.STORE`).
+        """
         try:
             got = receive_once()
         except RingBufError as exc:
@@ -256,12 +290,18 @@ class IPCChannelLayer(BaseChannelLayer):
             return None, None
         index, data = got
         tag = data[0]
-        if tag >= 0x80:  # no frame: the record is the msgpack map itself
+        if tag >= _NONE_MIN:  # no frame: the record is the msgpack map itself
             channel = wanted[index]
             payload = data
-        elif tag == GROUP_MARK:
-            return take_grouped(self.prefix, wanted[index], data, self._decode,
-                                _monotonic_ns() + self._expiry_ns)
+        elif tag == _GROUP_MARK:
+            queue = wanted[index]
+            first, others = take_grouped(queue, data, self._decode)
+            if rest is not None:
+                rest.extend(others)
+            else:
+                STORE.put_many(self.prefix, queue, others, _monotonic_ns() + self._expiry_ns,
+                               self.capacities.get(queue))
+            return first
         elif tag:
             channel = wanted[index] + data[1 : 1 + tag].decode("ascii")
             payload = data[1 + tag :]
@@ -279,6 +319,19 @@ class IPCChannelLayer(BaseChannelLayer):
         if type(message) is not dict:
             message = self._decode(payload)
         return channel, message
+
+    def take_records(self, queue: str, rest: list[tuple[str, Message]]) -> ReceiveResult:
+        """Take the next record of ``queue`` (non-blocking), bypassing the local store.
+
+        For the Channels 4 adapter, which keeps messages it took for other
+        channels in the local store itself: the other messages of a grouped
+        record are appended to ``rest`` instead of being stored.
+        """
+        key = ((queue,), False, _get_ident())
+        fast = self._receivers.get(key)
+        if fast is None:
+            fast = self._receiver((queue,), False, key)
+        return self._take(fast[0], fast[1], rest)
 
     def _receiver(self, channels: object, block: bool, key: tuple[Any, ...] | None) -> tuple[Any, tuple[str, ...]]:
         """Validate a receive list and cache a prepared core receiver for it (per thread).
@@ -344,15 +397,15 @@ class IPCChannelLayer(BaseChannelLayer):
         Messages this process split off grouped records and has not handed
         out yet go too; other processes' go at their next flush.
         """
-        PENDING.clear(self.prefix)
+        STORE.clear(self.prefix)
         try:
             self._seg.flush()
         except RingBufError as exc:
             raise SegmentError(f"flush of segment {self.prefix!r}: {exc}") from exc
 
     def pending_count(self, queue: str) -> int:
-        """Messages of grouped records this process took off ``queue`` and has not handed out."""
-        return PENDING.count(self.prefix, queue) if PENDING else 0
+        """Messages of ``queue`` this process took off shared memory and has not handed out."""
+        return STORE.count(self.prefix, queue) if STORE else 0
 
     def global_statistics(self) -> dict[str, int]:
         info = self._seg.info()

@@ -36,7 +36,43 @@
 #include <stdint.h>
 
 #define RB_MAGIC 0x52494E47425546ULL /* "RINGBUF" */
-#define RB_LAYOUT_VERSION 4
+#define RB_LAYOUT_VERSION 5
+
+/* ---- The record format ---------------------------------------------------
+ *
+ * The one definition of what a record holds, shared by the core (which
+ * builds frames for rb_send_tagged and tagged/grouped fan-out) and the
+ * layer (which reads them).  RB_RECORD_FORMAT is stored in the segment
+ * header and checked on attach like RB_LAYOUT_VERSION (RB_E_VERSION, both
+ * values named): a process never reads records written with another format.
+ * A record's first byte says what it is:
+ *
+ *   0x00 .. RB_FRAME_TAG_MAX    single frame: [len][tag: len bytes] payload
+ *                               (a process-specific channel "name!tag" in
+ *                               queue "name!"; len 0: an ordinary member's
+ *                               tagged fan-out copy)
+ *   RB_FRAME_GROUP_MARK (0x7f)  grouped: [0x7f][k: u16 LE]([len][tag]) x k
+ *                               payload, k >= 2 (the members of one queue
+ *                               share one fan-out record), tags <= TAG_MAX
+ *   >= RB_FRAME_NONE_MIN (0x80) no frame: the record is the payload
+ *
+ * Why "no frame" is safe and why it is the fast path: the layer's payloads
+ * are msgpack maps, whose first byte is always >= 0x80 (fixmap 0x80-0x8f,
+ * map16 0xde, map32 0xdf), so a send to an ordinary channel stores the
+ * payload as it is: no concatenation on send, no slice on receive.  The
+ * layer refuses to send an unframed payload whose first byte is below
+ * RB_FRAME_NONE_MIN (it would be misread as a frame).  Tags are at most
+ * RB_FRAME_TAG_MAX bytes so that a tag length is never the group mark nor
+ * a payload byte; rb_set_add_member refuses longer tags. */
+#define RB_RECORD_FORMAT 1
+#define RB_FRAME_TAG_MAX 0x7e
+#define RB_FRAME_GROUP_MARK 0x7f
+#define RB_FRAME_NONE_MIN 0x80
+/* Bytes of max_record a tagged record reserves for its frame (a single
+ * frame is at most 1 + RB_FRAME_TAG_MAX; a grouped record's frames are
+ * split over as many records as fit).  The layer creates segments with
+ * max_record = its max_message_size + RB_FRAME_RESERVE. */
+#define RB_FRAME_RESERVE 256
 
 /* Names (queue, set and member names) are 1..RB_NAME_MAX bytes. */
 #define RB_NAME_MAX 256
@@ -113,7 +149,7 @@ typedef struct rb_info {
     uint64_t repairs;    /* EOWNERDEAD repairs run on this segment */
     uint64_t created_ns; /* CLOCK_REALTIME ns of creation */
     uint32_t creator_pid;
-    uint32_t pad;
+    uint32_t record_format; /* RB_RECORD_FORMAT the segment was created with */
 } rb_info;
 
 typedef struct rb_queue_stats {
@@ -139,6 +175,12 @@ uint64_t rb_now_ns(void);
  * little-endian u16 length followed by that many bytes. */
 int rb_send(rb_seg *seg, const char *name, size_t name_len, const char *data,
             size_t len, uint64_t deadline_ns, uint32_t capacity);
+/* rb_send with a single frame [tag_len][tag] before data (the record
+ * format above): the frame is built here, in the enqueue's copy, so the
+ * caller never concatenates.  tag_len is 0..RB_FRAME_TAG_MAX. */
+int rb_send_tagged(rb_seg *seg, const char *name, size_t name_len, const char *tag,
+                   size_t tag_len, const char *data, size_t len, uint64_t deadline_ns,
+                   uint32_t capacity);
 /* Enqueue n records (record i is lens[i] bytes, back to back in data) in
  * one lock hold.  Stops at the first refusal (full, out of memory) and
  * returns its code; *out_sent says how many went in, in order. */
@@ -161,35 +203,29 @@ int rb_wait(rb_seg *seg, const char *names, size_t names_len, uint32_t count,
 int rb_queue_stats_get(rb_seg *seg, const char *name, size_t name_len,
                        rb_queue_stats *out);
 
-/* Sets (group membership). */
-int rb_set_add(rb_seg *seg, const char *set, size_t set_len, const char *member,
-               size_t member_len, uint64_t deadline_ns);
+/* Sets (group membership).  A member receives in queue member[0:queue_len]
+ * (queue_len == member_len: the whole name); the rest, member[queue_len:],
+ * is its tag (at most RB_FRAME_TAG_MAX bytes), which tagged fan-out copies
+ * carry in their frame.  The member states the capacity of its queue for
+ * fan-out copies (0 = none: the queue's stored capacity, else the
+ * fan-out's argument), so a queue never sent to directly still gets its
+ * configured capacity.  Re-adding refreshes the deadline, route and
+ * capacity. */
+int rb_set_add_member(rb_seg *seg, const char *set, size_t set_len,
+                      const char *member, size_t member_len, size_t queue_len,
+                      uint32_t capacity, uint64_t deadline_ns);
 int rb_set_discard(rb_seg *seg, const char *set, size_t set_len,
                    const char *member, size_t member_len);
 int rb_set_members(rb_seg *seg, const char *set, size_t set_len, char *buf,
                    size_t cap, size_t *out_len, uint32_t *out_count);
-int rb_fanout(rb_seg *seg, const char *set, size_t set_len, const char *data,
-              size_t len, uint64_t deadline_ns, uint32_t capacity,
-              uint32_t *out_sent, uint32_t *out_skipped);
-/* Routed members and tagged fan-out: a member added with queue_len < its
- * length receives in queue member[0:queue_len]; rb_fanout_tagged(tagged=1)
- * prefixes each copy with that member's tag frame: one byte (the tag's
- * length, 0..255) and the tag member[queue_len:].  Plain rb_set_add is
- * rb_set_add_routed with queue_len = member_len. */
-int rb_set_add_routed(rb_seg *seg, const char *set, size_t set_len,
-                      const char *member, size_t member_len, size_t queue_len,
-                      uint64_t deadline_ns);
-/* Like rb_set_add_routed, and the member states the capacity of its queue
- * for fan-out copies (0 = none: the queue's stored capacity, else the
- * fan-out's argument), so a queue never sent to directly still gets its
- * configured capacity.  Re-adding updates it. */
-int rb_set_add_member(rb_seg *seg, const char *set, size_t set_len,
-                      const char *member, size_t member_len, size_t queue_len,
-                      uint32_t capacity, uint64_t deadline_ns);
-/* tagged = RB_FANOUT_GROUPED: the members sharing a queue get one record
- * carrying all their tags, [0x7f][count: u16 LE]([len][tag]) x count, or the
- * single frame above when alone (see sets.c); members with tags of 127
- * bytes or more are skipped.  sent/skipped still count members. */
+/* Fan-out: one record into every live member's queue, in one lock hold.
+ * tagged = RB_FANOUT_PLAIN: the payload as it is; RB_FANOUT_TAGGED: each
+ * copy carries its member's single frame; RB_FANOUT_GROUPED: the members
+ * sharing a queue get one grouped record carrying all their tags (a single
+ * frame when alone), see the record format above and sets.c.  sent/skipped
+ * count members. */
+#define RB_FANOUT_PLAIN 0
+#define RB_FANOUT_TAGGED 1
 #define RB_FANOUT_GROUPED 2
 int rb_fanout_tagged(rb_seg *seg, const char *set, size_t set_len, const char *data,
                      size_t len, uint64_t deadline_ns, uint32_t capacity, int tagged,

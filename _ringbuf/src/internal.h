@@ -183,6 +183,7 @@ typedef struct rb_header {
     /* --- identity: checked on every attach --- */
     uint64_t magic;        /* RB_MAGIC; written when the segment is complete */
     uint32_t version;      /* RB_LAYOUT_VERSION */
+    uint32_t record_format; /* RB_RECORD_FORMAT: what the records hold (ringbuf.h) */
     uint32_t header_size;  /* sizeof(rb_header): catches an ABI change (e.g. pthread_mutex_t size) */
     uint32_t slot_size;    /* sizeof(rb_slot) */
     uint32_t cell_size;    /* RB_CELL_SIZE */

@@ -242,12 +242,13 @@ static int queue_for_send(rb_seg *s, const char *name, size_t name_len, uint32_t
     return rb_table_create(s, RB_SLOT_QUEUE, 0, name, name_len, 0, qid);
 }
 
-int rb_send(rb_seg *s, const char *name, size_t name_len, const char *data, size_t len,
-            uint64_t deadline_ns, uint32_t capacity)
+/* rb_send and rb_send_tagged: enqueue pre + data as one record. */
+static int send_one(rb_seg *s, const char *name, size_t name_len, const char *pre, size_t pre_len,
+                    const char *data, size_t len, uint64_t deadline_ns, uint32_t capacity)
 {
     int r = rb_check_name("queue", name, name_len);
     if (r == RB_OK)
-        r = check_record(s, len);
+        r = check_record(s, pre_len + len);
     if (r != RB_OK)
         return r;
     if (data == NULL && len)
@@ -258,7 +259,7 @@ int rb_send(rb_seg *s, const char *name, size_t name_len, const char *data, size
     uint32_t qid;
     r = queue_for_send(s, name, name_len, &qid);
     if (r == RB_OK)
-        r = rb_enqueue_locked(s, qid, NULL, 0, data, len, deadline_ns, now, capacity);
+        r = rb_enqueue_locked(s, qid, pre, pre_len, data, len, deadline_ns, now, capacity);
     rb_slot *q = qid == RB_NIL ? NULL : rb_slot_at(s, qid);
     /* FD-watch rows sleep on their FIFO, not on the futex word. */
     uint32_t waiters = q ? q->waiters - q->fd_watchers : 0;
@@ -271,6 +272,26 @@ int rb_send(rb_seg *s, const char *name, size_t name_len, const char *data, size
         rb_futex_wake(&q->seq, 1);
     rb_watch_poke_all(s, &pokes);
     return r;
+}
+
+int rb_send(rb_seg *s, const char *name, size_t name_len, const char *data, size_t len,
+            uint64_t deadline_ns, uint32_t capacity)
+{
+    return send_one(s, name, name_len, NULL, 0, data, len, deadline_ns, capacity);
+}
+
+int rb_send_tagged(rb_seg *s, const char *name, size_t name_len, const char *tag, size_t tag_len,
+                   const char *data, size_t len, uint64_t deadline_ns, uint32_t capacity)
+{
+    if (tag_len > RB_FRAME_TAG_MAX || (tag == NULL && tag_len))
+        return rb_fail(RB_E_INVAL, "tag of %zu bytes: a frame's tag is 0..%d bytes (record format %d)",
+                       tag_len, RB_FRAME_TAG_MAX, RB_RECORD_FORMAT);
+    /* The single frame of the record format (ringbuf.h): [len][tag]. */
+    char frame[1 + RB_FRAME_TAG_MAX];
+    frame[0] = (char)tag_len;
+    if (tag_len)
+        memcpy(frame + 1, tag, tag_len);
+    return send_one(s, name, name_len, frame, 1 + tag_len, data, len, deadline_ns, capacity);
 }
 
 int rb_send_batch(rb_seg *s, const char *name, size_t name_len, const char *data,

@@ -165,6 +165,7 @@ static int init_layout(unsigned char *base, uint64_t size, const rb_options *o)
     uint64_t cells = g.cell_count;
 
     h->version = RB_LAYOUT_VERSION;
+    h->record_format = RB_RECORD_FORMAT;
     h->header_size = sizeof(rb_header);
     h->slot_size = sizeof(rb_slot);
     h->cell_size = RB_CELL_SIZE;
@@ -212,6 +213,13 @@ int rb_validate_header(const rb_header *h, uint64_t file_size, const char *path,
                        "segment %s has layout version %u, this build reads version %u; "
                        "remove it (ipc-layer rm --prefix %s) or run a matching version",
                        path, h->version, RB_LAYOUT_VERSION, prefix);
+    /* Same layout, other records: reading them would misroute messages (a
+     * tag taken for a payload byte), so it is refused like a layout change. */
+    if (h->record_format != RB_RECORD_FORMAT)
+        return rb_fail(RB_E_VERSION,
+                       "segment %s has record format %u, this build reads format %u; "
+                       "remove it (ipc-layer rm --prefix %s) or run a matching version",
+                       path, h->record_format, RB_RECORD_FORMAT, prefix);
     if (h->header_size != sizeof(rb_header) || h->slot_size != sizeof(rb_slot) ||
         h->cell_size != RB_CELL_SIZE || h->size != file_size)
         return rb_fail(RB_E_VERSION,
@@ -554,6 +562,7 @@ static void fill_info(rb_seg *s, rb_info *o)
     memset(o, 0, sizeof *o);
     o->magic = h->magic;
     o->version = h->version;
+    o->record_format = h->record_format;
     o->max_record = s->max_record;
     o->size = h->size;
     o->cell_size = h->cell_size;

@@ -54,18 +54,6 @@ static int check_pair(const char *set, size_t set_len, const char *member, size_
     return r;
 }
 
-int rb_set_add(rb_seg *s, const char *set, size_t set_len, const char *member, size_t member_len,
-               uint64_t deadline_ns)
-{
-    return rb_set_add_routed(s, set, set_len, member, member_len, member_len, deadline_ns);
-}
-
-int rb_set_add_routed(rb_seg *s, const char *set, size_t set_len, const char *member,
-                      size_t member_len, size_t queue_len, uint64_t deadline_ns)
-{
-    return rb_set_add_member(s, set, set_len, member, member_len, queue_len, 0, deadline_ns);
-}
-
 int rb_set_add_member(rb_seg *s, const char *set, size_t set_len, const char *member,
                       size_t member_len, size_t queue_len, uint32_t capacity,
                       uint64_t deadline_ns)
@@ -73,10 +61,15 @@ int rb_set_add_member(rb_seg *s, const char *set, size_t set_len, const char *me
     int r = check_pair(set, set_len, member, member_len);
     if (r != RB_OK)
         return r;
-    if (queue_len == 0 || queue_len > member_len || member_len - queue_len > 255)
+    /* The tag goes into fan-out frames: at most RB_FRAME_TAG_MAX bytes, so
+     * that its length byte is never the group mark or a payload's first
+     * byte (the record format, ringbuf.h). */
+    if (queue_len == 0 || queue_len > member_len || member_len - queue_len > RB_FRAME_TAG_MAX)
         return rb_fail(RB_E_INVAL,
-                       "member %.*s: queue_len %zu must be 1..%zu and leave a tag of at most 255 bytes",
-                       (int)(member_len > 100 ? 100 : member_len), member, queue_len, member_len);
+                       "member %.*s: queue_len %zu must be 1..%zu and leave a tag of at most %d bytes "
+                       "(record format %d)",
+                       (int)(member_len > 100 ? 100 : member_len), member, queue_len, member_len,
+                       RB_FRAME_TAG_MAX, RB_RECORD_FORMAT);
     if ((r = rb_lock(s)) != RB_OK)
         return r;
     uint32_t sid = rb_table_find(s, RB_SLOT_SET, 0, set, set_len);
@@ -222,6 +215,14 @@ static uint32_t member_queue_len(const rb_slot *ms)
     return ms->queue_len == 0 || ms->queue_len > ms->name_len ? ms->name_len : ms->queue_len;
 }
 
+/* A member whose tag cannot be framed (only a row written past
+ * rb_set_add_member's check, i.e. a damaged one) is skipped by tagged
+ * fan-outs, never framed into an ambiguous length byte. */
+static int unframeable(const rb_slot *ms)
+{
+    return ms->name_len - member_queue_len(ms) > RB_FRAME_TAG_MAX;
+}
+
 /* Under the lock: the queue a member's copies go to, created if missing
  * (which may GC other empty queues: see collect_grouped). */
 static int member_queue(rb_seg *s, const rb_slot *ms, uint32_t *qid)
@@ -239,17 +240,12 @@ static int member_queue(rb_seg *s, const rb_slot *ms, uint32_t *qid)
  * "specific.<id>!b", ...).  Copying the payload once per member made a
  * 100-member group of one process cost 100 record allocations, each pulling
  * cache lines the consumer had just freed on another core.  Grouped, the
- * members of one queue get ONE record carrying all their tags:
- *
- *     one member:   [len][tag]                          (as tagged == 1)
- *     several:      [0x7f][k: u16 little-endian]([len][tag]) x k  payload
- *
- * 0x7f is free because grouped members have tags of at most 0x7e bytes
- * (longer ones are skipped and counted: a tag length byte of 0x7f would be
- * ambiguous); the layer's names are at most 100 characters.  A record
- * never exceeds max_record: a queue's members are split over as many
- * records as needed.  The capacity checked is the first member's of the
- * record (a process queue's members all state the same one). */
+ * members of one queue get ONE record carrying all their tags, the grouped
+ * frame of the record format (ringbuf.h), or the single frame when a queue
+ * has one member.  A record never exceeds max_record: a queue's members
+ * are split over as many records as needed.  The capacity checked is the
+ * first member's of the record (a process queue's members all state the
+ * same one). */
 
 typedef struct fan_item {
     uint32_t qid;
@@ -264,8 +260,6 @@ static int cmp_item(const void *a, const void *b)
         return (x->qid > y->qid) - (x->qid < y->qid);
     return (x->order > y->order) - (x->order < y->order);
 }
-
-#define RB_GROUP_MARK 0x7f
 
 /* Under the lock: resolve every member's queue (creating missing ones) into
  * items[0..*n), counting unframeable members in *skipped.  The records are
@@ -285,7 +279,7 @@ static void collect_grouped(rb_seg *s, uint32_t sid, fan_item *items, uint32_t c
             rb_slot *ms = rb_slot_at(s, m);
             uint32_t qid;
             int e = member_queue(s, ms, &qid);
-            if (e != RB_OK || ms->name_len - member_queue_len(ms) >= RB_GROUP_MARK || count >= cap)
+            if (e != RB_OK || unframeable(ms) || count >= cap)
                 skip++;
             else
                 items[count++] = (fan_item){qid, m, order++};
@@ -323,7 +317,7 @@ static void enqueue_grouped(rb_seg *s, fan_item *items, uint32_t n, char *frame,
             j++;
         }
         if (j == i)
-            j = i + 1; /* one member always fits (single frame <= 256 <= room) */
+            j = i + 1; /* one member always fits (single frame <= RB_FRAME_RESERVE <= room) */
         uint32_t k = j - i;
         if (k == 1) {
             rb_slot *ms = rb_slot_at(s, items[i].member);
@@ -332,7 +326,7 @@ static void enqueue_grouped(rb_seg *s, fan_item *items, uint32_t n, char *frame,
             memcpy(frame + 1, ms->name + qlen, ms->name_len - qlen);
             frame_len = 1 + ms->name_len - qlen;
         } else {
-            frame[0] = (char)RB_GROUP_MARK;
+            frame[0] = (char)RB_FRAME_GROUP_MARK;
             frame[1] = (char)(k & 0xff);
             frame[2] = (char)(k >> 8);
             frame_len = 3;
@@ -358,13 +352,6 @@ static void enqueue_grouped(rb_seg *s, fan_item *items, uint32_t n, char *frame,
     }
 }
 
-int rb_fanout(rb_seg *s, const char *set, size_t set_len, const char *data, size_t len,
-              uint64_t deadline_ns, uint32_t capacity, uint32_t *out_sent, uint32_t *out_skipped)
-{
-    return rb_fanout_tagged(s, set, set_len, data, len, deadline_ns, capacity, 0, out_sent,
-                            out_skipped);
-}
-
 int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *data, size_t len,
                      uint64_t deadline_ns, uint32_t capacity, int tagged, uint32_t *out_sent,
                      uint32_t *out_skipped)
@@ -372,9 +359,13 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
     int r = check_pair(set, set_len, NULL, 0);
     if (r != RB_OK)
         return r;
-    if (len + (tagged ? 256 : 0) > s->max_record)
-        return rb_fail(RB_E_TOOLARGE, "record of %zu bytes (+%d for a tag) exceeds the segment's "
-                       "max_record of %u bytes", len, tagged ? 256 : 0, s->max_record);
+    if (tagged != RB_FANOUT_PLAIN && tagged != RB_FANOUT_TAGGED && tagged != RB_FANOUT_GROUPED)
+        return rb_fail(RB_E_INVAL, "tagged must be RB_FANOUT_PLAIN, _TAGGED or _GROUPED, got %d",
+                       tagged);
+    size_t reserve = tagged ? RB_FRAME_RESERVE : 0;
+    if (len + reserve > s->max_record)
+        return rb_fail(RB_E_TOOLARGE, "record of %zu bytes (+%zu for a tag) exceeds the segment's "
+                       "max_record of %u bytes", len, reserve, s->max_record);
     uint64_t now = rb_now_ns();
     uint32_t sent = 0, skipped = 0;
     int grouped = tagged == RB_FANOUT_GROUPED;
@@ -395,8 +386,9 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
             wake = malloc(sizeof(uint32_t) * members);
         if (grouped) {
             items = malloc(sizeof(fan_item) * members);
-            /* The largest frame: the mark, a count and 0xffff tags of < 127. */
-            frame_buf = malloc(3 + (size_t)(members < 0xffff ? members : 0xffff) * 128);
+            /* The largest frame: the mark, a count and 0xffff framed tags. */
+            frame_buf = malloc(3 + (size_t)(members < 0xffff ? members : 0xffff) *
+                                       (1 + RB_FRAME_TAG_MAX));
         }
         if (!wake || (grouped && (!items || !frame_buf))) {
             rb_unlock(s);
@@ -418,9 +410,14 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
         int e = member_queue(s, ms, &qid);
         if (e == RB_OK) {
             rb_slot *q = rb_slot_at(s, qid);
-            /* The tag frame: one length byte, then the name's tail. */
-            char frame[256];
+            /* The single frame (record format, ringbuf.h): one length
+             * byte, then the name's tail. */
+            char frame[1 + RB_FRAME_TAG_MAX];
             size_t frame_len = 0;
+            if (tagged && unframeable(ms)) {
+                skipped++;
+                continue;
+            }
             if (tagged) {
                 frame[0] = (char)(ms->name_len - qlen);
                 memcpy(frame + 1, ms->name + qlen, ms->name_len - qlen);

@@ -207,7 +207,7 @@ static void test_sizes(rb_seg *s)
     CHECK_RC(ct_send(s, "sizes", big_in, (size_t)max + 1, 0, 0), RB_E_TOOLARGE);
     CHECK(strstr(rb_last_error(), "max_record") != NULL);
     uint32_t sent = 9, skipped = 9;
-    CHECK_RC(rb_fanout(s, "g", 1, big_in, (size_t)max + 1, 0, 0, &sent, &skipped), RB_E_TOOLARGE);
+    CHECK_RC(rb_fanout_tagged(s, "g", 1, big_in, (size_t)max + 1, 0, 0, RB_FANOUT_PLAIN, &sent, &skipped), RB_E_TOOLARGE);
     CHECK_RC(ct_send(s, "sizes", NULL, 5, 0, 0), RB_E_INVAL);
     /* An empty record, sent from NULL and received into (NULL, 0). */
     CHECK_OK(ct_send(s, "sizes", NULL, 0, 0, 0));
@@ -229,10 +229,10 @@ static void test_names(rb_seg *s)
     CHECK_RC(rb_send(s, name, 0, "x", 1, 0, 0), RB_E_NAME);
     CHECK_RC(rb_send(s, name, RB_NAME_MAX + 1, "x", 1, 0, 0), RB_E_NAME);
     CHECK(strstr(rb_last_error(), "257") != NULL);
-    CHECK_RC(rb_set_add(s, name, 0, "m", 1, 0), RB_E_NAME);
-    CHECK_RC(rb_set_add(s, "g", 1, name, RB_NAME_MAX + 1, 0), RB_E_NAME);
+    CHECK_RC(rb_set_add_member(s, name, 0, "m", 1, 1, 0, 0), RB_E_NAME);
+    CHECK_RC(rb_set_add_member(s, "g", 1, name, RB_NAME_MAX + 1, RB_NAME_MAX + 1, 0, 0), RB_E_NAME);
     CHECK_RC(rb_set_discard(s, name, RB_NAME_MAX + 1, "m", 1), RB_E_NAME);
-    CHECK_RC(rb_fanout(s, name, 0, "x", 1, 0, 0, NULL, NULL), RB_E_NAME);
+    CHECK_RC(rb_fanout_tagged(s, name, 0, "x", 1, 0, 0, RB_FANOUT_PLAIN, NULL, NULL), RB_E_NAME);
     rb_queue_stats qs;
     CHECK_RC(rb_queue_stats_get(s, name, 0, &qs), RB_E_NAME);
     blob[0] = 0;
@@ -463,7 +463,7 @@ static rb_seg *test_noslot(rb_seg *s)
     CHECK(ct_info(s).slots_used == 8);
     CHECK_RC(ct_send(s, "slot8", "x", 1, 0, 0), RB_E_NOSLOT);
     CHECK(strstr(rb_last_error(), "name table full") != NULL);
-    CHECK_RC(rb_set_add(s, "grp", 3, "m", 1, 0), RB_E_NOSLOT);
+    CHECK_RC(rb_set_add_member(s, "grp", 3, "m", 1, 1, 0, 0), RB_E_NOSLOT);
     CHECK(ct_info(s).sets == 0); /* no half-made set left behind */
     CHECK_SEG(s);
     /* Drain three queues: the table GC frees every empty queue to make room. */
@@ -477,9 +477,9 @@ static rb_seg *test_noslot(rb_seg *s)
     rb_info in = ct_info(s);
     CHECKF(in.queues == 6 && in.slots_used == 6, "queues %u used %u", in.queues, in.slots_used);
     /* A set plus its member take two rows: exactly what is left. */
-    CHECK_OK(rb_set_add(s, "grp", 3, "m", 1, 0));
+    CHECK_OK(rb_set_add_member(s, "grp", 3, "m", 1, 1, 0, 0));
     CHECK(ct_info(s).slots_used == 8);
-    CHECK_RC(rb_set_add(s, "grp", 3, "m2", 2, 0), RB_E_NOSLOT);
+    CHECK_RC(rb_set_add_member(s, "grp", 3, "m2", 2, 2, 0, 0), RB_E_NOSLOT);
     CHECK_SEG(s);
     /* The queues that held records are untouched by the GC. */
     for (int i = 0; i < 8; i++) {
@@ -499,8 +499,8 @@ static rb_seg *test_noslot(rb_seg *s)
      * the walk had already resolved.  Each process must still get its own
      * record, in its own queue. */
     CHECK_OK(rb_flush(s));
-    CHECK_OK(rb_set_add_routed(s, "gc", 2, "pb!m2", 5, 3, 0)); /* walked second */
-    CHECK_OK(rb_set_add_routed(s, "gc", 2, "pa!m1", 5, 3, 0)); /* walked first */
+    CHECK_OK(rb_set_add_member(s, "gc", 2, "pb!m2", 5, 3, 0, 0)); /* walked second */
+    CHECK_OK(rb_set_add_member(s, "gc", 2, "pa!m1", 5, 3, 0, 0)); /* walked first */
     CHECK_OK(ct_send(s, "pa!", "x", 1, 0, 0));
     CHECK_OK(ct_recv1(s, "pa!", buf, sizeof buf, &n)); /* pa! exists, empty */
     for (int i = 0; ct_info(s).slots_used < 8; i++) { /* fill the table with empty queues */
@@ -565,12 +565,12 @@ static void members_are(rb_seg *s, const char *set, const char *want)
 
 static void test_sets(rb_seg *s)
 {
-    CHECK_OK(rb_set_add(s, "g", 1, "q1", 2, 0));
-    CHECK_OK(rb_set_add(s, "g", 1, "q2", 2, 0));
-    CHECK_OK(rb_set_add(s, "g", 1, "q3", 2, 0));
-    CHECK_OK(rb_set_add(s, "g", 1, "q1", 2, 0)); /* re-add: no duplicate */
+    CHECK_OK(rb_set_add_member(s, "g", 1, "q1", 2, 2, 0, 0));
+    CHECK_OK(rb_set_add_member(s, "g", 1, "q2", 2, 2, 0, 0));
+    CHECK_OK(rb_set_add_member(s, "g", 1, "q3", 2, 2, 0, 0));
+    CHECK_OK(rb_set_add_member(s, "g", 1, "q1", 2, 2, 0, 0)); /* re-add: no duplicate */
     members_are(s, "g", "q1,q2,q3");
-    CHECK_OK(rb_set_add(s, "h", 1, "q1", 2, 0)); /* same member name, another set */
+    CHECK_OK(rb_set_add_member(s, "h", 1, "q1", 2, 2, 0, 0)); /* same member name, another set */
     members_are(s, "h", "q1");
     rb_info in = ct_info(s);
     CHECK(in.sets == 2 && in.members == 4);
@@ -593,13 +593,13 @@ static void test_sets(rb_seg *s)
 
     /* Member expiry: an expired member is not listed and gets no fan-out;
      * re-adding refreshes the deadline. */
-    CHECK_OK(rb_set_add(s, "g", 1, "q4", 2, rb_now_ns() + 20000000ULL));
-    CHECK_OK(rb_set_add(s, "g", 1, "q5", 2, rb_now_ns() + 20000000ULL));
-    CHECK_OK(rb_set_add(s, "g", 1, "q5", 2, 0));
+    CHECK_OK(rb_set_add_member(s, "g", 1, "q4", 2, 2, 0, rb_now_ns() + 20000000ULL));
+    CHECK_OK(rb_set_add_member(s, "g", 1, "q5", 2, 2, 0, rb_now_ns() + 20000000ULL));
+    CHECK_OK(rb_set_add_member(s, "g", 1, "q5", 2, 2, 0, 0));
     members_are(s, "g", "q1,q3,q4,q5");
     usleep(40000);
     members_are(s, "g", "q1,q3,q5");
-    CHECK_OK(rb_set_add(s, "tmp", 3, "q9", 2, rb_now_ns() + 10000000ULL));
+    CHECK_OK(rb_set_add_member(s, "tmp", 3, "q9", 2, 2, 0, rb_now_ns() + 10000000ULL));
     usleep(20000);
     CHECK_OK(rb_recover(s, NULL)); /* sweeps expired members; the empty set goes too */
     in = ct_info(s);
@@ -609,7 +609,7 @@ static void test_sets(rb_seg *s)
     /* Fan-out: q3 is full (capacity 1, one record), so it is skipped. */
     CHECK_OK(ct_send(s, "q3", "old", 3, 0, 1));
     uint32_t sent = 0, skipped = 0;
-    CHECK_OK(rb_fanout(s, "g", 1, "hello", 5, 0, 0, &sent, &skipped));
+    CHECK_OK(rb_fanout_tagged(s, "g", 1, "hello", 5, 0, 0, RB_FANOUT_PLAIN, &sent, &skipped));
     CHECKF(sent == 2 && skipped == 1, "sent %u skipped %u", sent, skipped);
     char buf[16];
     size_t n;
@@ -622,13 +622,13 @@ static void test_sets(rb_seg *s)
     CHECK_RC(ct_recv1(s, "q3", buf, sizeof buf, &n), RB_E_EMPTY);
     CHECK_RC(ct_recv1(s, "q4", buf, sizeof buf, &n), RB_E_EMPTY);
     /* The fan-out's capacity applies to members without their own. */
-    CHECK_OK(rb_fanout(s, "g", 1, "a", 1, 0, 1, &sent, &skipped));
+    CHECK_OK(rb_fanout_tagged(s, "g", 1, "a", 1, 0, 1, RB_FANOUT_PLAIN, &sent, &skipped));
     CHECK(sent == 3 && skipped == 0); /* q3's own capacity (1) is free again */
-    CHECK_OK(rb_fanout(s, "g", 1, "b", 1, 0, 1, &sent, &skipped));
+    CHECK_OK(rb_fanout_tagged(s, "g", 1, "b", 1, 0, 1, RB_FANOUT_PLAIN, &sent, &skipped));
     CHECKF(sent == 0 && skipped == 3, "sent %u skipped %u", sent, skipped);
     CHECK(ct_qstats(s, "q1").full == 1);
     /* Fan-out to a set nobody is in. */
-    CHECK_OK(rb_fanout(s, "nobody", 6, "x", 1, 0, 0, &sent, &skipped));
+    CHECK_OK(rb_fanout_tagged(s, "nobody", 6, "x", 1, 0, 0, RB_FANOUT_PLAIN, &sent, &skipped));
     CHECK(sent == 0 && skipped == 0);
     CHECK_SEG(s);
     drain(s, "q1");
@@ -646,15 +646,42 @@ static void test_sets(rb_seg *s)
     CHECK_SEG(s);
 }
 
+/* rb_send_tagged: the core writes the single frame [len][tag] before the
+ * payload; tags are 0..RB_FRAME_TAG_MAX bytes. */
+static void test_send_tagged(rb_seg *s)
+{
+    char buf[256], tag[RB_FRAME_TAG_MAX + 1];
+    size_t n;
+    CHECK_OK(rb_send_tagged(s, "tq!", 3, "abc", 3, "\x81\xa1k", 3, 0, 0));
+    CHECK_OK(ct_recv1(s, "tq!", buf, sizeof buf, &n));
+    CHECK(n == 1 + 3 + 3 && memcmp(buf, "\x03" "abc\x81\xa1" "k", 7) == 0);
+    CHECK_OK(rb_send_tagged(s, "tq!", 3, NULL, 0, "p", 1, 0, 0)); /* empty frame */
+    CHECK_OK(ct_recv1(s, "tq!", buf, sizeof buf, &n));
+    CHECK(n == 2 && buf[0] == 0 && buf[1] == 'p');
+    memset(tag, 't', sizeof tag);
+    CHECK_OK(rb_send_tagged(s, "tq!", 3, tag, RB_FRAME_TAG_MAX, "p", 1, 0, 0));
+    CHECK_OK(ct_recv1(s, "tq!", buf, sizeof buf, &n));
+    CHECK(n == 2 + RB_FRAME_TAG_MAX && (unsigned char)buf[0] == RB_FRAME_TAG_MAX);
+    CHECK_RC(rb_send_tagged(s, "tq!", 3, tag, RB_FRAME_TAG_MAX + 1, "p", 1, 0, 0), RB_E_INVAL);
+    CHECK_RC(rb_send_tagged(s, "tq!", 3, NULL, 2, "p", 1, 0, 0), RB_E_INVAL);
+    /* The frame counts against max_record. */
+    uint32_t max = ct_info(s).max_record;
+    memset(big_in, 'b', max);
+    CHECK_RC(rb_send_tagged(s, "tq!", 3, "ab", 2, big_in, max - 2, 0, 0), RB_E_TOOLARGE);
+    CHECK_OK(rb_send_tagged(s, "tq!", 3, "ab", 2, big_in, max - 3, 0, 0));
+    drain(s, "tq!");
+    CHECK_SEG(s);
+}
+
 /* Routed members: a member names a queue (its first queue_len bytes) plus
  * a tag; a tagged fan-out prefixes each copy with [tag length][tag]. */
 static void test_routed(rb_seg *s)
 {
-    CHECK_OK(rb_set_add_routed(s, "rg", 2, "rq1.tagA", 8, 3, 0));
-    CHECK_OK(rb_set_add_routed(s, "rg", 2, "rq1.tagBB", 9, 3, 0));
-    CHECK_OK(rb_set_add_routed(s, "rg", 2, "rq2", 3, 3, 0)); /* no tag */
-    CHECK_RC(rb_set_add_routed(s, "rg", 2, "rq3", 3, 0, 0), RB_E_INVAL);
-    CHECK_RC(rb_set_add_routed(s, "rg", 2, "rq3", 3, 4, 0), RB_E_INVAL);
+    CHECK_OK(rb_set_add_member(s, "rg", 2, "rq1.tagA", 8, 3, 0, 0));
+    CHECK_OK(rb_set_add_member(s, "rg", 2, "rq1.tagBB", 9, 3, 0, 0));
+    CHECK_OK(rb_set_add_member(s, "rg", 2, "rq2", 3, 3, 0, 0)); /* no tag */
+    CHECK_RC(rb_set_add_member(s, "rg", 2, "rq3", 3, 0, 0, 0), RB_E_INVAL);
+    CHECK_RC(rb_set_add_member(s, "rg", 2, "rq3", 3, 4, 0, 0), RB_E_INVAL);
     members_are(s, "rg", "rq1.tagA,rq1.tagBB,rq2");
 
     uint32_t sent = 0, skipped = 0;
@@ -679,7 +706,7 @@ static void test_routed(rb_seg *s)
     CHECK(n == 6 && buf[0] == 0 && memcmp(buf + 1, "hello", 5) == 0);
 
     /* Untagged fan-out to routed members: plain copies, one per member. */
-    CHECK_OK(rb_fanout(s, "rg", 2, "hi", 2, 0, 0, &sent, &skipped));
+    CHECK_OK(rb_fanout_tagged(s, "rg", 2, "hi", 2, 0, 0, RB_FANOUT_PLAIN, &sent, &skipped));
     CHECK(sent == 3);
     for (int i = 0; i < 2; i++) {
         CHECK_OK(ct_recv1(s, "rq1", buf, sizeof buf, &n));
@@ -689,7 +716,7 @@ static void test_routed(rb_seg *s)
     CHECK(n == 2);
 
     /* Re-adding a member with another queue_len re-routes it. */
-    CHECK_OK(rb_set_add_routed(s, "rg", 2, "rq1.tagA", 8, 8, 0));
+    CHECK_OK(rb_set_add_member(s, "rg", 2, "rq1.tagA", 8, 8, 0, 0));
     CHECK_OK(rb_fanout_tagged(s, "rg", 2, "x", 1, 0, 0, 1, &sent, &skipped));
     CHECK(sent == 3 && ct_qstats(s, "rq1.tagA").pending == 1 && ct_qstats(s, "rq1").pending == 1);
     CHECK_OK(ct_recv1(s, "rq1.tagA", buf, sizeof buf, &n));
@@ -780,7 +807,7 @@ static void test_batches(rb_seg *s)
     CHECK_OK(rb_set_add_member(s, "bg", 2, "bm2", 3, 3, 0, 0));
     uint32_t skipped = 0;
     for (int i = 0; i < 3; i++)
-        CHECK_OK(rb_fanout(s, "bg", 2, "f", 1, 0, 0, &sent, &skipped));
+        CHECK_OK(rb_fanout_tagged(s, "bg", 2, "f", 1, 0, 0, RB_FANOUT_PLAIN, &sent, &skipped));
     CHECK(ct_qstats(s, "bm1").pending == 2 && ct_qstats(s, "bm1").capacity == 2);
     CHECK(ct_qstats(s, "bm2").pending == 3);
     CHECK(sent == 1 && skipped == 1);
@@ -799,11 +826,11 @@ static void test_batches(rb_seg *s)
  * capacity is checked per record; tags of 127+ bytes are skipped. */
 static void test_grouped(rb_seg *s)
 {
-    CHECK_OK(rb_set_add_routed(s, "gg", 2, "gq!a", 4, 3, 0));
-    CHECK_OK(rb_set_add_routed(s, "gg", 2, "gx!z", 4, 3, 0));
-    CHECK_OK(rb_set_add_routed(s, "gg", 2, "gq!bb", 5, 3, 0));
-    CHECK_OK(rb_set_add(s, "gg", 2, "gsolo", 5, 0));
-    CHECK_OK(rb_set_add_routed(s, "gg", 2, "gq!c", 4, 3, 0));
+    CHECK_OK(rb_set_add_member(s, "gg", 2, "gq!a", 4, 3, 0, 0));
+    CHECK_OK(rb_set_add_member(s, "gg", 2, "gx!z", 4, 3, 0, 0));
+    CHECK_OK(rb_set_add_member(s, "gg", 2, "gq!bb", 5, 3, 0, 0));
+    CHECK_OK(rb_set_add_member(s, "gg", 2, "gsolo", 5, 5, 0, 0));
+    CHECK_OK(rb_set_add_member(s, "gg", 2, "gq!c", 4, 3, 0, 0));
     uint32_t sent = 0, skipped = 0;
     CHECK_OK(rb_fanout_tagged(s, "gg", 2, "hey", 3, 0, 0, RB_FANOUT_GROUPED, &sent, &skipped));
     CHECK(sent == 5 && skipped == 0);
@@ -833,7 +860,7 @@ static void test_grouped(rb_seg *s)
     for (int i = 0; i < 40; i++) {
         int len = snprintf(member, sizeof member, "sp!%02d", i);
         memset(member + len, 't', 3 + 60 - (size_t)len); /* "sp!NN" + t...: a 60-byte tag */
-        CHECK_OK(rb_set_add_routed(s, "gs", 2, member, 3 + 60, 3, 0));
+        CHECK_OK(rb_set_add_member(s, "gs", 2, member, 3 + 60, 3, 0, 0));
     }
     uint32_t payload = max - 1000; /* room for ~16 tags of 61 bytes per record */
     memset(big_in, 'p', payload);
@@ -844,7 +871,7 @@ static void test_grouped(rb_seg *s)
     CHECK(records >= 3 && records <= 4);
     for (uint32_t r = 0; r < records; r++) {
         CHECK_OK(ct_recv1(s, "sp!", big_out, sizeof big_out, &n));
-        CHECK(n <= max && (unsigned char)big_out[0] == 0x7f);
+        CHECK(n <= max && (unsigned char)big_out[0] == RB_FRAME_GROUP_MARK);
         uint32_t k = (uint8_t)big_out[1] | (uint32_t)(uint8_t)big_out[2] << 8;
         size_t off = 3;
         for (uint32_t t = 0; t < k; t++) {
@@ -856,13 +883,24 @@ static void test_grouped(rb_seg *s)
     }
     CHECK(tags == 40);
 
-    /* A tag of 127 bytes cannot be framed: skipped, counted. */
+    /* The record format: a tag of RB_FRAME_TAG_MAX + 1 (0x7f, the group
+     * mark) bytes cannot be framed, so the member is refused when added;
+     * one of RB_FRAME_TAG_MAX bytes is framed, alone or grouped. */
     char longm[140] = "lq!";
-    memset(longm + 3, 'L', 127);
-    CHECK_OK(rb_set_add_routed(s, "gl", 2, longm, 130, 3, 0));
-    CHECK_OK(rb_set_add_routed(s, "gl", 2, "lq!ok", 5, 3, 0));
+    memset(longm + 3, 'L', RB_FRAME_TAG_MAX + 1);
+    CHECK_RC(rb_set_add_member(s, "gl", 2, longm, 3 + RB_FRAME_TAG_MAX + 1, 3, 0, 0),
+             RB_E_INVAL);
+    CHECK_OK(rb_set_add_member(s, "gl", 2, longm, 3 + RB_FRAME_TAG_MAX, 3, 0, 0));
     CHECK_OK(rb_fanout_tagged(s, "gl", 2, "x", 1, 0, 0, RB_FANOUT_GROUPED, &sent, &skipped));
-    CHECK(sent == 1 && skipped == 1);
+    CHECK(sent == 1 && skipped == 0);
+    CHECK_OK(ct_recv1(s, "lq!", big_out, sizeof big_out, &n));
+    CHECK(n == 1 + RB_FRAME_TAG_MAX + 1 && (unsigned char)big_out[0] == RB_FRAME_TAG_MAX &&
+          big_out[n - 1] == 'x');
+    CHECK_OK(rb_set_add_member(s, "gl", 2, "lq!ok", 5, 3, 0, 0));
+    CHECK_OK(rb_fanout_tagged(s, "gl", 2, "y", 1, 0, 0, RB_FANOUT_GROUPED, &sent, &skipped));
+    CHECK(sent == 2 && skipped == 0);
+    CHECK_OK(ct_recv1(s, "lq!", big_out, sizeof big_out, &n));
+    CHECK((unsigned char)big_out[0] == RB_FRAME_GROUP_MARK && big_out[1] == 2 && big_out[2] == 0);
     drain(s, "lq!");
     CHECK_OK(rb_flush(s));
     CHECK(ct_info(s).cells_free == ct_info(s).cells_total);
@@ -889,7 +927,7 @@ static void test_list_stats_flush(rb_seg *s)
     CHECK_OK(ct_send(s, "la", "1", 1, 0, 0));
     CHECK_OK(ct_send(s, "lb", "22", 2, 0, 3));
     CHECK_OK(ct_send(s, "lb", "33", 2, 0, 3));
-    CHECK_OK(rb_set_add(s, "sx", 2, "la", 2, 0));
+    CHECK_OK(rb_set_add_member(s, "sx", 2, "la", 2, 2, 0, 0));
     char blob[1024], got[1024];
     size_t len;
     uint32_t count;
@@ -970,6 +1008,17 @@ static void test_layout_refusal(rb_seg *s)
            "message does not name both versions");
     CHECK(pwrite(fd, &good_version, 4, 8) == 4);
 
+    /* Another record format (same layout): refused the same way, both named. */
+    uint32_t good_format, bad_format = 77;
+    CHECK(pread(fd, &good_format, 4, 12) == 4 && good_format == RB_RECORD_FORMAT);
+    CHECK(pwrite(fd, &bad_format, 4, 12) == 4);
+    CHECK_RC(rb_open(ct_prefix, &o, &t), RB_E_VERSION);
+    char this_format[32];
+    snprintf(this_format, sizeof this_format, "format %d", RB_RECORD_FORMAT);
+    CHECKF(strstr(rb_last_error(), "record format 77") && strstr(rb_last_error(), this_format),
+           "message does not name both record formats: %s", rb_last_error());
+    CHECK(pwrite(fd, &good_format, 4, 12) == 4);
+
     /* Restored, it opens again. */
     CHECK_OK(rb_open(ct_prefix, &o, &t));
     CHECK_SEG(t);
@@ -997,6 +1046,7 @@ int main(void)
     test_expiry(s);
     test_sets(s);
     test_routed(s);
+    test_send_tagged(s);
     test_grouped(s);
     test_duplicate_names(s);
     test_batches(s);

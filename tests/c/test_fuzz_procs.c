@@ -237,8 +237,7 @@ static void set_churner(int id)
         snprintf(m, sizeof m, "pz-fan-%u", (unsigned)(r >> 8) % FANQ);
         switch (r % 4) {
         case 0:
-            CHECK_OK(rb_set_add(S, "pz-set", 6, m, strlen(m),
-                                r & 0x10000 ? rb_now_ns() + 1000000 : 0));
+            CHECK_OK(rb_set_add_member(S, "pz-set", 6, m, strlen(m), strlen(m), 0, r & 0x10000 ? rb_now_ns() + 1000000 : 0));
             break;
         case 1:
             CHECK_OK(rb_set_discard(S, "pz-set", 6, m, strlen(m)));
@@ -247,7 +246,7 @@ static void set_churner(int id)
             uint32_t sent, skipped;
             size_t len = (size_t)((r >> 20) % sizeof buf);
             memset(buf, (int)(r >> 40), len);
-            CHECK_OK(rb_fanout(S, "pz-set", 6, buf, len, 0, 20, &sent, &skipped));
+            CHECK_OK(rb_fanout_tagged(S, "pz-set", 6, buf, len, 0, 20, RB_FANOUT_PLAIN, &sent, &skipped));
             break;
         }
         }

@@ -281,9 +281,9 @@ static void populate(rb_seg *s)
     for (int i = 0; i < 5; i++) {
         char m[16];
         snprintf(m, sizeof m, "mem%d", i);
-        CHECK_OK(rb_set_add(s, "bset", 4, m, strlen(m), 0));
+        CHECK_OK(rb_set_add_member(s, "bset", 4, m, strlen(m), strlen(m), 0, 0));
     }
-    CHECK_OK(rb_set_add(s, "bset2", 5, "mem0", 4, 0));
+    CHECK_OK(rb_set_add_member(s, "bset2", 5, "mem0", 4, 4, 0, 0));
 }
 
 static void verify_populated(rb_seg *s)
@@ -541,7 +541,7 @@ static void test_wrapped_index(void)
         /* A member row that lives for two cycles: explicit remove. */
         char m[64];
         snprintf(m, sizeof m, "m-%u", i);
-        CHECK_OK(rb_set_add(s, "churn", 5, m, strlen(m), 0));
+        CHECK_OK(rb_set_add_member(s, "churn", 5, m, strlen(m), strlen(m), 0, 0));
         if (prev_member[0])
             CHECK_OK(rb_set_discard(s, "churn", 5, prev_member, strlen(prev_member)));
         memcpy(prev_member, m, sizeof m);

@@ -138,7 +138,7 @@ static void test_blocking(uint32_t n, int how)
     CHECK(!__atomic_load_n(&r.finished, __ATOMIC_ACQUIRE));
     uint32_t sent = 0, skipped = 0;
     if (how == 1) {
-        CHECK_OK(rb_fanout(S, "all", 3, "fan", 3, 0, 0, &sent, &skipped));
+        CHECK_OK(rb_fanout_tagged(S, "all", 3, "fan", 3, 0, 0, RB_FANOUT_PLAIN, &sent, &skipped));
         CHECK(sent == n && skipped == 0);
     } else {
         CHECK_OK(ct_send(S, NAMES[n - 1], "wake", 4, 0, 0));
@@ -375,7 +375,7 @@ int main(void)
         snprintf(NAMES[i], 16, "mq-%u", i);
     }
     for (uint32_t i = 0; i < BIG; i++)
-        CHECK_OK(rb_set_add(S, "all", 3, NAMES[i], strlen(NAMES[i]), 0));
+        CHECK_OK(rb_set_add_member(S, "all", 3, NAMES[i], strlen(NAMES[i]), strlen(NAMES[i]), 0, 0));
     const uint32_t ns[] = {64, 65, 500, BIG};
     for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++)
         test_nonblocking(ns[i]);

@@ -115,12 +115,12 @@ static void test_arm_poke_close(void)
         CHECK_OK(ct_recv1(S, "wb", buf, sizeof buf, &len));
 
     /* Fan-out pokes (one poke for two routed members sharing the queue). */
-    CHECK_OK(rb_set_add_routed(S, "g", 1, "wa!1", 4, 2, 0));
-    CHECK_OK(rb_set_add_routed(S, "g", 1, "wa!2", 4, 2, 0));
-    CHECK_OK(rb_set_add(S, "g", 1, "wb", 2, 0));
+    CHECK_OK(rb_set_add_member(S, "g", 1, "wa!1", 4, 2, 0, 0));
+    CHECK_OK(rb_set_add_member(S, "g", 1, "wa!2", 4, 2, 0, 0));
+    CHECK_OK(rb_set_add_member(S, "g", 1, "wb", 2, 2, 0, 0));
     CHECK_RC(rb_watch_arm(S, row, token), 0);
     uint32_t skipped = 0;
-    CHECK_OK(rb_fanout(S, "g", 1, "m", 1, 0, 0, &sent, &skipped));
+    CHECK_OK(rb_fanout_tagged(S, "g", 1, "m", 1, 0, 0, RB_FANOUT_PLAIN, &sent, &skipped));
     CHECK(sent == 3 && skipped == 0);
     CHECK(readable(fd, 1000) && drain(fd) == 1); /* three copies, one arm: one poke */
     CHECK_OK(ct_recv1(S, "wb", buf, sizeof buf, &len));
@@ -165,10 +165,10 @@ static void test_two_watches(void)
     uint32_t r3;
     uint64_t t3;
     open_watch(other, 1, &fd3, &r3, &t3);
-    CHECK_OK(rb_set_add_routed(S, "mix", 3, "two!a", 5, 3, 0));
-    CHECK_OK(rb_set_add(S, "mix", 3, "oth", 3, 0));
-    CHECK_OK(rb_set_add_routed(S, "mix", 3, "two!b", 5, 3, 0));
-    CHECK_OK(rb_set_add_routed(S, "mix", 3, "two!c", 5, 3, 0));
+    CHECK_OK(rb_set_add_member(S, "mix", 3, "two!a", 5, 3, 0, 0));
+    CHECK_OK(rb_set_add_member(S, "mix", 3, "oth", 3, 3, 0, 0));
+    CHECK_OK(rb_set_add_member(S, "mix", 3, "two!b", 5, 3, 0, 0));
+    CHECK_OK(rb_set_add_member(S, "mix", 3, "two!c", 5, 3, 0, 0));
     CHECK_RC(rb_watch_arm(S, r1, t1), 0);
     CHECK_RC(rb_watch_arm(S, r2, t2), 0);
     CHECK_RC(rb_watch_arm(S, r3, t3), 0);

@@ -26,6 +26,7 @@ import channels.exceptions  # type: ignore[import-untyped]
 import ipc_layer
 from ipc_layer import aio
 from ipc_layer.aio import IPCChannelLayer
+from ipc_layer.local_store import STORE
 from tests.ipc_support import TEST_SEGMENT_SIZE, make_layer
 
 pytestmark = pytest.mark.timeout(60)
@@ -202,8 +203,8 @@ def test_buffered_messages_expire_and_abandoned_buffers_are_swept(make: Any) -> 
         await layer.send(abandoned, {"type": "x"})
         await layer.send(busy, {"type": "x"})
         await asyncio.wait_for(layer.receive(busy), TIMEOUT)
-        watch = _watch(layer, busy[: busy.index("!") + 1])
-        assert abandoned in watch.buffers
+        queue = busy[: busy.index("!") + 1]
+        assert STORE.has(layer.prefix, queue, abandoned)
         await asyncio.sleep(0.4)
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(layer.receive(abandoned), 0.1)
@@ -215,7 +216,7 @@ def test_buffered_messages_expire_and_abandoned_buffers_are_swept(make: Any) -> 
         await asyncio.sleep(0.4)
         await layer.send(busy, {"type": "x"})
         await asyncio.wait_for(layer.receive(busy), TIMEOUT)
-        assert other not in watch.buffers
+        assert not STORE.has(layer.prefix, queue, other)
 
     run(main())
 
@@ -234,7 +235,8 @@ def test_many_consumers_in_one_process(make: Any, prefix: str) -> None:
         got = await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT * 5)
         assert [m["i"] for m in got] == list(range(len(channels_)))
         watch = _watch(layer, channels_[0][: channels_[0].index("!") + 1])
-        assert not watch.by_loop and not watch.by_channel and not watch.buffers
+        assert not watch.by_loop and not watch.by_channel
+        assert STORE.count(layer.prefix, channels_[0][: channels_[0].index("!") + 1]) == 0
 
     run(main())
 

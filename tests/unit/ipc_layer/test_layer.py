@@ -49,6 +49,17 @@ def test_wire_format_process_channel(layer: IPCChannelLayer) -> None:
     assert layer.segment.receive((b"wire.p!",)) == (0, packed({"k": 2}))
 
 
+def test_a_payload_that_would_read_as_a_frame_is_refused(layer: IPCChannelLayer) -> None:
+    """Unframed records rely on msgpack maps starting at >= 0x80: a serializer that breaks it is
+    refused at send, naming the channel, instead of being misrouted at receive."""
+    layer._encode = lambda message, channel: msgpack.packb(5)  # type: ignore[method-assign]
+    with pytest.raises(TypeError, match=r"channel 'wire.bad'.*starting with 0x05, not a msgpack map"):
+        layer.send("wire.bad", {"k": 1})
+    assert layer.segment.receive((b"wire.bad",)) is None
+    layer.send("wire.bad!tagged", {"k": 1})  # framed: any payload is fine
+    assert layer.segment.receive((b"wire.bad!",)) == (0, b"\x06tagged\x05")
+
+
 def test_wire_format_group_copies(layer: IPCChannelLayer) -> None:
     layer.group_add("wg", "wire.g!tag")
     layer.group_add("wg", "wire.n")

@@ -216,9 +216,23 @@ def test_layout_mismatch_version(prefix: str) -> None:
     assert prefix in message
 
 
+def test_record_format_mismatch_is_a_layout_mismatch(prefix: str) -> None:
+    """A segment whose records were written in another record format is refused, both named."""
+    small(prefix).close()
+    assert _ringbuf.stat(prefix)["record_format"] == _ringbuf.RECORD_FORMAT
+    _overwrite(prefix, 12, struct.pack("<I", _ringbuf.RECORD_FORMAT + 40))  # record_format
+    with pytest.raises(LayoutMismatch) as info:
+        Segment(prefix, create=False)
+    message = str(info.value)
+    assert f"record format {_ringbuf.RECORD_FORMAT + 40}" in message
+    assert f"reads format {_ringbuf.RECORD_FORMAT}" in message and prefix in message
+    _overwrite(prefix, 12, struct.pack("<I", _ringbuf.RECORD_FORMAT))
+    Segment(prefix, create=False).close()
+
+
 def test_layout_mismatch_struct_sizes(prefix: str) -> None:
     small(prefix).close()
-    _overwrite(prefix, 12, struct.pack("<I", 1))  # header_size
+    _overwrite(prefix, 16, struct.pack("<I", 1))  # header_size
     with pytest.raises(LayoutMismatch, match="sizes 1/"):
         Segment(prefix)
 
@@ -422,6 +436,37 @@ def test_sets_and_fanout(segment: Segment) -> None:
     assert segment.fanout(b"grp", b"nobody") == (0, 0)
     assert segment.fanout(b"never-made", b"nobody") == (0, 0)
     segment.check()
+
+
+def test_record_format_constants_come_from_c() -> None:
+    """The one definition (ringbuf.h), read through the binding: tags stop below the group
+    mark, which stops below the first byte of a payload stored without a frame."""
+    assert _ringbuf.FRAME_TAG_MAX < _ringbuf.FRAME_GROUP_MARK < _ringbuf.FRAME_NONE_MIN
+    assert _ringbuf.FRAME_RESERVE >= 1 + _ringbuf.FRAME_TAG_MAX
+    assert _ringbuf.RECORD_FORMAT >= 1
+
+
+def test_send_tagged_frames_in_the_core(segment: Segment) -> None:
+    segment.send_tagged(b"tq!", b"abc", b"\x81\xa1k\x01")
+    segment.send_tagged(b"tq!", b"", b"p")
+    assert segment.receive([b"tq!"]) == (0, b"\x03abc\x81\xa1k\x01")
+    assert segment.receive([b"tq!"]) == (0, b"\x00p")
+    tag = b"t" * _ringbuf.FRAME_TAG_MAX
+    segment.send_tagged(b"tq!", tag, b"p")
+    assert segment.receive([b"tq!"]) == (0, bytes([len(tag)]) + tag + b"p")
+    with pytest.raises(ValueError, match="0..126 bytes"):
+        segment.send_tagged(b"tq!", tag + b"t", b"p")
+    assert segment.receive([b"tq!"]) is None
+
+
+def test_a_member_tag_must_fit_a_frame(segment: Segment) -> None:
+    """A tag of FRAME_TAG_MAX + 1 (0x7f) bytes would be read as the group mark: refused at add."""
+    long_tag = b"q!" + b"t" * (_ringbuf.FRAME_TAG_MAX + 1)
+    with pytest.raises(ValueError, match="tag of at most 126 bytes"):
+        segment.set_add(b"g", long_tag, queue_len=2)
+    segment.set_add(b"g", long_tag[:-1], queue_len=2)
+    assert segment.fanout(b"g", b"\x80", tagged=True) == (1, 0)
+    assert segment.receive([b"q!"]) == (0, bytes([_ringbuf.FRAME_TAG_MAX]) + long_tag[2:-1] + b"\x80")
 
 
 def test_many_set_members_need_a_bigger_buffer(segment: Segment) -> None:
