@@ -156,6 +156,7 @@ uint64_t rb_watch_seq(rb_seg *seg, uint32_t row, uint64_t token);
 typedef struct rb_header {
     uint64_t magic;
     uint32_t version;
+    uint32_t record_format;
     uint32_t header_size;
     uint32_t slot_size;
     uint32_t cell_size;

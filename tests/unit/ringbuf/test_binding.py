@@ -16,6 +16,7 @@ import time
 import pytest
 
 import _ringbuf
+from _ringbuf._native import ffi
 from _ringbuf import (
     BadName,
     LayoutMismatch,
@@ -220,19 +221,20 @@ def test_record_format_mismatch_is_a_layout_mismatch(prefix: str) -> None:
     """A segment whose records were written in another record format is refused, both named."""
     small(prefix).close()
     assert _ringbuf.stat(prefix)["record_format"] == _ringbuf.RECORD_FORMAT
-    _overwrite(prefix, 12, struct.pack("<I", _ringbuf.RECORD_FORMAT + 40))  # record_format
+    offset = ffi.offsetof("rb_header", "record_format")
+    _overwrite(prefix, offset, struct.pack("<I", _ringbuf.RECORD_FORMAT + 40))
     with pytest.raises(LayoutMismatch) as info:
         Segment(prefix, create=False)
     message = str(info.value)
     assert f"record format {_ringbuf.RECORD_FORMAT + 40}" in message
     assert f"reads format {_ringbuf.RECORD_FORMAT}" in message and prefix in message
-    _overwrite(prefix, 12, struct.pack("<I", _ringbuf.RECORD_FORMAT))
+    _overwrite(prefix, offset, struct.pack("<I", _ringbuf.RECORD_FORMAT))
     Segment(prefix, create=False).close()
 
 
 def test_layout_mismatch_struct_sizes(prefix: str) -> None:
     small(prefix).close()
-    _overwrite(prefix, 16, struct.pack("<I", 1))  # header_size
+    _overwrite(prefix, ffi.offsetof("rb_header", "header_size"), struct.pack("<I", 1))
     with pytest.raises(LayoutMismatch, match="sizes 1/"):
         Segment(prefix)
 
