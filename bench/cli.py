@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.drivers import AIO_DRIVINGS, LAYERS, REFERENCE_LAYER, LayerSpec
+from bench.drivers import AIO_DRIVINGS, AIO_WAKEUPS, LAYERS, REFERENCE_LAYER, LayerSpec
 from bench.machine import machine_record
 from bench.redis_server import RedisServer, RedisUnavailable, redis_server_version
 from bench.settings import DEFAULT_MEMBERS, DEFAULT_SIZES, SCENARIOS, Settings
@@ -206,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
             "~10-15 us of asyncio machinery per operation), for comparison"
         ),
     )
+    parser.add_argument(
+        "--aio-wakeup",
+        choices=AIO_WAKEUPS,
+        help=(
+            "how ipc_aio's receive is woken: 'fd' (the layer's default: the loop polls an FD "
+            "watch the sender pokes) or 'thread' (a helper thread per queue sleeps in the "
+            "kernel and wakes the loop, one more thread wake-up), to compare the two"
+        ),
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     return parser
@@ -234,6 +243,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             setattr(settings, key, value)
     settings.pin = not args.no_pin
     settings.aio_driving = args.aio_driving
+    settings.aio_wakeup = args.aio_wakeup
     return settings.scaled(args.scale)
 
 
@@ -289,6 +299,7 @@ class Run:
             capacity=self.settings.capacity_for(size),
             spin_us=self.settings.spin_us,
             aio_driving=self.settings.aio_driving,
+            aio_wakeup=self.settings.aio_wakeup,
         )
 
     # ------------------------------------------------------------------ steps

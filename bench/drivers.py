@@ -57,6 +57,7 @@ __all__ = [
     "reference_layer",
     "SCENARIO_REFERENCE",
     "AIO_DRIVINGS",
+    "AIO_WAKEUPS",
     "LAYERS",
     "AioDriver",
     "Driver",
@@ -79,6 +80,9 @@ class Unavailable(Exception):
 
 #: How the Channels 4 layers are driven (see the module docstring); the first is the default.
 AIO_DRIVINGS = ("native", "per-call")
+#: ipc_aio's wake-up modes (``ipc_layer.aio.WAKEUPS``, named here so the bench's --help
+#: needs no import of the layer): an FD watch polled by the loop, or a helper thread.
+AIO_WAKEUPS = ("fd", "thread")
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ class LayerSpec:
     spin_us: int | None = None
     #: How a Channels 4 layer is driven: one of :data:`AIO_DRIVINGS`.
     aio_driving: str = AIO_DRIVINGS[0]
+    #: ipc_aio's ``wakeup`` option (one of :data:`AIO_WAKEUPS`); None: the layer's default.
+    aio_wakeup: str | None = None
 
 
 @dataclass(frozen=True)
@@ -765,9 +771,8 @@ def _make_ipc_aio(spec: LayerSpec) -> Driver | AioDriver:
     options: dict[str, Any] = {"segment_size": spec.segment_size}
     if spec.spin_us is not None:
         options["spin_us"] = spec.spin_us
-    # BENCH_AIO_WAKEUP=thread|fd: compare the aio backend's wake-up modes.
-    if os.environ.get("BENCH_AIO_WAKEUP"):
-        options["wakeup"] = os.environ["BENCH_AIO_WAKEUP"]
+    if spec.aio_wakeup is not None:  # --aio-wakeup: compare the backend's wake-up modes
+        options["wakeup"] = spec.aio_wakeup
     layer = mod.IPCChannelLayer(prefix=spec.prefix, capacity=spec.capacity, **options)
     full = _channels_full() + tuple(
         c for c in (getattr(layer, "ChannelFull", None),) if isinstance(c, type)

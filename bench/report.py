@@ -340,6 +340,8 @@ def render_markdown(
         f"Shared-memory layers: {_spin(settings.get('spin_us'))}; segments of "
         f"{LayerSpec.segment_size >> 20} MiB.",
     ]
+    if settings.get("aio_wakeup") and "ipc_aio" in settings.get("layers", ()):
+        out += ["", f"ipc_aio wake-up: {settings['aio_wakeup']} (`--aio-wakeup {settings['aio_wakeup']}`)."]
     driving = aio_driving_note(settings)
     if driving:
         out += ["", driving]

@@ -46,6 +46,9 @@ class Settings:
     #: How the Channels 4 layers are driven: "native" (each role one coroutine, every
     #: operation a plain await) or "per-call" (run_until_complete per operation).
     aio_driving: str = "native"
+    #: How ipc_aio's receive is woken: "fd" or "thread" (``--aio-wakeup``); None: the
+    #: layer's default (fd).
+    aio_wakeup: str | None = None
 
     @classmethod
     def preset(cls, quick: bool, layers: list[str]) -> Settings:

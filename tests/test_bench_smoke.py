@@ -58,6 +58,30 @@ def _run_bench(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
+@pytest.mark.parametrize("wakeup", ["fd", "thread"])
+def test_aio_wakeup_reaches_the_layer(prefix: str, wakeup: str) -> None:
+    from bench.cli import build_parser, settings_from_args
+    from bench.drivers import LayerSpec, make_driver
+
+    settings = settings_from_args(build_parser().parse_args(["--aio-wakeup", wakeup]))
+    assert settings.aio_wakeup == wakeup
+    driver = make_driver(LayerSpec(layer="ipc_aio", prefix=prefix, segment_size=8 << 20, aio_wakeup=wakeup))
+    try:
+        assert driver.layer.wakeup == wakeup  # type: ignore[union-attr]
+    finally:
+        driver.close()
+
+
+def test_aio_wakeup_default_is_the_layers_own(prefix: str) -> None:
+    from bench.drivers import LayerSpec, make_driver
+
+    driver = make_driver(LayerSpec(layer="ipc_aio", prefix=prefix, segment_size=8 << 20))
+    try:
+        assert driver.layer.wakeup == "fd"  # type: ignore[union-attr]
+    finally:
+        driver.close()
+
+
 def _records(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
@@ -111,12 +135,16 @@ def test_bench_quick_writes_table_json_and_plots(tmp_path: Path) -> None:
 
 
 def test_bench_quick_per_call_aio_driving(tmp_path: Path) -> None:
-    """The old driving, kept for comparison: ``run_until_complete`` per operation."""
+    """The old driving, kept for comparison: ``run_until_complete`` per operation; and the
+    other wake-up mode of ipc_aio (``--aio-wakeup thread``), which the report states."""
     out = tmp_path / "bench-results"
     result = _run_bench(
-        out, "--layers", "ipc_aio", "--only", "pingpong,mpmc,group", "--aio-driving", "per-call", "--no-plots"
+        out, "--layers", "ipc_aio", "--only", "pingpong,mpmc,group", "--aio-driving", "per-call", "--no-plots",
+        "--aio-wakeup", "thread",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     _check_aio_driving(out, "per-call", "per-call driving (`--aio-driving per-call`)")
+    assert _records(out)[1]["aio_wakeup"] == "thread"
+    assert "ipc_aio wake-up: thread (`--aio-wakeup thread`)." in (out / "results.md").read_text()
     scenarios = {r["scenario"] for r in _records(out) if r["type"] == "result"}
     assert scenarios == {"pingpong", "mpmc", "group"}
