@@ -52,7 +52,7 @@ def test_wire_format_process_channel(layer: IPCChannelLayer) -> None:
 def test_a_payload_that_would_read_as_a_frame_is_refused(layer: IPCChannelLayer) -> None:
     """Unframed records rely on msgpack maps starting at >= 0x80: a serializer that breaks it is
     refused at send, naming the channel, instead of being misrouted at receive."""
-    layer._encode = lambda message, channel: msgpack.packb(5)  # type: ignore[method-assign]
+    layer._encode = lambda message, channel: msgpack.packb(5)
     with pytest.raises(TypeError, match=r"channel 'wire.bad'.*starting with 0x05, not a msgpack map"):
         layer.send("wire.bad", {"k": 1})
     assert layer.segment.receive((b"wire.bad",)) is None

@@ -63,7 +63,7 @@ def test_expiry_is_a_deadline_set_when_taken_off_shared_memory_and_swept() -> No
 
 def test_many_channel_takes_do_not_grow_the_queue_order() -> None:
     store = LocalStore()
-    for round_ in range(50):
+    for _ in range(50):
         store.put_many("p", "q!", [(f"q!{i}", {"n": i}) for i in range(100)], FAR, 0)
         for i in range(99):
             assert store.take("p", "q!", f"q!{i}") == {"n": i}

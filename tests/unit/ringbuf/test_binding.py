@@ -16,7 +16,6 @@ import time
 import pytest
 
 import _ringbuf
-from _ringbuf._native import ffi
 from _ringbuf import (
     BadName,
     LayoutMismatch,
@@ -29,6 +28,7 @@ from _ringbuf import (
     SegmentNotFound,
     TableFull,
 )
+from _ringbuf._native import ffi
 
 CELL = 256
 FIRST_PAYLOAD = CELL - 8 - 24  # rb_cell header, then rb_rec header in a record's first cell
