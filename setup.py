@@ -20,7 +20,8 @@ setup(
     cffi_modules=["_ringbuf/build_ffi.py:ffibuilder"],
     # twisted + autobahn: the protocol server (server/): Twisted's HTTP and
     # endpoints and autobahn's WebSocket rather than our own parsers.
-    install_requires=["cffi>=1.15", "msgpack>=1.0", "twisted>=23.8", "autobahn>=23.1"],
+    # twisted's tls + http2 extras: HTTP/2 by ALPN on ssl: endpoints, as Daphne offers.
+    install_requires=["cffi>=1.15", "msgpack>=1.0", "twisted[tls,http2]>=23.8", "autobahn>=23.1"],
     extras_require={
         "tests": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "redis>=5", "hiredis>=2",
                   "channels>=4", "channels_redis>=4", "daphne>=4", "matplotlib>=3.6", "msgpack>=1.0",

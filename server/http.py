@@ -34,6 +34,11 @@ Back-pressure and errors, as the spec says: ``http.request`` full -> 503
 sent to the layer); a bad reply -> 500 if the head was not written yet,
 else the connection is closed.
 
+HTTP/2 (TLS with ALPN ``h2``) goes through Twisted's own ``H2Connection``:
+the factory wraps each channel in Twisted's protocol switcher, each stream
+makes a :class:`LayerRequest`, and pausing a body means pausing that
+stream (HTTP/2 flow control) rather than the connection.
+
 A request with ``Upgrade: websocket`` is handed, with its transport, to the
 autobahn factory (:mod:`server.websocket`), which replays the handshake.
 """
@@ -107,7 +112,10 @@ class LayerRequest(http.Request):
     def __init__(self, channel: LayerHTTPChannel, *args: Any, **kwargs: Any) -> None:
         super().__init__(channel, *args, **kwargs)
         self.responseHeaders = _BytesNamedHeaders()
-        self.context: ServerContext = channel.context
+        # HTTP/1.1: our channel carries the context; HTTP/2: the stream's
+        # factory is ours (H2Connection passes it down).
+        context = getattr(channel, "context", None) or channel.factory.context
+        self.context: ServerContext = context
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.state = "HEAD"
         self.head: tuple[bytes, bytes, bytes] | None = None
@@ -138,6 +146,12 @@ class LayerRequest(http.Request):
         # The body never goes to Twisted's temporary file: handleContentChunk
         # passes it on. requestReceived still expects a file to rewind.
         self.content = BytesIO()
+        if self.head is None and not isinstance(self.channel, LayerHTTPChannel):
+            # HTTP/2: the stream parsed :method and :path (pseudo-headers come
+            # first) before the regular headers that lead here.
+            command, path = getattr(self.channel, "command", None), getattr(self.channel, "path", None)
+            if command is not None and path is not None:
+                self.head = (command, path, b"HTTP/2")
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.state == "DONE" or self.websocket:
@@ -248,6 +262,12 @@ class LayerRequest(http.Request):
             # HEAD -> WAITING
             self.state = "WAITING"
 
+    def _reading(self) -> Any:
+        """What to pause to stop reading this request's body: the TCP
+        transport (HTTP/1.1) or the stream itself (HTTP/2 flow control, so
+        the connection's other streams go on)."""
+        return self.channel.transport if isinstance(self.channel, LayerHTTPChannel) else self.channel
+
     def _start_timeout(self) -> None:
         """``http_timeout`` runs from the end of the upload: an application
         cannot be expected to answer a request it has not fully received, so
@@ -265,7 +285,7 @@ class LayerRequest(http.Request):
             except layer.ChannelFull:
                 if not self.paused and not self.body_complete:
                     self.paused = True
-                    self.channel.transport.pauseProducing()
+                    self._reading().pauseProducing()
                 self.retry_call = self.context.reactor.callLater(self.retry_delay, self._flush_body)
                 self.retry_delay = min(self.retry_delay * 2, _BODY_RETRY_MAX)
                 return
@@ -273,7 +293,7 @@ class LayerRequest(http.Request):
             self.retry_delay = _BODY_RETRY_MIN
         if self.paused and not self.body_complete:
             self.paused = False
-            self.channel.transport.resumeProducing()
+            self._reading().resumeProducing()
 
     # -- replies --------------------------------------------------------------
 
@@ -288,7 +308,7 @@ class LayerRequest(http.Request):
                 self._fail(500, b"Application sent a bad response")
             else:
                 self._done()
-                self.channel.transport.loseConnection()
+                self.channel.loseConnection()
             return
         if isinstance(part, BodyChunk):
             self._write(part.content)
@@ -345,7 +365,7 @@ class LayerRequest(http.Request):
         logger.warning("no response within %s s for %s: 503", self.context.config.http_timeout, self.message_path)
         if self.startedWriting:
             self._done()
-            self.channel.transport.loseConnection()
+            self.channel.loseConnection()
         else:
             self._fail(503, b"Worker server failed to respond within time limit")
 
@@ -362,7 +382,7 @@ class LayerRequest(http.Request):
         self.timeout_call = self.retry_call = None
         if self.paused:
             self.paused = False
-            self.channel.transport.resumeProducing()
+            self._reading().resumeProducing()
 
     def connectionLost(self, reason: Any) -> None:
         if self.state not in ("DONE", "HEAD") and self.reply_channel is not None:
@@ -440,15 +460,19 @@ class LayerHTTPFactory(http.HTTPFactory):
         super().__init__(reactor=context.reactor, **kwargs)
         self.context = context
 
-    def buildProtocol(self, addr: Any) -> LayerHTTPChannel:
+    def buildProtocol(self, addr: Any) -> Any:
         channel = LayerHTTPChannel()
-        channel.factory = self
         channel.context = self.context
-        channel.requestFactory = LayerRequest
+        # Twisted's wrapper switches to its HTTP/2 connection when TLS
+        # negotiates h2 (ALPN), handing it the factory and request factory
+        # set here; over plain TCP it is HTTP/1.1 throughout.
+        protocol = http._GenericHTTPChannelProtocol(channel)
+        protocol.factory = self
+        protocol.requestFactory = LayerRequest
         # As HTTPFactory does: idle-connection timeouts on our reactor.
-        channel.callLater = self.reactor.callLater
-        channel.timeOut = self.timeOut
-        return channel
+        protocol.callLater = self.reactor.callLater
+        protocol.timeOut = self.timeOut
+        return protocol
 
     # Twisted's factory logs every request to its own log and refreshes a
     # date string with a 1 s timer loop; the access log (server.access)
@@ -463,4 +487,6 @@ class LayerHTTPFactory(http.HTTPFactory):
         pass
 
     def acceptableProtocols(self) -> list[bytes]:
-        return [b"http/1.1"]
+        """ALPN: HTTP/2 first when Twisted has it (the ``http2`` extra), then HTTP/1.1.
+        WebSockets cannot be negotiated by ALPN: they upgrade an HTTP/1.1 request."""
+        return [b"h2", b"http/1.1"] if http.H2_ENABLED else [b"http/1.1"]

@@ -289,3 +289,57 @@ def test_idle_server_with_100_websockets_uses_no_cpu(live: Live, report_line: Ca
         share = 100 * used / wall
         report_line(f"idle server, 100 WebSockets: {used:.3f} s CPU in {wall:.1f} s ({share:.2f}% of a core)")
         assert used / wall < 0.01, f"idle server used {used:.3f} s of CPU in {wall:.1f} s"
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A throw-away certificate for 127.0.0.1 (cryptography comes with Twisted's tls extra)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    import ipaddress
+
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    key_path, cert_path = tmp / "key.pem", tmp / "cert.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def test_http2_over_tls(live: Live, prefix: str, tmp_path: Path) -> None:
+    """ALPN picks h2; requests, a streamed upload and a streamed response work over one connection."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("h2")
+    key, cert = _self_signed(tmp_path)
+    tls = _spawn(["-m", "server", "--prefix", prefix, "-e",
+                  f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"])
+    log, out = _Lines(tls.stderr), _Lines(tls.stdout)  # type: ignore[arg-type]
+    try:
+        port = int(log.wait_for(r"Listening on 127\.0\.0\.1:(\d+)").group(1))
+        import ssl
+
+        with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=str(cert)), timeout=30) as client:
+            response = client.get(f"https://127.0.0.1:{port}/echo?q=2")
+            assert response.http_version == "HTTP/2"
+            assert response.status_code == 200 and response.headers["x-query"] == "q=2"
+            body = os.urandom(300_000)  # past the inline limit: the body channel, over HTTP/2
+            response = client.post(f"https://127.0.0.1:{port}/echo", content=body)
+            assert response.http_version == "HTTP/2" and response.content == body
+            assert client.get(f"https://127.0.0.1:{port}/stream").content == b"one,two,three"
+    finally:
+        tls.send_signal(signal.SIGTERM)
+        tls.wait(timeout=15)
+        log.close()
+        out.close()
