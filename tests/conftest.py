@@ -1,11 +1,13 @@
 """Shared fixtures of the whole test suite.
 
-Only the standard library, pytest and ``_ringbuf`` are imported here (lazily,
-inside fixtures), so that any sub-tree of ``tests/`` runs even while another
-part of the project (``ipc_layer``, ``server``, ``worker``) is unfinished.
+Only the standard library, pytest, ``tests.support`` (prefixes and cleanup)
+and ``_ringbuf`` (lazily, inside fixtures) are imported here, so that any
+sub-tree of ``tests/`` runs even while another part of the project
+(``ipc_layer``, ``server``, ``worker``) is unfinished.
 
-- ``prefix``: a segment prefix unique to one test (``t<pid>_<n>_<hex>``);
-  every ``/dev/shm/rbuf.<prefix>*`` file is removed afterwards, pass or fail.
+- ``prefix``: a segment prefix unique to one test (``tests.support.unique_prefix``:
+  ``t<pid>_<n>_<hex>``); every ``/dev/shm/rbuf.<prefix>*`` file is removed
+  afterwards, pass or fail (``tests.support.remove_segment``).
 - ``segment``: an 8 MiB :class:`_ringbuf.Segment` on that prefix, closed at
   teardown.
 - ``--kills N``: how many SIGKILLs the kill-loop test deals (bounded default
@@ -18,18 +20,16 @@ part of the project (``ipc_layer``, ``server``, ``worker``) is unfinished.
 from __future__ import annotations
 
 import glob
-import itertools
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterator
 
 import pytest
 
-SHM_DIR = "/dev/shm"
+from tests.support import PREFIX_PATTERN, SHM_DIR, remove_segment, unique_prefix
+
 DEFAULT_KILLS = 30
 
-_counter = itertools.count(1)
 _SESSION_PID = os.getpid()
 _REPORT_KEY = pytest.StashKey[list]()
 
@@ -57,33 +57,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(180 + kills))
 
 
-def _segment_files(prefix: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(SHM_DIR, f"rbuf.{glob.escape(prefix)}*")))
-
-
-def _remove_segments(prefix: str) -> None:
-    """Unlink the prefix's segment through the core, then any file it left (temps too)."""
-    try:
-        import _ringbuf
-
-        _ringbuf.unlink(prefix, force=True)
-    except Exception:  # SegmentNotFound (already gone), core not built, a mangled file: the glob cleans
-        pass
-    for path in _segment_files(prefix):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-
-
 @pytest.fixture
 def prefix() -> Iterator[str]:
-    """A segment prefix no other test (or concurrent test run) uses."""
-    name = f"t{os.getpid()}_{next(_counter)}_{secrets.token_hex(3)}"
+    """A segment prefix no other test (or concurrent test run) uses, removed afterwards."""
+    name = unique_prefix()
     try:
         yield name
     finally:
-        _remove_segments(name)
+        remove_segment(name)
 
 
 @pytest.fixture
@@ -126,7 +107,7 @@ def report_line(request: pytest.FixtureRequest) -> Callable[[str], None]:
 
 # -- leftover check ---------------------------------------------------------------
 
-_OURS = re.compile(r"^rbuf\.t(\d+)_\d+_[0-9a-f]{6}")
+_OURS = re.compile(r"^rbuf\." + PREFIX_PATTERN.pattern)
 
 
 def _leftovers() -> tuple[list[str], list[str]]:

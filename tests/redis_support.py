@@ -11,27 +11,23 @@
   start): :class:`unittest.SkipTest` with the reason, which pytest reports as
   a skip.
 
-Every test gets its own prefix (:func:`unique_prefix`) and removes its keys
-(:func:`remove_keys`), so tests never see each other's data even on a shared
-server.
+Every test gets its own key prefix and removes its keys
+(``tests.support.unique_key_prefix`` / ``remove_keys``), so tests never see
+each other's data even on a shared server.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import secrets
 import unittest
-from typing import Any
 
-__all__ = ["ENV_VAR", "count_keys", "redis_url", "remove_keys", "unique_prefix"]
+__all__ = ["ENV_VAR", "redis_url"]
 
 ENV_VAR = "IPC_TEST_REDIS_URL"
 
 _url: str | None = None
 _skip_reason: str | None = None
 _server: object | None = None
-_counter = itertools.count(1)
 
 
 def _ping(url: str) -> None:
@@ -75,33 +71,3 @@ def redis_url() -> str:
     _server = server  # kept alive; RedisServer.start registered its atexit stop
     _url = server.url
     return _url
-
-
-def unique_prefix() -> str:
-    """A key prefix no other test (or concurrent test run) uses."""
-    return f"t{os.getpid()}_{next(_counter)}_{secrets.token_hex(3)}:"
-
-
-def _client(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=10)
-
-
-def count_keys(url: str, prefix: str) -> int:
-    client = _client(url)
-    try:
-        return sum(1 for _ in client.scan_iter(match=prefix + "*", count=1000))
-    finally:
-        client.close()
-
-
-def remove_keys(url: str, prefix: str) -> None:
-    """Delete every key under ``prefix`` (test prefixes hold no glob characters)."""
-    client = _client(url)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        for first in range(0, len(keys), 500):
-            client.unlink(*keys[first : first + 500])
-    finally:
-        client.close()

@@ -27,7 +27,7 @@ import ipc_layer
 from ipc_layer import aio
 from ipc_layer.aio import IPCChannelLayer
 from ipc_layer.local_store import STORE
-from tests.ipc_support import TEST_SEGMENT_SIZE, make_layer
+from tests.support import TEST_SEGMENT_SIZE, make_layer
 
 pytestmark = pytest.mark.timeout(60)
 

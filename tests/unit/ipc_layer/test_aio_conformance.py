@@ -17,7 +17,7 @@ channels_layers = pytest.importorskip("channels.layers", reason="channels 4 is n
 
 from ipc_layer import exceptions
 from ipc_layer.testing.aio_conformance import AsyncConformanceTestCase
-from tests.ipc_support import TEST_SEGMENT_SIZE, remove_segment, unique_prefix
+from tests.support import TEST_SEGMENT_SIZE, remove_segment, unique_prefix
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ipc_layer import BaseChannelLayer
 from ipc_layer.testing import ConformanceTestCase
-from tests.ipc_support import make_layer, remove_segment, unique_prefix
+from tests.support import make_layer, remove_segment, unique_prefix
 
 
 class TestIPCConformance(ConformanceTestCase):

@@ -18,7 +18,8 @@ import pytest
 from ipc_layer.base import BaseChannelLayer
 from ipc_layer.redis_layer import RedisChannelLayer
 from ipc_layer.testing import DEFAULT_LAYER_CONFIG, ConformanceTestCase
-from tests.redis_support import count_keys, redis_url, remove_keys, unique_prefix
+from tests.redis_support import redis_url
+from tests.support import count_keys, remove_keys, unique_key_prefix
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 
@@ -33,7 +34,7 @@ class TestRedisConformance(ConformanceTestCase):
         cls.url = redis_url()  # raises SkipTest with the reason when there is no Redis
 
     def make_layer(self, **config: Any) -> RedisChannelLayer:
-        prefix = unique_prefix()
+        prefix = unique_key_prefix()
         # Registered first, so it runs last: whatever a failing test left behind goes.
         self.addCleanup(remove_keys, self.url, prefix)
         return RedisChannelLayer(self.url, prefix=prefix, **config)

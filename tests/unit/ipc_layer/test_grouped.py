@@ -17,7 +17,7 @@ import pytest
 
 from ipc_layer import IPCChannelLayer
 from ipc_layer.grouped import split
-from tests.ipc_support import TEST_SEGMENT_SIZE
+from tests.support import TEST_SEGMENT_SIZE
 
 pytestmark = pytest.mark.timeout(60)
 

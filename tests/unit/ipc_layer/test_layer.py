@@ -17,7 +17,7 @@ import pytest
 
 import _ringbuf
 from ipc_layer import ChannelFull, IPCChannelLayer, LayoutMismatch, MessageTooLarge
-from tests.ipc_support import make_layer, remove_segment, unique_prefix
+from tests.support import make_layer, remove_segment, unique_prefix
 
 
 @pytest.fixture
@@ -386,7 +386,7 @@ def test_receive_over_many_channels(layer: IPCChannelLayer, n: int, block: bool)
     """No bound on the receive list: past 64 queues the core sleeps on a bell
     word of its own that a send to any of them rings (a blocking receive that
     finds the message queued returns it at once; the woken case is in
-    tests/integration/test_many_channels.py)."""
+    tests/integration/ipc_layer/test_many_channels.py)."""
     channels = [f"many.{i}" for i in range(n)] + ["many.proc!"]
     assert layer.receive(channels) == (None, None)
     layer.send(channels[n - 1], {"n": n})

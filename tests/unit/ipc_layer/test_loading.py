@@ -18,7 +18,7 @@ import pytest
 
 from ipc_layer import InMemoryChannelLayer, IPCChannelLayer
 from ipc_layer.loading import InvalidLayerError, import_backend, layer_from_settings, load_layer
-from tests.ipc_support import TEST_SEGMENT_SIZE
+from tests.support import TEST_SEGMENT_SIZE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -121,10 +121,11 @@ def test_same_code_switches_backend_by_settings_shared_memory(prefix: str) -> No
 
 @pytest.mark.redis
 def test_same_code_switches_backend_by_settings_redis() -> None:
-    from tests.redis_support import redis_url, remove_keys, unique_prefix
+    from tests.redis_support import redis_url
+    from tests.support import remove_keys, unique_key_prefix
 
     url = redis_url()  # SkipTest with the reason when no Redis can be had
-    key_prefix = unique_prefix()
+    key_prefix = unique_key_prefix()
     settings = {
         "BACKEND": "ipc_layer.redis_layer.RedisChannelLayer",
         "CONFIG": {"hosts": [url], "prefix": key_prefix, "blocking_timeout": 20},

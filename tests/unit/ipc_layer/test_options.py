@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
 import inspect
 import os
 import re
@@ -27,7 +26,7 @@ import _ringbuf
 from ipc_layer import InMemoryChannelLayer, IPCChannelLayer, loading, options
 from ipc_layer import layer as layer_module
 from ipc_layer.base import BaseChannelLayer
-from tests.ipc_support import TEST_SEGMENT_SIZE, remove_segment, unique_prefix
+from tests.support import TEST_SEGMENT_SIZE, remove_segment, segment_files, unique_prefix
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,10 +34,6 @@ README = os.path.join(os.path.dirname(__file__), "..", "..", "..", "README.rst")
 
 
 # -- the layers, one factory per kind ----------------------------------------------------
-
-
-def _segment_files(prefix: str) -> list[str]:
-    return glob.glob(f"/dev/shm/rbuf.{glob.escape(prefix)}*")
 
 
 class Maker:
@@ -85,7 +80,7 @@ class IPCMaker(Maker):
         return layer
 
     def left_nothing(self) -> bool:
-        return not any(_segment_files(prefix) for prefix in self.prefixes)
+        return not any(segment_files(prefix) for prefix in self.prefixes)
 
     def close(self) -> None:
         try:
@@ -144,7 +139,7 @@ class RedisMaker(Maker):
 
     def make(self, **config: Any) -> Any:
         from ipc_layer.redis_layer import RedisChannelLayer
-        from tests.redis_support import unique_prefix as redis_prefix
+        from tests.support import unique_key_prefix as redis_prefix
 
         prefix = redis_prefix()
         self.prefixes.append(prefix)
@@ -167,7 +162,8 @@ class RedisMaker(Maker):
         for made in self.made:
             made.close()
         if any(made._server_checked for made in self.made):
-            from tests.redis_support import redis_url, remove_keys
+            from tests.redis_support import redis_url
+            from tests.support import remove_keys
 
             for prefix in self.prefixes:
                 remove_keys(redis_url(), prefix)
@@ -356,7 +352,7 @@ def test_the_issues_values_no_longer_construct_and_then_fail_every_send(prefix: 
         (name,) = config
         with pytest.raises(ValueError, match=f"^{name} must be"):
             IPCChannelLayer(prefix=prefix, **config)
-        assert not _segment_files(prefix)
+        assert not segment_files(prefix)
 
 
 def test_mode_refuses_special_bits_and_creates_the_segment_with_the_mode_given(prefix: str) -> None:

@@ -16,7 +16,8 @@ import redis
 
 from ipc_layer import ChannelFull
 from ipc_layer.redis_layer import RedisChannelLayer
-from tests.redis_support import count_keys, redis_url, remove_keys, unique_prefix
+from tests.redis_support import redis_url
+from tests.support import count_keys, remove_keys, unique_key_prefix
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(60)]
 
@@ -44,7 +45,7 @@ def make(url: str) -> Iterator[Any]:
     made: list[RedisChannelLayer] = []
 
     def factory(**config: Any) -> RedisChannelLayer:
-        config.setdefault("prefix", unique_prefix())
+        config.setdefault("prefix", unique_key_prefix())
         layer = RedisChannelLayer(url, **config)
         made.append(layer)
         return layer
@@ -72,7 +73,7 @@ def test_url_or_hosts_shapes(url: str) -> None:
         {"hosts": [{"address": url}]},
         {"hosts": [{"host": "127.0.0.1", "port": port}]},
     ):
-        layer = RedisChannelLayer(prefix=unique_prefix(), **config)
+        layer = RedisChannelLayer(prefix=unique_key_prefix(), **config)
         try:
             layer.send("cfg.x", {"ok": True})
             assert layer.receive(["cfg.x"]) == ("cfg.x", {"ok": True})
@@ -168,7 +169,7 @@ def test_queue_key_vanishes_with_its_messages(make: Any, client: redis.Redis) ->
 
 
 def test_ttl_is_only_extended(make: Any, client: redis.Redis) -> None:
-    prefix = unique_prefix()
+    prefix = unique_key_prefix()
     long = make(prefix=prefix, expiry=30)
     short = make(prefix=prefix, expiry=0.5)
     long.send("te.q", {"n": "long"})
@@ -317,7 +318,7 @@ def test_many_expired_group_members_are_pruned(make: Any, client: redis.Redis) -
 
 
 def test_flush_touches_only_its_prefix(make: Any, client: redis.Redis, url: str) -> None:
-    base = unique_prefix().rstrip(":")
+    base = unique_key_prefix().rstrip(":")
     mine = make(prefix=base)
     neighbour = make(prefix=base + "2")  # "<base>2:" must survive a flush of "<base>:"
     other_key = f"{base}-unrelated"
@@ -336,7 +337,7 @@ def test_flush_touches_only_its_prefix(make: Any, client: redis.Redis, url: str)
 
 
 def test_glob_characters_in_prefix_are_escaped(make: Any, client: redis.Redis) -> None:
-    base = unique_prefix().rstrip(":")
+    base = unique_key_prefix().rstrip(":")
     starred = make(prefix=base + "*")
     plain = make(prefix=base + "x")
     starred.send("gl.q", {"n": 1})
@@ -346,7 +347,7 @@ def test_glob_characters_in_prefix_are_escaped(make: Any, client: redis.Redis) -
 
 
 def test_statistics_shared_between_instances(make: Any) -> None:
-    prefix = unique_prefix()
+    prefix = unique_key_prefix()
     first, second = make(prefix=prefix), make(prefix=prefix)
     first.send("st.q", {})
     second.send("st.q", {})

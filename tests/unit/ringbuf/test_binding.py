@@ -29,14 +29,11 @@ from _ringbuf import (
     TableFull,
 )
 from _ringbuf._native import ffi
+from tests.support import segment_path
 
 CELL = 256
 FIRST_PAYLOAD = CELL - 8 - 24  # rb_cell header, then rb_rec header in a record's first cell
 NEXT_PAYLOAD = CELL - 8
-
-
-def seg_path(prefix: str) -> str:
-    return f"/dev/shm/rbuf.{prefix}"
 
 
 def small(prefix: str, **options: int) -> Segment:
@@ -184,11 +181,11 @@ def test_segment_not_found(prefix: str) -> None:
     for fn in (_ringbuf.stat, _ringbuf.attached, _ringbuf.unlink):
         with pytest.raises(SegmentNotFound, match=prefix):
             fn(prefix)
-    assert not os.path.exists(seg_path(prefix))
+    assert not os.path.exists(segment_path(prefix))
 
 
 def _overwrite(prefix: str, offset: int, data: bytes) -> None:
-    with open(seg_path(prefix), "r+b") as f:
+    with open(segment_path(prefix), "r+b") as f:
         f.seek(offset)
         f.write(data)
 
@@ -240,7 +237,7 @@ def test_layout_mismatch_struct_sizes(prefix: str) -> None:
 
 
 def test_truncated_file_is_refused(prefix: str) -> None:
-    with open(seg_path(prefix), "wb") as f:
+    with open(segment_path(prefix), "wb") as f:
         f.write(b"short")
     with pytest.raises(LayoutMismatch, match="too small"):
         Segment(prefix)
@@ -251,17 +248,17 @@ def test_unlink_while_attached_is_busy(prefix: str) -> None:
     with pytest.raises(SegmentBusy) as info:
         _ringbuf.unlink(prefix)
     assert prefix in str(info.value)
-    assert os.path.exists(seg_path(prefix))
+    assert os.path.exists(segment_path(prefix))
     seg.close()
     _ringbuf.unlink(prefix)
-    assert not os.path.exists(seg_path(prefix))
+    assert not os.path.exists(segment_path(prefix))
 
 
 def test_unlink_force_while_attached(prefix: str) -> None:
     seg = small(prefix)
     try:
         _ringbuf.unlink(prefix, force=True)
-        assert not os.path.exists(seg_path(prefix))
+        assert not os.path.exists(segment_path(prefix))
         seg.send(b"q", b"still mapped")  # the mapping outlives the name
         assert seg.receive([b"q"]) == (0, b"still mapped")
     finally:
@@ -500,7 +497,7 @@ def test_flush_and_stats_reset(segment: Segment) -> None:
 def test_list_segments_stat_attached(prefix: str) -> None:
     seg = Segment(prefix, size=1 << 20, mode=0o640, max_record=2048, slots=64, waiters=8)
     try:
-        st = os.stat(seg_path(prefix))
+        st = os.stat(segment_path(prefix))
         assert stat_mod.S_IMODE(st.st_mode) == 0o640
         assert _ringbuf.attached(prefix) is True
         seg.send(b"q", b"x")
@@ -513,7 +510,7 @@ def test_list_segments_stat_attached(prefix: str) -> None:
         rows = [r for r in _ringbuf.list_segments() if r["prefix"] == prefix]
         assert len(rows) == 1
         row = rows[0]
-        assert row["path"] == seg_path(prefix) and row["mode"] == 0o640
+        assert row["path"] == segment_path(prefix) and row["mode"] == 0o640
         assert row["attached"] is True and row["file_size"] == 1 << 20 and "error" not in row
         # Another attach sees the existing segment, whatever options it passes.
         other = Segment(prefix, size=4 << 20, create=False)
@@ -531,7 +528,7 @@ def test_default_mode_is_0600(prefix: str) -> None:
         small(prefix).close()
     finally:
         os.umask(old)
-    assert stat_mod.S_IMODE(os.stat(seg_path(prefix)).st_mode) == 0o600
+    assert stat_mod.S_IMODE(os.stat(segment_path(prefix)).st_mode) == 0o600
 
 
 def test_now_ns_is_monotonic_clock() -> None:

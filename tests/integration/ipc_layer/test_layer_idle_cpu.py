@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.ipc_support import make_layer
+from tests.support import make_layer
 
 pytestmark = pytest.mark.integration
 

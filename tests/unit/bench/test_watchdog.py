@@ -15,7 +15,7 @@ pytest.importorskip("channels", reason="channels 4 is not installed")
 
 from bench import drivers
 from ipc_layer.aio import IPCChannelLayer
-from tests.ipc_support import TEST_SEGMENT_SIZE
+from tests.support import TEST_SEGMENT_SIZE
 
 pytestmark = pytest.mark.timeout(60)
 

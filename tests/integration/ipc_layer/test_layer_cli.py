@@ -16,11 +16,11 @@ from collections.abc import Iterator
 import pytest
 
 from ipc_layer import IPCChannelLayer
-from tests.ipc_support import make_layer, remove_segment, unique_prefix
+from tests.support import make_layer, remove_segment, unique_prefix
 
 pytestmark = pytest.mark.integration
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -2,10 +2,10 @@
 
 Meant for a virtualenv holding asgiref 1.1.2 (which conflicts with the
 asgiref 3 Django needs), with this repository on ``PYTHONPATH``;
-``tests/integration/test_asgiref_conformance.py`` builds that virtualenv
+``test_asgiref_conformance.py`` (beside this file) builds that virtualenv
 and runs this script. Usage::
 
-    python tests/asgiref_conformance_runner.py PREFIX
+    python tests/integration/ipc_layer/asgiref_conformance_runner.py PREFIX
 
 The configuration is the one asgi_ipc and asgi_redis tested with:
 ``expiry=1, group_expiry=2, capacity=5``. Exit status 0 when every test

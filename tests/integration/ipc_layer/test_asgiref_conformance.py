@@ -5,7 +5,7 @@ and asgi_redis shipped against) conflicts with the asgiref 3 that Django
 needs, so this test makes a clean virtualenv in a temporary directory,
 installs ``asgiref==1.1.2`` (fetched from the package index now, never
 vendored), msgpack and the cffi this checkout's extension was built with,
-and runs ``tests/asgiref_conformance_runner.py`` there with the repository
+and runs ``asgiref_conformance_runner.py`` (beside this file) there with the repository
 on ``PYTHONPATH`` (the built ``_ringbuf`` extension included).
 
 Skipped, with the reason, only when the package index cannot be reached.
@@ -20,12 +20,12 @@ import sys
 
 import pytest
 
-from tests.ipc_support import remove_segment, unique_prefix
+from tests.support import remove_segment, unique_prefix
 
 pytestmark = pytest.mark.integration
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-RUNNER = ROOT / "tests" / "asgiref_conformance_runner.py"
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+RUNNER = pathlib.Path(__file__).with_name("asgiref_conformance_runner.py")
 TESTS_IN_SUITE = 18
 
 # What pip prints when it cannot reach the index (or the index lacks the release).

@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 
 from ipc_layer import ChannelFull, IPCChannelLayer
-from tests.ipc_support import make_layer
+from tests.support import make_layer
 
 pytestmark = [pytest.mark.integration, pytest.mark.killloop]
 

@@ -32,7 +32,8 @@ import pytest
 
 from ipc_layer import ChannelFull
 from ipc_layer.redis_layer import RedisChannelLayer
-from tests.redis_support import redis_url, remove_keys, unique_prefix
+from tests.redis_support import redis_url
+from tests.support import remove_keys, unique_key_prefix
 
 pytestmark = [pytest.mark.redis, pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -50,7 +51,7 @@ def url() -> str:
 
 @pytest.fixture
 def prefix(url: str) -> Iterator[str]:
-    name = unique_prefix()
+    name = unique_key_prefix()
     yield name
     remove_keys(url, name)
 

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from ipc_layer import IPCChannelLayer
-from tests.ipc_support import make_layer
+from tests.support import make_layer
 
 pytestmark = pytest.mark.integration
 
