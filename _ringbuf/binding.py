@@ -130,7 +130,7 @@ class _Interrupted(RingBufError):
     """A signal arrived during a wait; internal, the binding retries."""
 
 
-_ERRORS: dict[int, type[RingBufError] | type[OSError] | type[TypeError]] = {
+_ERRORS: dict[int, type[Exception]] = {
     lib.RB_E_FULL: QueueFull,
     lib.RB_E_NOMEM: OutOfMemory,
     lib.RB_E_NOSLOT: TableFull,
@@ -254,7 +254,7 @@ class Segment:
         self.max_record: int = info["max_record"]
         self.size: int = info["size"]
         self._local = threading.local()
-        self._blobs: dict[tuple[bytes, ...], bytes] = {}
+        self._blobs: dict[tuple[bytes, ...], tuple[bytes, int]] = {}
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
 
     # -- lifecycle ----------------------------------------------------------
@@ -381,7 +381,7 @@ class Segment:
         """
         # The hot path: every attribute lookup here costs throughput.
         try:
-            blob, count = self._blobs[names]
+            blob, count = self._blobs[names]  # type: ignore[index]  # a list raises TypeError: _blob
         except (KeyError, TypeError):
             blob, count = self._blob(names)
         try:
@@ -461,7 +461,7 @@ class Segment:
         if not isinstance(max_records, int) or not 1 <= max_records <= BATCH_MAX:
             raise ValueError(f"max_records must be an int in 1..{BATCH_MAX}, got {max_records!r}")
         try:
-            blob, count = self._blobs[names]
+            blob, count = self._blobs[names]  # type: ignore[index]  # a list raises TypeError: _blob
         except (KeyError, TypeError):
             blob, count = self._blob(names)
         local = self._local
