@@ -31,7 +31,8 @@ setup(
                   "ruff>=0.17.6,<0.18", "mypy>=2.4,<2.5"],
         "redis": ["redis>=5", "hiredis>=2"],
         "channels4": ["channels>=4", "asgiref>=3.6"],
-        "bench": ["redis>=5", "hiredis>=2", "channels>=4", "channels_redis>=4", "matplotlib>=3.6"],
+        "bench": ["redis>=5", "hiredis>=2", "channels>=4", "channels_redis>=4", "matplotlib>=3.6",
+                  "daphne>=4", "uvicorn>=0.30", "websockets>=12"],
     },
     entry_points={
         "console_scripts": [

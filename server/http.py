@@ -239,6 +239,11 @@ class LayerRequest(http.Request):
             logger.info("400 for %s: %s", address(self.getClientAddress()), exc)
             self._fail(exc.status, str(exc).encode("utf-8", "replace")[:200])
             return
+        # HEAD -> STREAMING or HEAD -> WAITING, and live, BEFORE the send: a
+        # layer may deliver the reply while send() runs (an in-process one),
+        # and that reply must find the request in its final state.
+        self.state = "STREAMING" if streaming else "WAITING"
+        context.live.add(self)
         try:
             layer.send("http.request", message)
         except layer.ChannelFull:
@@ -249,18 +254,14 @@ class LayerRequest(http.Request):
             logger.warning("request too large for the layer: 413 for %s: %s", message["path"], exc)
             self._fail(413, b"Request head too large")
             return
-        context.live.add(self)
-        if not streaming:
-            self._start_timeout()
+        if self.state == "DONE":  # answered during the send
+            return
         if streaming:
-            # HEAD -> STREAMING
-            self.state = "STREAMING"
             if rest:
                 self.body_queue.extend(body_chunks(rest, config.body_chunk_size, more_after=True))
             self._flush_body()
         else:
-            # HEAD -> WAITING
-            self.state = "WAITING"
+            self._start_timeout()
 
     def _reading(self) -> Any:
         """What to pause to stop reading this request's body: the TCP
@@ -436,6 +437,19 @@ class LayerHTTPChannel(http.HTTPChannel):
     """``HTTPChannel`` that keeps raw header lines and announces a request's complete head."""
 
     context: ServerContext
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Nagle's algorithm holds a response's last small segment until the
+        # client ACKs the previous one, and clients delay their ACKs: on a
+        # keep-alive connection that adds milliseconds to every response.
+        # asyncio servers (uvicorn) turn it off too.
+        set_nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_nodelay is not None:
+            try:
+                set_nodelay(True)
+            except OSError:  # not a TCP socket after all (a UNIX socket behind a wrapper)
+                pass
 
     def headerReceived(self, line: bytes) -> bool:
         if not super().headerReceived(line):

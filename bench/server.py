@@ -1,0 +1,260 @@
+"""``python -m bench server``: the protocol server against the servers users run today, in one run.
+
+Stacks, each serving the same tiny application (:mod:`bench.server_apps`):
+
+==============  ==================================================================
+``ipc``         ``ipc-server`` + one ASGI 1 worker on the shared-memory layer
+``ipc_redis``   the same on the Redis layer (when a Redis server is available)
+``direct``      ``ipc-server``'s HTTP code with the application called in-process:
+                the ``ipc`` stack minus the layer hop (what the hop costs)
+``daphne``      Daphne 4 with the ASGI 3 form of the application
+``uvicorn``     uvicorn with the ASGI 3 form of the application
+==============  ==================================================================
+
+Measured with ``wrk`` (Debian's package) on loopback: requests per second
+with ``--connections`` connections, and p50/p99 latency with one connection
+(the round trip of one request at a time); WebSocket echo round trips
+(p50/p99) with a client written for the bench. The load generator is
+pinned to the last CPU and each stack's processes to the first, so every
+stack gets the same one core. The table gives ratios against Daphne 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parents[1]
+STACKS = ("ipc", "ipc_redis", "direct", "daphne", "uvicorn")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpus() -> tuple[set[int], set[int]]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return set(cpus), set(cpus)
+    return {cpus[0]}, {cpus[-1]}
+
+
+@dataclass
+class Stack:
+    name: str
+    port: int
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    websocket: bool = True
+
+
+def _wait_port(port: int, procs: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def _spawn(args: list[str], cpus: set[int]) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+
+
+@contextlib.contextmanager
+def _stack(name: str, cpus: set[int], redis_url: str | None) -> Iterator[Stack]:
+    port = _free_port()
+    py = sys.executable
+    prefix = f"bench_srv_{os.getpid()}"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        if name in ("ipc", "ipc_redis"):
+            config: dict[str, Any]
+            if name == "ipc":
+                layer, config = "ipc_layer.IPCChannelLayer", {"prefix": prefix}
+            else:
+                layer = "ipc_layer.redis_layer.RedisChannelLayer"
+                config = {"hosts": [redis_url], "prefix": f"{prefix}:"}
+            procs.append(_spawn([py, "-m", "bench.server_apps", "worker", "--layer", layer,
+                                 "--config", json.dumps(config)], cpus))
+            procs.append(_spawn([py, "-m", "server", "-p", str(port), "-v", "0", "--layer", layer,
+                                 "--layer-config", json.dumps(config)], cpus))
+        elif name == "direct":
+            procs.append(_spawn([py, "-m", "bench.server_apps", "direct", "--port", str(port)], cpus))
+        elif name == "daphne":
+            procs.append(_spawn([py, "-m", "daphne", "-p", str(port), "-b", "127.0.0.1", "-v", "0",
+                                 "bench.server_apps:asgi3_app"], cpus))
+        elif name == "uvicorn":
+            procs.append(_spawn([py, "-m", "uvicorn", "--port", str(port), "--host", "127.0.0.1",
+                                 "--log-level", "warning", "--no-access-log", "bench.server_apps:asgi3_app"], cpus))
+        else:
+            raise ValueError(f"unknown stack {name!r}")
+        _wait_port(port, procs)
+        yield Stack(name, port, procs, websocket=name != "direct")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+        if name == "ipc":
+            with contextlib.suppress(Exception):
+                subprocess.run([py, "-m", "ipc_layer.cli", "rm", "--prefix", prefix, "--force"], cwd=ROOT,
+                               env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=30)
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not match:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(port: int, connections: int, duration: int, cpus: set[int]) -> dict[str, float]:
+    """wrk's requests/s, p50 and p99 (seconds), errors and requests, parsed from ``--latency`` output."""
+    out = subprocess.run(
+        # wrk takes whole seconds
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, timeout=duration + 60,
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    total = re.search(r"(\d+) requests in", out)
+    if not (rps and p50 and p99 and total):
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    bad = int(errors.group(1)) if errors else 0
+    if socket_errors:
+        bad += sum(int(g) for g in socket_errors.groups())
+    return {"rps": float(rps.group(1)), "p50": _seconds(p50.group(1)), "p99": _seconds(p99.group(1)),
+            "requests": float(total.group(1)), "errors": float(bad)}
+
+
+def ws_round_trips(port: int, count: int) -> dict[str, float]:
+    """p50/p99 of ``count`` echo round trips of a 16-byte text message over one WebSocket."""
+    from websockets.sync.client import connect
+
+    samples = []
+    with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=30, compression=None) as ws:
+        for _ in range(min(50, count)):  # warm-up
+            ws.send("x" * 16)
+            ws.recv(timeout=30)
+        for _ in range(count):
+            t0 = time.perf_counter()
+            ws.send("x" * 16)
+            ws.recv(timeout=30)
+            samples.append(time.perf_counter() - t0)
+    samples.sort()
+    return {"ws_p50": statistics.median(samples), "ws_p99": samples[int(0.99 * (len(samples) - 1))]}
+
+
+def _fmt_us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f} us"
+
+
+def report(rows: list[dict[str, Any]], reference: str = "daphne") -> str:
+    ref = next((row for row in rows if row["stack"] == reference), None)
+    lines = ["| stack | req/s | vs daphne | p50 (1 conn) | p99 (1 conn) | p99 (load) | errors | WS echo p50 | WS p99 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        ratio = f"{row['rps'] / ref['rps']:.2f}x" if ref else "-"
+        ws50 = _fmt_us(row["ws_p50"]) if "ws_p50" in row else "-"
+        ws99 = _fmt_us(row["ws_p99"]) if "ws_p99" in row else "-"
+        lines.append(f"| {row['stack']} | {row['rps']:,.0f} | {ratio} | {_fmt_us(row['p50'])} | "
+                     f"{_fmt_us(row['p99'])} | {_fmt_us(row['load_p99'])} | {row['errors']:.0f} | {ws50} | {ws99} |")
+    direct = next((row for row in rows if row["stack"] == "direct"), None)
+    ipc = next((row for row in rows if row["stack"] == "ipc"), None)
+    if direct and ipc:
+        lines.append("")
+        lines.append(f"Layer hop (ipc p50 - direct p50, one connection): {_fmt_us(ipc['p50'] - direct['p50'])}.")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench server", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stacks", default=",".join(STACKS),
+                        help=f"comma-separated stacks to run (default all: {','.join(STACKS)})")
+    parser.add_argument("--duration", type=int, default=5, help="whole seconds of each wrk run (default 5)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections for req/s (default 32)")
+    parser.add_argument("--ws-round-trips", type=int, default=2000, help="WebSocket echo round trips (default 2000)")
+    parser.add_argument("--redis-url", default=os.environ.get("IPC_TEST_REDIS_URL"),
+                        help="Redis for the ipc_redis stack (default $IPC_TEST_REDIS_URL; skipped without)")
+    parser.add_argument("--quick", action="store_true", help="2 s runs, 300 round trips")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
+    unknown = [s for s in stacks if s not in STACKS]
+    if unknown:
+        print(f"python -m bench server: error: unknown stack(s) {', '.join(unknown)}; choose from "
+              f"{', '.join(STACKS)}", file=sys.stderr)
+        return 2
+    if shutil.which("wrk") is None:
+        print("python -m bench server: error: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    if args.quick:
+        args.duration, args.ws_round_trips = 2, 300
+    server_cpus, load_cpus = _cpus()
+    rows: list[dict[str, Any]] = []
+    for name in stacks:
+        if name == "ipc_redis" and not args.redis_url:
+            print("skipping ipc_redis: no --redis-url / IPC_TEST_REDIS_URL", file=sys.stderr)
+            continue
+        print(f"== {name}", file=sys.stderr)
+        with _stack(name, server_cpus, args.redis_url) as stack:
+            run_wrk(stack.port, 4, 1, load_cpus)  # warm-up
+            single = run_wrk(stack.port, 1, args.duration, load_cpus)
+            loaded = run_wrk(stack.port, args.connections, args.duration, load_cpus)
+            row: dict[str, Any] = {"stack": name, "rps": loaded["rps"], "p50": single["p50"],
+                                   "p99": single["p99"], "load_p99": loaded["p99"],
+                                   "errors": loaded["errors"] + single["errors"]}
+            if stack.websocket:
+                row.update(ws_round_trips(stack.port, args.ws_round_trips))
+            print(json.dumps(row), file=sys.stderr)
+            rows.append(row)
+    table = report(rows)
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
