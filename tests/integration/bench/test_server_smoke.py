@@ -10,7 +10,7 @@ import pytest
 
 from bench.server import report, run_wrk
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.integration
 
