@@ -24,7 +24,7 @@ pytest.importorskip("channels", reason="channels 4 is not installed")
 import channels.exceptions  # type: ignore[import-untyped]
 
 import ipc_layer
-from ipc_layer import aio
+from ipc_layer import aio, wakeup
 from ipc_layer.aio import IPCChannelLayer
 from ipc_layer.local_store import STORE
 from tests.support import TEST_SEGMENT_SIZE, make_layer
@@ -48,7 +48,7 @@ def make(prefix: str, request: pytest.FixtureRequest) -> Iterator[Any]:
 
     yield build
     for layer in built:  # as at exit: FD watches unregistered, FIFOs unlinked
-        for watch in layer._state.watches.values():
+        for watch in layer._engine.watches.values():
             with watch.cond:
                 watch.close_fd_watches()
 
@@ -58,7 +58,7 @@ def run(coro: Any) -> Any:
 
 
 def _watch(layer: IPCChannelLayer, queue: str) -> Any:
-    return layer._state.watches[queue]
+    return layer._engine.watches[queue]
 
 
 # -- sharing with the sync layer ---------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_woken_then_cancelled_receive_passes_the_wake_up_on(make: Any, prefix: s
                 # The helper thread disarms, then schedules one wake-up per
                 # loop: for the oldest waiter.
                 deadline = time.monotonic() + TIMEOUT
-                while watch.armed:
+                while watch.thread_wanted:
                     assert time.monotonic() < deadline, "the helper thread never fired"
                     time.sleep(0.001)  # noqa: ASYNC251 - blocks the loop on purpose: no wake-up may run
                 if woken_first:
@@ -300,8 +300,8 @@ def test_idle_receive_costs_no_cpu(make: Any) -> None:
 
 
 def test_helper_thread_exits_when_idle_and_restarts(make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aio, "_IDLE_EXIT", 0.1)
-    monkeypatch.setattr(aio, "_WATCH_SLICE", 0.1)
+    monkeypatch.setattr(wakeup, "IDLE_EXIT", 0.1)
+    monkeypatch.setattr(wakeup, "WATCH_SLICE", 0.1)
     layer = make(wakeup="thread")
 
     async def round_trip() -> Any:
@@ -320,7 +320,7 @@ def test_helper_thread_exits_when_idle_and_restarts(make: Any, monkeypatch: pyte
 
 
 def test_waiters_of_a_closed_loop_are_dropped(make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aio, "_WATCH_SLICE", 0.05)
+    monkeypatch.setattr(wakeup, "WATCH_SLICE", 0.05)
     layer = make(wakeup="thread")
     loop = asyncio.new_event_loop()
     task = loop.create_task(layer.receive("closed.loop"))
@@ -332,7 +332,7 @@ def test_waiters_of_a_closed_loop_are_dropped(make: Any, monkeypatch: pytest.Mon
     while watch.by_loop:
         assert time.monotonic() < deadline, "the closed loop's waiter was never dropped"
         time.sleep(0.01)
-    assert not watch.armed
+    assert not watch.thread_wanted
     # Nothing was taken: the next receive, on a live loop, gets the message.
     layer.sync_layer.send("closed.loop", {"type": "x"})
     assert run(layer.receive("closed.loop")) == {"type": "x"}
@@ -389,10 +389,10 @@ def test_fd_spin_lets_other_tasks_run_and_takes_without_sleeping(make: Any) -> N
     plain, routed_msg, _ = run(main())
     assert plain == {"type": "spun", "to": "spin.plain"}
     assert routed_msg["type"] == "spun"
-    for watch in layer._state.watches.values():
+    for watch in layer._engine.watches.values():
         # Spinning polls the loop's FD watch (lock-free) but never arms it or registers.
         assert watch.thread is None and not watch.by_loop
-        assert all(not lw.armed for lw in watch.fd_watches.values())
+        assert all(lw.state != wakeup.ARMED for lw in watch.fd_watches.values())
 
 
 def test_fd_spin_cancelled_takes_nothing_and_expired_spin_sleeps(make: Any) -> None:
@@ -445,8 +445,8 @@ def test_fd_watch_of_a_closed_loop_is_closed(make: Any, prefix: str) -> None:
 
 
 def test_fd_watch_idle_close_and_lost_poke(make: Any, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aio, "_FD_SLICE", 0.05)
-    monkeypatch.setattr(aio, "_IDLE_EXIT", 0.1)
+    monkeypatch.setattr(wakeup, "FD_SLICE", 0.05)
+    monkeypatch.setattr(wakeup, "IDLE_EXIT", 0.1)
     layer = make(wakeup="fd")
 
     async def main() -> None:
@@ -454,7 +454,7 @@ def test_fd_watch_idle_close_and_lost_poke(make: Any, prefix: str, monkeypatch: 
         await asyncio.sleep(0.02)
         watch = _watch(layer, "fd.lost")
         (lw,) = watch.fd_watches.values()
-        assert lw.armed
+        assert lw.state == wakeup.ARMED
         # A sender that died between disarming the row and poking: the record
         # is linked, no byte ever comes. The slice timer covers it.
         lw.core.drain()

@@ -158,6 +158,6 @@ def test_aio_two_receivers_of_one_loop_both_get_theirs(prefix: str) -> None:
         assert asyncio.run(main()) == [{"type": "both"}, {"type": "both"}]
         assert sync.pending_count(queue) == 0
     finally:
-        for watch in layer._state.watches.values():
+        for watch in layer._engine.watches.values():
             with watch.cond:
                 watch.close_fd_watches()
