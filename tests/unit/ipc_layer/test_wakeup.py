@@ -110,8 +110,8 @@ class SelectorLoop:
                 if not timer.cancelled:
                     callback()
             while self.calls:
-                callback, arg = self.calls.popleft()
-                callback(arg)
+                call, arg = self.calls.popleft()
+                call(arg)
             wait = deadline - now
             if self.timers:
                 wait = min(wait, self.timers[0][0] - now)
@@ -237,9 +237,9 @@ def test_twisted_reactor_receives_through_the_engine_with_no_thread(
     pytest.importorskip("twisted")
     from twisted.internet import error
     from twisted.internet.defer import Deferred
-    from twisted.internet.pollreactor import PollReactor
-    from zope.interface import implementer
     from twisted.internet.interfaces import IReadDescriptor
+    from twisted.internet.pollreactor import PollReactor
+    from zope.interface import implementer  # type: ignore[import-untyped]
 
     @implementer(IReadDescriptor)
     class _Reader:
