@@ -24,7 +24,7 @@ import pytest
 
 from ipc_layer import IPCChannelLayer
 from ipc_layer.wakeup import ARMED, EMPTY, Engine, Waiter
-from tests.ipc_support import make_layer
+from tests.support import make_layer
 
 pytestmark = pytest.mark.timeout(60)
 
