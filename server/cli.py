@@ -168,7 +168,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
     twisted_logger = logging.getLogger("twisted")
     twisted_logger.setLevel(logging.DEBUG if args.verbosity >= 2 else logging.WARNING)
-    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
+    observer: Any = STDLibLogObserver(name="twisted")  # provides ILogObserver (zope)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, ServerConfig]:
@@ -200,9 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the layer could not start (segment, Redis): say so in one line
         print(f"ipc-server: error: cannot start layer {args.layer}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    from twisted.internet import reactor
+    from twisted.internet import reactor as default_reactor
 
     from .server import Server
+
+    reactor: Any = default_reactor  # IReactorCore etc. are zope interfaces
 
     udp = [(args.bind or "127.0.0.1", port) for port in args.udp_port]
     server = Server(layer, endpoints_from(args), config, reactor=reactor, fds=args.fd, udp=udp)

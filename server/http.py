@@ -171,7 +171,8 @@ class LayerRequest(http.Request):
         self.method, self.uri, self.clientproto = command, path, version
         self.path = path.split(b"?", 1)[0]
         self.args = {}
-        self.content.seek(0, 0)
+        if self.content is not None:
+            self.content.seek(0, 0)
         if self.head is None:  # HTTP/2 streams have no allHeadersReceived hook
             self.head = (command, path, version)
         self.body_complete = True
@@ -407,14 +408,16 @@ class LayerRequest(http.Request):
         if context.ws_factory is None or context.stopping:
             self._fail(503, b"WebSockets are not served now")
             return
-        protocol = context.ws_factory.buildProtocol(self.transport.getPeer())
+        # Twisted's transports are zope interfaces, which plain mypy misreads.
+        transport: Any = self.transport
+        protocol = context.ws_factory.buildProtocol(transport.getPeer())
         if protocol is None:
             self._fail(500, b"Could not make the WebSocket protocol")
             return
         protocol.raw_headers = list(self.raw_headers)
         protocol.is_secure = self.isSecure()
         # Port the transport across (TLS wraps the protocol: swap the wrapped one).
-        transport, self.transport = self.transport, None
+        self.transport = None
         if isinstance(transport, ProtocolWrapper):
             transport.wrappedProtocol = protocol
         else:
@@ -430,7 +433,8 @@ class LayerRequest(http.Request):
         # the socket is autobahn's now, so let the bytes flow again (unless
         # autobahn already refused the handshake and is closing it).
         if not getattr(transport, "disconnecting", False):
-            self.channel._networkProducer.resumeProducing()
+            producer: Any = self.channel._networkProducer
+            producer.resumeProducing()
 
 
 class LayerHTTPChannel(http.HTTPChannel):

@@ -47,8 +47,9 @@ class UDPClient:
         if not isinstance(data, bytes) or set(message) != {"data"}:
             logger.error("bad udp reply for %s:%s (want {'data': bytes}): %.80r", *self.address, message)
             return
-        if self.owner.transport is not None:
-            self.owner.transport.write(data, self.address)
+        transport: Any = self.owner.transport  # IUDPTransport (zope: plain mypy misreads it)
+        if transport is not None:
+            transport.write(data, self.address)
 
     def touch(self) -> None:
         if self.expiry is not None and self.expiry.active():
@@ -78,7 +79,8 @@ class LayerUDP(DatagramProtocol):
         if client is None:
             client = self.clients[addr] = UDPClient(self, addr)
         client.touch()
-        host = self.transport.getHost()
+        transport: Any = self.transport
+        host = transport.getHost()
         message = {"reply_channel": client.reply_channel, "data": datagram, "client": [addr[0], addr[1]],
                    "server": [host.host, host.port]}
         layer = self.context.layer

@@ -61,7 +61,7 @@ def _address(addr: Any) -> list[object] | None:
     return None if host is None or port is None else [host, port]
 
 
-class LayerWebSocket(WebSocketServerProtocol):  # type: ignore[misc]
+class LayerWebSocket(WebSocketServerProtocol):
     """One WebSocket carried over the channel layer."""
 
     factory: LayerWebSocketFactory
@@ -89,7 +89,9 @@ class LayerWebSocket(WebSocketServerProtocol):  # type: ignore[misc]
 
     # -- handshake ------------------------------------------------------------
 
-    def onConnect(self, request: Any) -> defer.Deferred[Any]:
+    # autobahn takes a Deferred from onConnect (it holds the handshake until
+    # it fires); its type hints only list the immediate answers.
+    def onConnect(self, request: Any) -> defer.Deferred[Any]:  # type: ignore[override]
         context = self.context
         config = context.config
         layer = context.layer
@@ -104,7 +106,8 @@ class LayerWebSocket(WebSocketServerProtocol):  # type: ignore[misc]
         except BadRequest as exc:
             logger.info("WebSocket handshake refused with 400: %s", exc)
             raise ConnectionDeny(400, str(exc)[:200]) from None
-        client = _address(self.transport.getPeer())
+        transport: Any = self.transport  # a zope interface, which plain mypy misreads
+        client = _address(transport.getPeer())
         scheme = "wss" if self.is_secure else "ws"
         if config.proxy_headers:
             client, scheme, problems = forwarded_peer(headers, client, scheme)
@@ -115,7 +118,7 @@ class LayerWebSocket(WebSocketServerProtocol):  # type: ignore[misc]
         self.reply_channel = context.router.register(self)
         message = connect_message(
             reply_channel=self.reply_channel, path=self.path, query_string=query, headers=headers,
-            client=client, server=_address(self.transport.getHost()), scheme=scheme,
+            client=client, server=_address(transport.getHost()), scheme=scheme,
             root_path=root_path_for(headers, config.root_path), order=self.order.take(),
         )
         try:
@@ -263,10 +266,10 @@ class LayerWebSocket(WebSocketServerProtocol):  # type: ignore[misc]
             self._close(1001)
 
 
-class LayerWebSocketFactory(WebSocketServerFactory):  # type: ignore[misc]
+class LayerWebSocketFactory(WebSocketServerFactory):
     """Builds :class:`LayerWebSocket` protocols sharing one :class:`ServerContext`."""
 
-    protocol = LayerWebSocket
+    protocol = LayerWebSocket  # type: ignore[assignment]  # autobahn's factory builds it
 
     def __init__(self, context: ServerContext) -> None:
         super().__init__(server=context.config.server_name or None, reactor=context.reactor)
