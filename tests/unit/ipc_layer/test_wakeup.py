@@ -239,7 +239,7 @@ def test_twisted_reactor_receives_through_the_engine_with_no_thread(
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IReadDescriptor
     from twisted.internet.pollreactor import PollReactor
-    from zope.interface import implementer  # type: ignore[import-untyped]
+    from zope.interface import implementer
 
     @implementer(IReadDescriptor)
     class _Reader:
