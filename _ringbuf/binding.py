@@ -17,7 +17,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ._native import ffi, lib
 
@@ -266,7 +266,7 @@ class Segment:
             lib.rb_close(self._seg)
             self._seg = None
 
-    def __enter__(self) -> "Segment":
+    def __enter__(self) -> Segment:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -496,7 +496,7 @@ class Segment:
         raw = _unpack(buf, total)
         out = []
         off = 0
-        for i, length in zip(ffi.unpack(idxs, n), n_lens):
+        for i, length in zip(ffi.unpack(idxs, n), n_lens, strict=True):
             out.append((i, raw[off:off + length]))
             off += length
         return out
@@ -522,7 +522,7 @@ class Segment:
                 _check(rc)
             tns = self._remaining(end)
 
-    def watch(self, names: Sequence[bytes]) -> "Watch":
+    def watch(self, names: Sequence[bytes]) -> Watch:
         """A :class:`Watch` on ``names`` (any number of them): a file descriptor
         senders make readable."""
         blob, count = self._blob(names)
@@ -616,12 +616,12 @@ class Segment:
             return _unpack_names(ffi.unpack(buf, out_len[0]), out_count[0])
 
     def list_queues(self) -> list[bytes]:
-        return self._names_call(lambda b, c, l, n: lib.rb_list_names(
-            self._handle, lib.RB_KIND_QUEUE, b, c, l, n))
+        return self._names_call(lambda b, c, length, n: lib.rb_list_names(
+            self._handle, lib.RB_KIND_QUEUE, b, c, length, n))
 
     def list_sets(self) -> list[bytes]:
-        return self._names_call(lambda b, c, l, n: lib.rb_list_names(
-            self._handle, lib.RB_KIND_SET, b, c, l, n))
+        return self._names_call(lambda b, c, length, n: lib.rb_list_names(
+            self._handle, lib.RB_KIND_SET, b, c, length, n))
 
     def info(self) -> dict[str, int]:
         info = ffi.new("rb_info *")
@@ -730,7 +730,7 @@ class Watch:
             return
         _check(lib.rb_watch_close(seg._seg, self._row, self._token))
 
-    def __enter__(self) -> "Watch":
+    def __enter__(self) -> Watch:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -32,7 +32,8 @@ What this trades, knowingly:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["split", "take_grouped"]
 

@@ -80,8 +80,8 @@ from __future__ import annotations
 
 import logging
 import time
-from threading import get_ident as _get_ident
 from collections.abc import Iterable, Mapping
+from threading import get_ident as _get_ident
 from typing import Any, ClassVar
 
 import msgpack
