@@ -13,6 +13,7 @@ buffers are recreated lazily in the child.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -51,12 +52,24 @@ __all__ = [
 ]
 
 #: The layout this Python code was written against; the compiled module must agree.
-EXPECTED_LAYOUT_VERSION = 5
+EXPECTED_LAYOUT_VERSION = 6
 if lib.RB_LAYOUT_VERSION != EXPECTED_LAYOUT_VERSION:  # pragma: no cover - packaging error
     raise ImportError(
         f"_ringbuf._native was built for layout version {lib.RB_LAYOUT_VERSION}, "
         f"this binding expects {EXPECTED_LAYOUT_VERSION}: rebuild with `pip install -e .`"
     )
+
+#: Corruption the core found in a segment (and repaired, or refused) is
+#: logged here once, at ERROR, with the segment and what was wrong.
+logger = logging.getLogger("_ringbuf")
+
+
+@ffi.def_extern()
+def _rb_log_to_python(msg):  # called by the core after it unlocked (cffi takes the GIL)
+    logger.error("%s", ffi.string(msg).decode("utf-8", "replace"))
+
+
+lib.rb_set_log_hook(lib._rb_log_to_python)
 
 LAYOUT_VERSION: int = lib.RB_LAYOUT_VERSION
 NAME_MAX: int = lib.RB_NAME_MAX
@@ -123,7 +136,11 @@ class SegmentBusy(RingBufError):
 
 
 class SegmentCorrupt(RingBufError):
-    """:meth:`Segment.check` found a broken invariant."""
+    """The segment's memory is damaged: a header field that does not match the
+    file (refused on attach), a broken invariant (:meth:`Segment.check`), or
+    damage an operation found and could not repair.  Damage that could be
+    repaired is not raised: it is logged once on the ``_ringbuf`` logger and
+    counted in :meth:`Segment.info` (``corruptions``, ``dropped``)."""
 
 
 class _Interrupted(RingBufError):

@@ -70,6 +70,8 @@ typedef struct rb_info {
     uint64_t full;
     uint64_t expired;
     uint64_t repairs;
+    uint64_t dropped;
+    uint64_t corruptions;
     uint64_t created_ns;
     uint32_t creator_pid;
     uint32_t record_format;
@@ -85,6 +87,11 @@ typedef struct rb_queue_stats {
     uint32_t waiters;
     ...;
 } rb_queue_stats;
+
+typedef void (*rb_log_fn)(const char *msg);
+void rb_set_log_hook(rb_log_fn fn);
+/* The binding's hook: findings go to the `_ringbuf` logger. */
+extern "Python" void _rb_log_to_python(const char *msg);
 
 int rb_open(const char *prefix, const rb_options *opts, rb_seg **out);
 void rb_close(rb_seg *seg);
@@ -177,6 +184,8 @@ typedef struct rb_header {
     uint32_t slot_bump;
     uint32_t slots_used;
     uint32_t waiter_hi;
+    uint64_t dropped;
+    uint64_t corruptions;
     ...;
 } rb_header;
 typedef struct rb_slot {

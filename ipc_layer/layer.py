@@ -281,44 +281,56 @@ class IPCChannelLayer(BaseChannelLayer):
         A grouped record's first message is returned; the others go to
         ``rest`` when given (the Channels 4 adapter routes them itself),
         else to the local store (:data:`ipc_layer.local_store.STORE`).
+
+        A record that does not read as a message (bytes another program put
+        in the segment, or damage the core's checks cannot see) is dropped
+        with an error naming its queue, and the next record is taken: one
+        bad record must not fail every receive of the queue's readers.  A
+        blocking receive then waits afresh.
         """
-        try:
-            got = receive_once()
-        except RingBufError as exc:
-            raise SegmentError(f"receive on segment {self.prefix!r}: {exc}") from exc
-        if got is None:
-            return None, None
-        index, data = got
-        tag = data[0]
-        if tag >= _NONE_MIN:  # no frame: the record is the msgpack map itself
-            channel = wanted[index]
-            payload = data
-        elif tag == _GROUP_MARK:
-            queue = wanted[index]
-            first, others = take_grouped(queue, data, self._decode)
-            if rest is not None:
-                rest.extend(others)
-            else:
-                STORE.put_many(self.prefix, queue, others, _monotonic_ns() + self._expiry_ns,
-                               self.capacities.get(queue))
-            return first
-        elif tag:
-            channel = wanted[index] + data[1 : 1 + tag].decode("ascii")
-            payload = data[1 + tag :]
-        else:  # an empty frame (fan-out copy for an ordinary member)
-            channel = wanted[index]
-            payload = data[1:]
-        # msgpack's defaults (raw=False, strict_map_key=True, use_list=True
-        # since 1.0) are the serializer's decode options; calling unpackb
-        # here saves a call per message. Anything odd goes through the
-        # serializer, which raises naming the problem.
-        try:
-            message = _unpackb(payload)
-        except Exception:
-            message = None
-        if type(message) is not dict:
-            message = self._decode(payload)
-        return channel, message
+        while True:
+            try:
+                got = receive_once()
+            except RingBufError as exc:
+                raise SegmentError(f"receive on segment {self.prefix!r}: {exc}") from exc
+            if got is None:
+                return None, None
+            index, data = got
+            try:
+                tag = data[0]
+                if tag >= _NONE_MIN:  # no frame: the record is the msgpack map itself
+                    channel = wanted[index]
+                    payload = data
+                elif tag == _GROUP_MARK:
+                    queue = wanted[index]
+                    first, others = take_grouped(queue, data, self._decode)
+                    if rest is not None:
+                        rest.extend(others)
+                    else:
+                        STORE.put_many(self.prefix, queue, others,
+                                       _monotonic_ns() + self._expiry_ns, self.capacities.get(queue))
+                    return first
+                elif tag:
+                    channel = wanted[index] + data[1 : 1 + tag].decode("ascii")
+                    payload = data[1 + tag :]
+                else:  # an empty frame (fan-out copy for an ordinary member)
+                    channel = wanted[index]
+                    payload = data[1:]
+                # msgpack's defaults (raw=False, strict_map_key=True, use_list=True
+                # since 1.0) are the serializer's decode options; calling unpackb
+                # here saves a call per message. Anything odd goes through the
+                # serializer, which raises naming the problem.
+                try:
+                    message = _unpackb(payload)
+                except Exception:
+                    message = None
+                if type(message) is not dict:
+                    message = self._decode(payload)
+            except (ValueError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
+                logger.error("dropped a record of %d bytes on queue %r of segment %r that is not "
+                             "a message: %s", len(data), wanted[index], self.prefix, exc)
+                continue
+            return channel, message
 
     def take_records(self, queue: str, rest: list[tuple[str, Message]]) -> ReceiveResult:
         """Take the next record of ``queue`` (non-blocking), bypassing the local store.

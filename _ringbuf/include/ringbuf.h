@@ -36,7 +36,7 @@
 #include <stdint.h>
 
 #define RB_MAGIC 0x52494E47425546ULL /* "RINGBUF" */
-#define RB_LAYOUT_VERSION 5
+#define RB_LAYOUT_VERSION 6
 
 /* ---- The record format ---------------------------------------------------
  *
@@ -147,6 +147,8 @@ typedef struct rb_info {
     uint64_t full;       /* sends refused: queue full or memory exhausted */
     uint64_t expired;    /* records dropped at their deadline */
     uint64_t repairs;    /* EOWNERDEAD repairs run on this segment */
+    uint64_t dropped;    /* records dropped because they failed their checks (corruption) */
+    uint64_t corruptions; /* corruption found and repaired outside a crash repair */
     uint64_t created_ns; /* CLOCK_REALTIME ns of creation */
     uint32_t creator_pid;
     uint32_t record_format; /* RB_RECORD_FORMAT the segment was created with */
@@ -160,6 +162,17 @@ typedef struct rb_queue_stats {
     uint32_t capacity;      /* the stored capacity (0 = unlimited) */
     uint32_t waiters;       /* receivers asleep on this queue */
 } rb_queue_stats;
+
+/* Corruption.  Shared memory that another process scribbled on (an index,
+ * link or count out of range, a record that fails its checks) never makes a
+ * call crash or hang: it is found where it is read, repaired under the lock
+ * by the same rebuild a crash repair runs (a broken record is dropped and
+ * counted in rb_info.dropped), and the call retries once or fails with
+ * RB_E_CORRUPT.  Each finding is reported once, after the lock is released,
+ * through this hook (`msg` names the segment and what was wrong); NULL (the
+ * default) writes it to stderr.  Process-wide. */
+typedef void (*rb_log_fn)(const char *msg);
+void rb_set_log_hook(rb_log_fn fn);
 
 /* Segments. */
 int rb_open(const char *prefix, const rb_options *opts, rb_seg **out);

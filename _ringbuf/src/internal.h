@@ -224,6 +224,9 @@ typedef struct rb_header {
     _Alignas(64) uint64_t received;
     uint64_t expired;
     uint64_t repairs;
+    uint64_t dropped;     /* records dropped because they failed their checks (broken chain,
+                           * impossible length): corruption, never a crash's leftover */
+    uint64_t corruptions; /* corruption found (and repaired) outside a crash repair */
 } rb_header;
 
 struct rb_seg {
@@ -240,6 +243,12 @@ struct rb_seg {
      * header's, so a header scribbled on after the attach cannot move a
      * bound past the mapping. */
     uint32_t slot_count, index_size, waiter_count, cell_count, max_record;
+    /* Corruption found under the lock (rb_corrupt): set by the finder,
+     * logged and cleared by rb_unlock.  Only the lock holder touches them. */
+    uint32_t damage;    /* 1 = note[] holds the first finding of this lock hold */
+    uint32_t repairing; /* inside rb_repair: findings are noted, never repaired again */
+    uint32_t checking;  /* inside rb_check: findings are reported, not repaired */
+    char note[640];
     char prefix[RB_NAME_MAX + 1];
 };
 
@@ -275,13 +284,13 @@ int rb_check_name(const char *what, const char *name, size_t len);
 uint32_t rb_cells_needed(size_t len);
 uint32_t rb_cells_available(rb_seg *s);
 uint32_t rb_cell_alloc(rb_seg *s);
-void rb_record_free(rb_seg *s, uint32_t first);
+bool rb_cells_free(rb_seg *s, uint32_t first, uint32_t need, const char *what);
+bool rb_record_free(rb_seg *s, uint32_t first);
 
 /* queue.c */
 int rb_enqueue_locked(rb_seg *s, uint32_t q, const char *pre, size_t pre_len, const char *data,
                       size_t len, uint64_t deadline, uint64_t now, uint32_t capacity);
 uint32_t rb_purge_queue(rb_seg *s, uint32_t q, uint64_t now);
-void rb_queue_clear(rb_seg *s, uint32_t q);
 
 /* sets.c */
 void rb_member_unlink(rb_seg *s, uint32_t m);
@@ -326,7 +335,7 @@ static inline uint32_t rb_list_cells_needed(uint32_t n)
     return (uint32_t)((n + RB_LIST_IDS_PER_CELL - 1) / RB_LIST_IDS_PER_CELL);
 }
 int rb_list_write(rb_seg *s, const uint32_t *sorted, uint32_t n, uint32_t *out_first);
-void rb_list_free(rb_seg *s, uint32_t first);
+void rb_list_free(rb_seg *s, uint32_t first, uint32_t n);
 /* Call fn(s, id, arg) for every queue id of the row; stops at fn's first
  * non-zero return and returns it. */
 typedef int (*rb_id_fn)(rb_seg *s, uint32_t id, void *arg);
@@ -355,6 +364,51 @@ int rb_queue_live(rb_seg *s, uint32_t qid, uint64_t now); /* 1 if a live record 
 static inline rb_slot *rb_slot_at(rb_seg *s, uint32_t id) { return &s->slots[id]; }
 static inline rb_cell *rb_cell_at(rb_seg *s, uint32_t id) { return &s->cells[id]; }
 static inline rb_rec *rb_rec_at(rb_seg *s, uint32_t id) { return (rb_rec *)s->cells[id].data; }
+
+/* ---- bounds on what is read from shared memory ---------------------------
+ *
+ * Every slot id, cell id and row number read from the segment (an index
+ * entry, a free-list head or link, a record or cell chain, a member list,
+ * a waiter's slot list) is range-checked against the process-local
+ * geometry before it is dereferenced, and every walk is bounded by the
+ * size of the table it walks.  A failed check is corruption - nothing a
+ * crash at any instruction can leave, since the repair rebuilds derived
+ * data and every primary link is a release store of a complete object -
+ * so the checks are __builtin_expect'ed to pass: on the hot path they cost
+ * a compare and a not-taken branch each.
+ *
+ * What a finder does (rb_corrupt, recover.c): note the finding (logged
+ * once by rb_unlock, after the lock is released, naming the segment and
+ * what was wrong), run the same rebuild an EOWNERDEAD locker runs - it
+ * keeps the PRIMARY data, rebuilds every DERIVED structure from it and
+ * drops records whose chains are broken (counted in `dropped`) - and count
+ * it in `corruptions`.  The caller then retries its step once on the
+ * rebuilt structures, or gives up with RB_E_CORRUPT. */
+#define RB_LIKELY(x) __builtin_expect(!!(x), 1)
+#define RB_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+static inline bool rb_slot_ok(const rb_seg *s, uint32_t id) { return RB_LIKELY(id < s->slot_count); }
+static inline bool rb_cell_ok(const rb_seg *s, uint32_t id) { return RB_LIKELY(id < s->cell_count); }
+static inline bool rb_row_ok(const rb_seg *s, uint32_t row) { return RB_LIKELY(row < s->waiter_count); }
+
+/* The allocation state's scalars, checked by rb_lock on every acquisition:
+ * they bound every loop over the tables (`i < slot_bump`), so they must be
+ * within the geometry before anything loops.  One cache line, which every
+ * send writes anyway. */
+static inline bool rb_alloc_state_ok(const rb_seg *s)
+{
+    const rb_header *h = s->hdr;
+    return RB_LIKELY(h->slot_bump <= s->slot_count && h->cell_bump <= s->cell_count &&
+                     h->waiter_hi <= s->waiter_count && h->cell_free <= h->cell_bump &&
+                     (h->slot_free_head == RB_NIL || h->slot_free_head < h->slot_bump) &&
+                     (h->cell_free_head == RB_NIL || h->cell_free_head < h->cell_bump));
+}
+
+/* recover.c: report corruption found under the lock and repair it (see
+ * above).  Returns RB_E_CORRUPT, for callers that give up. */
+int rb_corrupt(rb_seg *s, const char *fmt, ...) __attribute__((cold, format(printf, 2, 3)));
+/* recover.c: the log hook (rb_set_log_hook) that rb_unlock calls with a note. */
+void rb_log_note(const char *msg);
 
 #define RB_STORE_RELEASE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define RB_LOAD_ACQUIRE(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)

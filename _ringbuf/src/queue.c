@@ -14,10 +14,15 @@
  * repair); after 4 the record is delivered even if the wake never happens,
  * because every futex sleep is bounded.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+
+/* Most broken records one receive drops before it gives up (RB_E_CORRUPT):
+ * each drop runs a repair, which removes the record for good. */
+#define RB_BAD_RECORDS_MAX 16
 
 /* A record's bytes may come in two parts (a tag frame and the payload):
  * copy them as one stream into cells. */
@@ -51,6 +56,8 @@ static uint32_t record_write(rb_seg *s, const char *pre, size_t pre_len, const c
     part_cursor cur = {{pre, data}, {pre_len, len}, 0};
     size_t total = pre_len + len;
     uint32_t first = rb_cell_alloc(s);
+    if (RB_UNLIKELY(first == RB_NIL))
+        return RB_NIL; /* corrupt free list, repaired: start over */
     rb_rec *rec = rb_rec_at(s, first);
     rec->next = RB_NIL;
     rec->len = (uint32_t)total;
@@ -62,6 +69,8 @@ static uint32_t record_write(rb_seg *s, const char *pre, size_t pre_len, const c
     uint32_t prev = first;
     while (off < total) {
         uint32_t c = rb_cell_alloc(s);
+        if (RB_UNLIKELY(c == RB_NIL))
+            return RB_NIL; /* the repair reclaimed the cells taken so far */
         size_t k = total - off < RB_CELL_PAYLOAD ? total - off : RB_CELL_PAYLOAD;
         cursor_copy(&cur, s->cells[c].data, k);
         s->cells[prev].next = c;
@@ -71,25 +80,31 @@ static uint32_t record_write(rb_seg *s, const char *pre, size_t pre_len, const c
     return first;
 }
 
-static void record_read(rb_seg *s, uint32_t first, char *buf)
+/* Copy a record out.  Its length was checked against max_record by
+ * live_head; the chain is checked on the way (every cell in range, as many
+ * as the length needs): false if it is broken (nothing is unlinked). */
+static bool record_read(rb_seg *s, uint32_t first, char *buf)
 {
     rb_rec *rec = rb_rec_at(s, first);
     size_t len = rec->len;
+    uint32_t c = s->cells[first].next;
     /* rb_receive accepts buf == NULL with cap == 0, which is exactly enough
      * for an empty record; memcpy(NULL, src, 0) is still undefined behaviour
      * (UBSan: "null pointer passed as argument 1"), so copy nothing. */
     if (len == 0)
-        return;
+        return RB_LIKELY(c == RB_NIL);
     size_t n = len < RB_FIRST_PAYLOAD ? len : RB_FIRST_PAYLOAD;
     memcpy(buf, s->cells[first].data + sizeof(rb_rec), n);
     size_t off = n;
-    uint32_t c = s->cells[first].next;
-    while (off < len && c != RB_NIL) {
+    while (off < len) {
+        if (RB_UNLIKELY(!rb_cell_ok(s, c)))
+            return false; /* short chain (RB_NIL) or a cell past the table */
         size_t k = len - off < RB_CELL_PAYLOAD ? len - off : RB_CELL_PAYLOAD;
         memcpy(buf + off, s->cells[c].data, k);
         off += k;
         c = s->cells[c].next;
     }
+    return RB_LIKELY(c == RB_NIL); /* not longer than its length */
 }
 
 static void link_tail(rb_seg *s, rb_slot *q, uint32_t rec)
@@ -105,8 +120,11 @@ static void link_tail(rb_seg *s, rb_slot *q, uint32_t rec)
     q->count++;
 }
 
-/* Unlink the head record of q (the caller has read it if it wanted to). */
-static void pop_head(rb_seg *s, rb_slot *q)
+/* Unlink the head record of q (the caller has read it if it wanted to,
+ * and live_head checked it).  The new head is checked by the next
+ * live_head.  False: freeing found the record's chain broken and the
+ * segment was repaired (q's count and tail are the repair's). */
+static bool pop_head(rb_seg *s, rb_slot *q)
 {
     uint32_t rec = q->head;
     /* COMMIT: after this store the record is gone from the queue; killed
@@ -116,16 +134,45 @@ static void pop_head(rb_seg *s, rb_slot *q)
     if (q->head == RB_NIL)
         q->tail = RB_NIL;
     q->count--;
-    rb_record_free(s, rec);
+    return rb_record_free(s, rec);
 }
 
-/* Drop expired records at the head of q.  Returns the live head or RB_NIL. */
+/* The head record failed its checks: report it (naming the queue) and
+ * repair, which drops it (counted in `dropped`) and keeps the records
+ * after it.  False if nothing changed (no repair could run). */
+static bool drop_bad_head(rb_seg *s, rb_slot *q, const char *why)
+{
+    uint32_t head = q->head;
+    rb_corrupt(s, "queue %.*s: head record at cell %u %s; dropped",
+               (int)(q->name_len > 100 ? 100 : q->name_len), q->name, head, why);
+    return q->head != head || q->state != RB_SLOT_QUEUE;
+}
+
+/* Drop expired records at the head of q.  Returns the live head or RB_NIL.
+ * The head it returns is checked: its first cell is in the table and its
+ * length at most max_record (its chain is checked as it is read).  A head
+ * that fails is dropped and the next one looked at; the walk is bounded by
+ * the cells (each record has one of its own), so a cycle of expired
+ * records ends too. */
 static uint32_t live_head(rb_seg *s, rb_slot *q, uint64_t now)
 {
-    while (q->head != RB_NIL) {
-        rb_rec *r = rb_rec_at(s, q->head);
+    for (uint32_t steps = 0; q->head != RB_NIL && q->state == RB_SLOT_QUEUE; steps++) {
+        uint32_t c = q->head;
+        if (RB_UNLIKELY(!rb_cell_ok(s, c) || steps > s->cell_count)) {
+            if (!drop_bad_head(s, q, steps > s->cell_count ? "is in a cycle" : "is past the table"))
+                return RB_NIL;
+            continue;
+        }
+        rb_rec *r = rb_rec_at(s, c);
+        if (RB_UNLIKELY(r->len > s->max_record)) {
+            char why[64];
+            snprintf(why, sizeof why, "has length %u > max_record %u", r->len, s->max_record);
+            if (!drop_bad_head(s, q, why))
+                return RB_NIL;
+            continue;
+        }
         if (r->deadline == 0 || r->deadline > now)
-            return q->head;
+            return c;
         pop_head(s, q);
         s->hdr->expired++;
     }
@@ -148,7 +195,14 @@ uint32_t rb_purge_queue(rb_seg *s, uint32_t qid, uint64_t now)
     uint64_t earliest = rb_rec_at(s, q->head)->deadline;
     uint32_t prev = q->head;
     uint32_t cur = rb_rec_at(s, prev)->next;
-    while (cur != RB_NIL) {
+    for (uint32_t steps = 0; cur != RB_NIL; steps++) {
+        if (RB_UNLIKELY(!rb_cell_ok(s, cur) || steps > s->cell_count)) {
+            /* The repair cuts or drops what is broken; its hint says "sweep". */
+            rb_corrupt(s, "queue %.*s: record link %u after cell %u %s",
+                       (int)(q->name_len > 100 ? 100 : q->name_len), q->name, cur, prev,
+                       steps > s->cell_count ? "closes a cycle" : "is past the table");
+            break;
+        }
         rb_rec *r = rb_rec_at(s, cur);
         uint32_t next = r->next;
         if (r->deadline != 0 && r->deadline > now && (earliest == 0 || r->deadline < earliest))
@@ -159,14 +213,16 @@ uint32_t rb_purge_queue(rb_seg *s, uint32_t qid, uint64_t now)
             if (q->tail == cur)
                 q->tail = prev;
             q->count--;
-            rb_record_free(s, cur);
             dropped++;
+            if (RB_UNLIKELY(!rb_record_free(s, cur)))
+                break; /* repaired: prev and cur are stale now */
         } else {
             prev = cur;
         }
         cur = next;
     }
-    q->expiry_hint = earliest;
+    if (RB_LIKELY(!s->damage))
+        q->expiry_hint = earliest; /* else the repair's 1 ("sweep to find out") stays */
     s->hdr->expired += dropped;
     return dropped;
 }
@@ -180,13 +236,6 @@ static uint32_t purge_all(rb_seg *s, uint64_t now)
         if (s->slots[i].state == RB_SLOT_QUEUE && s->slots[i].head != RB_NIL)
             n += rb_purge_queue(s, i, now);
     return n;
-}
-
-void rb_queue_clear(rb_seg *s, uint32_t qid)
-{
-    rb_slot *q = rb_slot_at(s, qid);
-    while (q->head != RB_NIL)
-        pop_head(s, q);
 }
 
 int rb_enqueue_locked(rb_seg *s, uint32_t qid, const char *pre, size_t pre_len, const char *data,
@@ -205,14 +254,35 @@ int rb_enqueue_locked(rb_seg *s, uint32_t qid, const char *pre, size_t pre_len, 
         return rb_fail(RB_E_FULL, "queue %.*s is full (capacity %u)",
                        (int)(q->name_len > 100 ? 100 : q->name_len), q->name, cap);
     }
-    uint32_t need = rb_cells_needed(pre_len + len);
-    if (rb_cells_available(s) < need && (purge_all(s, now), rb_cells_available(s) < need)) {
-        q->full++;
-        h->full++;
-        return rb_fail(RB_E_NOMEM, "segment %s is out of record memory (%u cells free, %u needed)",
-                       s->prefix, rb_cells_available(s), need);
+    uint32_t need = rb_cells_needed(pre_len + len), rec;
+    for (int attempt = 0;; attempt++) {
+        if (rb_cells_available(s) < need && (purge_all(s, now), rb_cells_available(s) < need)) {
+            q->full++;
+            h->full++;
+            return rb_fail(RB_E_NOMEM,
+                           "segment %s is out of record memory (%u cells free, %u needed)",
+                           s->prefix, rb_cells_available(s), need);
+        }
+        /* The tail (derived) is where the record gets linked: it must be
+         * this queue's last record, checked BEFORE any cell is taken (a
+         * repair reclaims cells not linked yet).  Its line is the one the
+         * link writes anyway. */
+        if (RB_UNLIKELY(q->head != RB_NIL &&
+                        (!rb_cell_ok(s, q->tail) || rb_rec_at(s, q->tail)->next != RB_NIL))) {
+            int e = rb_corrupt(s, "queue %.*s: tail %u is not its last record",
+                               (int)(q->name_len > 100 ? 100 : q->name_len), q->name, q->tail);
+            if (attempt)
+                return e;
+            continue; /* the repair recomputed the tail */
+        }
+        rec = record_write(s, pre, pre_len, data, len, deadline, now);
+        if (RB_LIKELY(rec != RB_NIL))
+            break;
+        /* The free list was corrupt and is rebuilt (the cells taken so far
+         * were reclaimed with it): write the record again, once. */
+        if (attempt)
+            return rb_fail(RB_E_CORRUPT, "segment %s: record memory is corrupt", s->prefix);
     }
-    uint32_t rec = record_write(s, pre, pre_len, data, len, deadline, now);
     link_tail(s, q, rec);
     if (deadline && (q->expiry_hint == 0 || deadline < q->expiry_hint))
         q->expiry_hint = deadline;
@@ -556,7 +626,7 @@ void rb_waiter_unregister(rb_seg *s, uint32_t row, uint64_t token)
     RB_STORE_RELEASE(&wt->pid, 0u);
     s->hdr->waiters_used--;
     if (wt->n > RB_WAIT_MAX)
-        rb_list_free(s, wt->list);
+        rb_list_free(s, wt->list, wt->n);
 }
 
 /* The per-call arrays of a receive: on the stack up to RB_WAIT_MAX names
@@ -666,11 +736,11 @@ RB_HOT_INLINE int receive_or_wait_in(rb_seg *s, const char *blob, size_t blob_le
             /* Take records, oldest first across the listed queues, while
              * they fit: one for rb_receive, up to `take` for a batch. */
             size_t used = 0;
-            uint32_t n = 0, wake_q = RB_NIL;
-            do {
+            uint32_t n = 0, wake_q = RB_NIL, bad = 0;
+            for (;;) {
                 rb_slot *q = rb_slot_at(s, qid);
                 uint32_t rec = q->head;
-                uint32_t len = rb_rec_at(s, rec)->len;
+                uint32_t len = rb_rec_at(s, rec)->len; /* <= max_record: live_head */
                 if (used + len > cap) {
                     if (n > 0)
                         break;
@@ -680,25 +750,53 @@ RB_HOT_INLINE int receive_or_wait_in(rb_seg *s, const char *blob, size_t blob_le
                     return rb_fail(RB_E_BUFSMALL,
                                    "record of %u bytes does not fit a %zu-byte buffer", len, cap);
                 }
-                record_read(s, rec, buf + used);
-                pop_head(s, q);
-                s->hdr->received++;
-                if (lens) {
-                    lens[n] = len;
-                    idxs[n] = (uint32_t)idx;
+                if (RB_UNLIKELY(!record_read(s, rec, buf + used))) {
+                    /* A poisoned record must not poison its receivers: drop
+                     * it and go on to the next one and the other queues.
+                     * Each drop removes a record, and the drops of one call
+                     * are bounded all the same. */
+                    if (++bad > RB_BAD_RECORDS_MAX ||
+                        !drop_bad_head(s, q, "has a broken cell chain")) {
+                        r = RB_E_CORRUPT;
+                        break;
+                    }
                 } else {
-                    *out_len = len;
-                    if (out_index)
-                        *out_index = (uint32_t)idx;
+                    pop_head(s, q);
+                    s->hdr->received++;
+                    if (lens) {
+                        lens[n] = len;
+                        idxs[n] = (uint32_t)idx;
+                    } else {
+                        *out_len = len;
+                        if (out_index)
+                            *out_index = (uint32_t)idx;
+                    }
+                    used += len;
+                    n++;
+                    /* Pass the baton: if records remain and somebody sleeps on
+                     * this queue, wake one (the sender woke only one). */
+                    if (q->head != RB_NIL && q->waiters > 0)
+                        wake_q = qid;
+                    if (n >= take)
+                        break;
                 }
-                used += len;
-                n++;
-                /* Pass the baton: if records remain and somebody sleeps on
-                 * this queue, wake one (the sender woke only one). */
-                if (q->head != RB_NIL && q->waiters > 0)
-                    wake_q = qid;
-            } while (n < take &&
-                     (idx = pick_oldest(s, names, count, rb_now_ns(), &qid, ids, PICK_CACHED)) >= 0);
+                /* The ids resolved at the top of this hold (a batch fills
+                 * them); after a drop - a repair ran, and a single receive
+                 * never filled them - they are looked up again. */
+                if ((idx = pick_oldest(s, names, count, rb_now_ns(), &qid, ids,
+                                       bad ? PICK_FILL : PICK_CACHED)) < 0)
+                    break;
+            }
+            if (n == 0) {
+                /* Every record looked at was dropped: nothing taken, so
+                 * wait on as if none had been there (or report the
+                 * corruption that could not be repaired). */
+                rb_unlock(s);
+                if (r == RB_E_CORRUPT)
+                    return rb_fail(RB_E_CORRUPT, "segment %s: receive found more than %d broken "
+                                   "records in one call", s->prefix, RB_BAD_RECORDS_MAX);
+                continue;
+            }
             if (out_n)
                 *out_n = n;
             rb_unlock(s);

@@ -7,10 +7,12 @@
  *
  *   1. used slots are validated (name length, hash, member -> set);
  *   2. every queue's record chain is walked from head, each cell marked;
- *      a chain that is not well formed (out of range, cell seen twice,
- *      wrong number of cells for its length) is cut before that record -
- *      which only real memory corruption can cause, since every link is a
- *      release store made after the record was complete;
+ *      a record that is not well formed (out of range, cell seen twice,
+ *      wrong number of cells for its length, impossible length) is dropped
+ *      and counted, and the walk goes on with its successor if that link
+ *      can be trusted (else the chain is cut there) - which only real
+ *      memory corruption can cause, since every link is a release store
+ *      made after the record was complete;
  *   3. count and tail come from the walk; the cell free list is every
  *      unmarked cell below the (lowered) bump mark;
  *   4. member lists and counts come from the member rows' set_id; a set
@@ -25,12 +27,19 @@
  *
  * rb_check() walks the same structures read-only and reports the first
  * broken invariant; the kill-loop tests call it after every kill.
+ * rb_recover() repairs whatever rb_check would report.
+ *
+ * The same rebuild serves corruption found outside a crash (rb_corrupt: an
+ * index, link or count read from the segment that is out of range, see
+ * internal.h): the finder runs it under the lock, then retries or fails
+ * with RB_E_CORRUPT, and rb_unlock logs the finding once.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,7 +124,7 @@ static void drop_waiter_row(rb_seg *s, rb_waiter *wt)
     RB_STORE_RELEASE(&wt->pid, 0u);
     s->hdr->waiters_used--;
     if (wt->n > RB_WAIT_MAX)
-        rb_list_free(s, wt->list);
+        rb_list_free(s, wt->list, wt->n);
 }
 
 /* Under the lock: retire waiter rows of dead processes. */
@@ -130,6 +139,50 @@ uint32_t rb_sweep_waiters(rb_seg *s)
         }
     }
     return swept;
+}
+
+/* ---- corruption found outside a crash repair ------------------------------- */
+
+static rb_log_fn log_hook;
+
+void rb_set_log_hook(rb_log_fn fn) { __atomic_store_n(&log_hook, fn, __ATOMIC_RELEASE); }
+
+void rb_log_note(const char *msg)
+{
+    rb_log_fn fn = __atomic_load_n(&log_hook, __ATOMIC_ACQUIRE);
+    if (fn)
+        fn(msg);
+    else
+        fprintf(stderr, "ringbuf: %s\n", msg);
+}
+
+int rb_corrupt(rb_seg *s, const char *fmt, ...)
+{
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    /* The first finding of a lock hold is the one logged (a repair fixes
+     * what the others would say). */
+    if (!s->damage) {
+        if (s->checking) /* rb_check reports it as its own finding */
+            snprintf(s->note, sizeof s->note, "%s", what);
+        else
+            snprintf(s->note, sizeof s->note, "segment %s is corrupt: %s; repaired", s->prefix,
+                     what);
+        s->damage = 1;
+    }
+    if (!s->repairing && !s->checking) {
+        /* The rebuild an EOWNERDEAD locker runs: primary data kept, derived
+         * data rebuilt, broken records dropped.  Never nested: a finding
+         * inside the repair itself (its index rebuild) is only noted. */
+        s->repairing = 1;
+        rb_repair(s);
+        s->repairing = 0;
+        s->hdr->corruptions++;
+    }
+    return rb_fail(RB_E_CORRUPT, "segment %s is corrupt: %s", s->prefix, what);
 }
 
 /* ---- walking queues (shared by repair and check) -------------------------- */
@@ -169,28 +222,59 @@ static uint32_t walk_record(rb_seg *s, uint32_t c, unsigned char *mark, char *wh
     return n;
 }
 
-/* Walk queue q.  repair: cut a malformed chain and fix count/tail.
- * check: report the first mismatch.  Returns cells used, or -1 (check failed). */
-static int64_t walk_queue(rb_seg *s, uint32_t qid, unsigned char *mark, int repair, char *why,
-                          size_t cap)
+/* Walk queue q.  repair: drop malformed records and fix count/tail.
+ * check: report the first mismatch.  Returns cells used, or -1 (check failed).
+ *
+ * A malformed record (out of range, a cell seen twice, the wrong number of
+ * cells for its length, an impossible length) can only come from memory
+ * corruption, since every link is a release store made after the record was
+ * complete.  The repair drops it and goes on with its successor when that
+ * link can be trusted (in range, not seen before): one poisoned record does
+ * not take the queue's other records with it.  Otherwise the chain is cut
+ * before it.  Each dropped record is counted (header.dropped); its cells are
+ * free unless another record owns them.  The walk is bounded by the cells
+ * (every record has a first cell of its own), so a cycle cannot loop. */
+static int64_t walk_queue(rb_seg *s, uint32_t qid, unsigned char *mark, unsigned char *seen,
+                          int repair, char *why, size_t cap)
 {
+    rb_header *h = s->hdr;
     rb_slot *q = &s->slots[qid];
-    uint32_t prev = RB_NIL, count = 0;
+    uint32_t prev = RB_NIL, count = 0, steps = 0;
     int64_t cells = 0;
     for (uint32_t r = q->head; r != RB_NIL;) {
-        uint32_t n = walk_record(s, r, mark, why, cap);
+        uint32_t n = steps++ <= h->cell_bump ? walk_record(s, r, mark, why, cap) : 0;
         if (n == 0) {
             if (!repair)
                 return -1;
+            if (r < h->cell_bump && !BIT_GET(mark, r) && (!seen || !BIT_GET(seen, r)))
+                h->dropped++;
+            /* The successor of a dropped record is trusted only if it is in
+             * range and was not visited yet (`seen`: every first cell this
+             * repair walked, dropped ones included, so a cycle through
+             * dropped records ends at once). */
+            uint32_t next = r < h->cell_bump && !BIT_GET(mark, r) && steps <= h->cell_bump &&
+                                    (!seen || !BIT_GET(seen, r))
+                                ? rb_rec_at(s, r)->next
+                                : RB_NIL;
+            if (seen && r < h->cell_bump)
+                BIT_SET(seen, r);
+            if (next != RB_NIL &&
+                (next >= h->cell_bump || BIT_GET(mark, next) || (seen && BIT_GET(seen, next))))
+                next = RB_NIL;
+            /* A first cell is never another record's: keep it out of the
+             * free list only if some record owns it (marked). */
             if (prev == RB_NIL)
-                q->head = RB_NIL;
+                q->head = next;
             else
-                rb_rec_at(s, prev)->next = RB_NIL;
-            break;
+                rb_rec_at(s, prev)->next = next;
+            r = next;
+            continue;
         }
         cells += n;
         count++;
         prev = r;
+        if (seen)
+            BIT_SET(seen, r);
         r = rb_rec_at(s, r)->next;
     }
     if (repair) {
@@ -249,6 +333,7 @@ void rb_repair(rb_seg *s)
 
     /* 2-3. records and cells. */
     unsigned char *mark = calloc((h->cell_bump + 7) / 8 + 1, 1);
+    unsigned char *seen = calloc((h->cell_bump + 7) / 8 + 1, 1); /* optional */
     uint32_t high = 0;
     for (uint32_t i = 0; i < h->slot_bump; i++) {
         if (s->slots[i].state != RB_SLOT_QUEUE)
@@ -256,7 +341,7 @@ void rb_repair(rb_seg *s)
         if (!mark) { /* no scratch memory: keep the queues, leak nothing new */
             continue;
         }
-        walk_queue(s, i, mark, 1, why, sizeof why);
+        walk_queue(s, i, mark, seen, 1, why, sizeof why);
     }
 
     /* 6 (before the free list, which must not take the cells of a kept
@@ -306,6 +391,7 @@ void rb_repair(rb_seg *s)
         }
     }
 
+    free(seen);
     if (mark) {
         for (uint32_t c = 0; c < h->cell_bump; c++)
             if (BIT_GET(mark, c))
@@ -361,6 +447,10 @@ void rb_repair(rb_seg *s)
     h->slot_bump = high_slot;
     h->slots_used = used;
     rb_index_rebuild(s);
+    /* Rows may have been retired: a caller holding queue ids across this
+     * (a grouped fan-out's walk, resolve_for_wait) sees the epoch move and
+     * resolves them again, as after a table GC. */
+    h->gc_epoch++;
 }
 
 /* ---- check ---------------------------------------------------------------- */
@@ -418,7 +508,7 @@ static int check_locked(rb_seg *s, char *why, size_t cap)
             break;
         }
         if (sl->state == RB_SLOT_QUEUE) {
-            int64_t n = walk_queue(s, i, mark, 0, why, cap);
+            int64_t n = walk_queue(s, i, mark, NULL, 0, why, cap);
             if (n < 0)
                 bad = 1;
             else
@@ -508,13 +598,32 @@ out:
     return bad ? -1 : 0;
 }
 
+/* check_locked with findings of the lookups it makes (an index entry out of
+ * range) reported as its own, and nothing repaired: a check only reports. */
+static int check_reporting(rb_seg *s, char *why, size_t cap)
+{
+    s->checking = 1;
+    int bad = check_locked(s, why, cap);
+    s->checking = 0;
+    if (s->damage) {
+        /* What a lookup found (an entry past the table) says more than
+         * what check_locked concluded from it (a slot not found). */
+        size_t k = strnlen(s->note, cap - 1);
+        memcpy(why, s->note, k);
+        why[k] = 0;
+        bad = -1;
+        s->damage = 0; /* returned to the caller, not logged */
+    }
+    return bad;
+}
+
 int rb_check(rb_seg *s, char *report, size_t cap)
 {
     char why[512] = "";
     int r = rb_lock(s);
     if (r != RB_OK)
         return r;
-    int bad = check_locked(s, why, sizeof why);
+    int bad = check_reporting(s, why, sizeof why);
     rb_unlock(s);
     if (report && cap) {
         snprintf(report, cap, "%s", bad ? why : "ok");
@@ -532,6 +641,11 @@ int rb_recover(rb_seg *s, uint32_t *out_swept)
     if (r != RB_OK)
         return r;
     uint32_t swept = rb_sweep_waiters(s);
+    /* Anything rb_check would report (a poisoned record, a broken list) is
+     * repaired here: the same rebuild, broken records dropped and counted. */
+    char why[512] = "";
+    if (check_reporting(s, why, sizeof why) != 0)
+        rb_corrupt(s, "%s", why);
     uint64_t now = rb_now_ns();
     for (uint32_t i = 0; i < s->hdr->slot_bump; i++) {
         rb_slot *sl = &s->slots[i];

@@ -536,8 +536,17 @@ int rb_lock(rb_seg *s)
             break;
     }
 got:
-    if (r == 0)
+    if (r == 0) {
+        /* The allocation state bounds every loop over the tables: checked on
+         * every acquisition (one line every send writes anyway). */
+        if (RB_UNLIKELY(!rb_alloc_state_ok(s)))
+            rb_corrupt(s, "allocation state out of range: slot_bump %u/%u, cell_bump %u/%u, "
+                          "waiter_hi %u/%u, cell_free %u, free heads slot %u cell %u",
+                       s->hdr->slot_bump, s->slot_count, s->hdr->cell_bump, s->cell_count,
+                       s->hdr->waiter_hi, s->waiter_count, s->hdr->cell_free,
+                       s->hdr->slot_free_head, s->hdr->cell_free_head);
         return RB_OK;
+    }
     if (r == EOWNERDEAD) {
         /* The previous owner died inside a critical section.  Rebuild the
          * derived state from the primary data, then mark the mutex
@@ -552,7 +561,20 @@ got:
     return rb_fail(RB_E_SYS, "segment lock of prefix %s: %s", s->prefix, strerror(r));
 }
 
-void rb_unlock(rb_seg *s) { pthread_mutex_unlock(&s->hdr->lock); }
+void rb_unlock(rb_seg *s)
+{
+    if (RB_LIKELY(!s->damage)) {
+        pthread_mutex_unlock(&s->hdr->lock);
+        return;
+    }
+    /* Corruption was found (and repaired) in this lock hold: report it once,
+     * after unlocking - the hook may log, and logging may block. */
+    char note[sizeof s->note];
+    memcpy(note, s->note, sizeof note);
+    s->damage = 0;
+    pthread_mutex_unlock(&s->hdr->lock);
+    rb_log_note(note);
+}
 
 /* ---- information -------------------------------------------------------- */
 
@@ -583,6 +605,8 @@ static void fill_info(rb_seg *s, rb_info *o)
     o->full = h->full;
     o->expired = h->expired;
     o->repairs = h->repairs;
+    o->dropped = h->dropped;
+    o->corruptions = h->corruptions;
     o->created_ns = h->created_ns;
     o->creator_pid = h->creator_pid;
 }

@@ -16,9 +16,26 @@
 
 #include "internal.h"
 
+/* A member-list link read from shared memory (derived data): RB_NIL, or a
+ * MEMBER row of set `sid`.  Checked at every step of every walk, with the
+ * walk bounded by the table size: a broken list is corruption, repaired by
+ * rebuilding the lists from the member rows' set_id (primary). */
+static inline bool member_ok(const rb_seg *s, uint32_t m, uint32_t sid)
+{
+    return m == RB_NIL || RB_LIKELY(rb_slot_ok(s, m) && s->slots[m].state == RB_SLOT_MEMBER &&
+                                    s->slots[m].set_id == sid &&
+                                    s->slots[m].name_len - 1u < RB_NAME_MAX);
+}
+
 static void member_link(rb_seg *s, uint32_t set, uint32_t m)
 {
     rb_slot *st = rb_slot_at(s, set), *ms = rb_slot_at(s, m);
+    if (RB_UNLIKELY(!member_ok(s, st->first_member, set))) {
+        /* The repair links every committed member row, this one too. */
+        rb_corrupt(s, "set slot %u: first member %u is not one of its members", set,
+                   st->first_member);
+        return;
+    }
     ms->prev_member = RB_NIL;
     ms->next_member = st->first_member;
     if (st->first_member != RB_NIL)
@@ -27,11 +44,21 @@ static void member_link(rb_seg *s, uint32_t set, uint32_t m)
     st->member_count++;
 }
 
-/* Retire a member row, and its set when that was the last member. */
+/* Retire a member row, and its set when that was the last member.  The
+ * links are checked before the commit; broken ones are rebuilt first. */
 void rb_member_unlink(rb_seg *s, uint32_t m)
 {
     rb_slot *ms = rb_slot_at(s, m);
     uint32_t set = ms->set_id;
+    if (RB_UNLIKELY(!rb_slot_ok(s, set) || s->slots[set].state != RB_SLOT_SET ||
+                    s->slots[set].member_count == 0 || !member_ok(s, ms->prev_member, set) ||
+                    !member_ok(s, ms->next_member, set) ||
+                    (ms->prev_member == RB_NIL && s->slots[set].first_member != m))) {
+        rb_corrupt(s, "member slot %u of set %u: its list links (prev %u, next %u) are broken", m,
+                   set, ms->prev_member, ms->next_member);
+        if (ms->state != RB_SLOT_MEMBER)
+            return; /* the repair dropped the row (its set was not a set) */
+    }
     rb_slot *st = rb_slot_at(s, set);
     uint32_t prev = ms->prev_member, next = ms->next_member;
     rb_table_remove(s, m); /* COMMIT: the member is gone (state FREE) */
@@ -124,17 +151,25 @@ static uint32_t live_set(rb_seg *s, const char *set, size_t set_len, uint64_t no
     uint32_t sid = rb_table_find(s, RB_SLOT_SET, 0, set, set_len);
     if (sid == RB_NIL)
         return RB_NIL;
-    uint32_t m = rb_slot_at(s, sid)->first_member;
-    while (m != RB_NIL) {
-        rb_slot *ms = rb_slot_at(s, m);
-        uint32_t next = ms->next_member;
-        if (ms->deadline && ms->deadline <= now) {
-            int last = rb_slot_at(s, sid)->member_count == 1;
-            rb_member_unlink(s, m);
-            if (last)
-                return RB_NIL;
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t m = rb_slot_at(s, sid)->first_member, steps = 0;
+        while (m != RB_NIL && member_ok(s, m, sid) && steps++ < s->slot_count) {
+            rb_slot *ms = rb_slot_at(s, m);
+            uint32_t next = ms->next_member;
+            if (ms->deadline && ms->deadline <= now) {
+                int last = rb_slot_at(s, sid)->member_count == 1;
+                rb_member_unlink(s, m);
+                if (last)
+                    return RB_NIL;
+            }
+            m = next;
         }
-        m = next;
+        if (RB_LIKELY(m == RB_NIL))
+            return sid;
+        rb_corrupt(s, "set %.*s: member list %s at slot %u", (int)(set_len > 100 ? 100 : set_len),
+                   set, steps >= s->slot_count ? "is a cycle" : "is broken", m);
+        if (s->slots[sid].state != RB_SLOT_SET)
+            return RB_NIL;
     }
     return sid;
 }
@@ -158,13 +193,23 @@ int rb_set_members(rb_seg *s, const char *set, size_t set_len, char *buf, size_t
     uint32_t sid = live_set(s, set, set_len, now);
     size_t need = 0;
     uint32_t count = 0;
-    for (uint32_t m = sid == RB_NIL ? RB_NIL : rb_slot_at(s, sid)->first_member; m != RB_NIL;
+    /* live_set walked (and if need be rebuilt) this list just now under
+     * the same lock hold; the checks stay, for the bound's sake. */
+    uint32_t m = sid == RB_NIL ? RB_NIL : rb_slot_at(s, sid)->first_member;
+    for (; m != RB_NIL && member_ok(s, m, sid) && count < s->slot_count;
          m = rb_slot_at(s, m)->next_member) {
         rb_slot *ms = rb_slot_at(s, m);
-        if (buf && need + 2 + ms->name_len <= cap)
-            put_name(buf, need, ms->name, ms->name_len);
-        need += 2 + ms->name_len;
+        uint32_t nl = ms->name_len <= RB_NAME_MAX ? ms->name_len : RB_NAME_MAX;
+        if (buf && need + 2 + nl <= cap)
+            put_name(buf, need, ms->name, nl);
+        need += 2 + nl;
         count++;
+    }
+    if (RB_UNLIKELY(m != RB_NIL)) {
+        r = rb_corrupt(s, "set %.*s: member list is broken at slot %u",
+                       (int)(set_len > 100 ? 100 : set_len), set, m);
+        rb_unlock(s);
+        return r;
     }
     rb_unlock(s);
     *out_len = need;
@@ -190,6 +235,10 @@ int rb_list_names(rb_seg *s, int kind, char *buf, size_t cap, size_t *out_len,
         rb_slot *sl = &s->slots[i];
         if (sl->state != want)
             continue;
+        if (RB_UNLIKELY(sl->name_len - 1u >= RB_NAME_MAX)) {
+            rb_corrupt(s, "slot %u has a name of %u bytes", i, sl->name_len); /* retired */
+            continue;
+        }
         if (buf && need + 2 + sl->name_len <= cap)
             put_name(buf, need, sl->name, sl->name_len);
         need += 2 + sl->name_len;
@@ -272,10 +321,15 @@ static int cmp_item(const void *a, const void *b)
 static void collect_grouped(rb_seg *s, uint32_t sid, fan_item *items, uint32_t cap, uint32_t *n,
                             uint32_t *skipped)
 {
-    for (int attempt = 0; attempt < 4; attempt++) {
-        uint32_t epoch = s->hdr->gc_epoch, count = 0, skip = 0, order = 0;
+    for (int attempt = 0; attempt < 4 && s->slots[sid].state == RB_SLOT_SET; attempt++) {
+        uint32_t epoch = s->hdr->gc_epoch, count = 0, skip = 0, order = 0, steps = 0;
         for (uint32_t m = rb_slot_at(s, sid)->first_member; m != RB_NIL;
              m = rb_slot_at(s, m)->next_member) {
+            if (RB_UNLIKELY(!member_ok(s, m, sid) || steps++ >= s->slot_count)) {
+                /* The repair rebuilds the list and moves the epoch: walk again. */
+                rb_corrupt(s, "set slot %u: member list is broken at slot %u", sid, m);
+                break;
+            }
             rb_slot *ms = rb_slot_at(s, m);
             uint32_t qid;
             int e = member_queue(s, ms, &qid);
@@ -291,7 +345,7 @@ static void collect_grouped(rb_seg *s, uint32_t sid, fan_item *items, uint32_t c
         }
     }
     *n = 0;
-    *skipped += rb_slot_at(s, sid)->member_count;
+    *skipped += s->slots[sid].state == RB_SLOT_SET ? s->slots[sid].member_count : 0;
 }
 
 /* Under the lock: enqueue the grouped records of items[0..n) (sorted).
@@ -378,6 +432,15 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
     if ((r = rb_lock(s)) != RB_OK)
         return r;
     uint32_t sid = live_set(s, set, set_len, now);
+    /* member_count (derived) sizes the buffers below and bounds the walks:
+     * a list longer than it is corruption, found by the walks. */
+    if (RB_UNLIKELY(sid != RB_NIL && s->slots[sid].member_count > s->slot_count)) {
+        rb_corrupt(s, "set %.*s counts %u members in a table of %u rows",
+                   (int)(set_len > 100 ? 100 : set_len), set, s->slots[sid].member_count,
+                   s->slot_count);
+        if (s->slots[sid].state != RB_SLOT_SET)
+            sid = RB_NIL;
+    }
     uint32_t members = sid == RB_NIL ? 0 : rb_slot_at(s, sid)->member_count;
     fan_item *items = NULL;
     char *frame_buf = NULL;
@@ -402,8 +465,21 @@ int rb_fanout_tagged(rb_seg *s, const char *set, size_t set_len, const char *dat
     uint32_t nitems = 0;
     if (grouped && sid != RB_NIL)
         collect_grouped(s, sid, items, members, &nitems, &skipped);
+    /* A repair during the walk (corruption found by an enqueue) rebuilds
+     * the member lists under it: the walk stops there rather than follow a
+     * list that changed (a member could get two copies). */
+    uint64_t corruptions = s->hdr->corruptions;
+    uint32_t steps = 0;
     for (uint32_t m = grouped || sid == RB_NIL ? RB_NIL : rb_slot_at(s, sid)->first_member;
          m != RB_NIL; m = rb_slot_at(s, m)->next_member) {
+        if (RB_UNLIKELY(!member_ok(s, m, sid) || steps++ >= members ||
+                        s->hdr->corruptions != corruptions)) {
+            if (s->hdr->corruptions == corruptions)
+                rb_corrupt(s, "set %.*s: member list is broken at slot %u",
+                           (int)(set_len > 100 ? 100 : set_len), set, m);
+            skipped++;
+            break;
+        }
         rb_slot *ms = rb_slot_at(s, m);
         uint32_t qlen = member_queue_len(ms);
         uint32_t qid;

@@ -37,35 +37,58 @@ static bool slot_matches(const rb_slot *sl, uint32_t kind, uint32_t set_id, uint
            (kind != RB_SLOT_MEMBER || sl->set_id == set_id) && memcmp(sl->name, name, len) == 0;
 }
 
+/* An index entry is a slot id + 1 (< slot_count + 1), EMPTY or TOMB.  A
+ * probe that meets an entry past the table, or goes round the whole index
+ * without an EMPTY entry (the index is at most half used plus a quarter of
+ * tombstones, so one always exists), found corruption: the repair rebuilds
+ * the index from the slots and the probe runs once more on it. */
 uint32_t rb_table_find(rb_seg *s, uint32_t kind, uint32_t set_id, const char *name, size_t len)
 {
     uint64_t hash = rb_hash(kind, set_id, name, len);
     uint32_t mask = s->index_size - 1;
-    for (uint32_t i = (uint32_t)hash & mask, n = 0; n < s->index_size; i = (i + 1) & mask, n++) {
-        uint32_t e = s->index[i];
-        if (e == RB_INDEX_EMPTY)
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t i = (uint32_t)hash & mask, n = 0;
+        for (; n < s->index_size; i = (i + 1) & mask, n++) {
+            uint32_t e = s->index[i];
+            if (e == RB_INDEX_EMPTY)
+                return RB_NIL;
+            if (e == RB_INDEX_TOMB)
+                continue;
+            if (RB_UNLIKELY(e > s->slot_count))
+                break;
+            if (slot_matches(&s->slots[e - 1], kind, set_id, hash, name, len))
+                return e - 1;
+        }
+        if (n < s->index_size)
+            rb_corrupt(s, "index entry %u holds slot id %u, past the %u slots", i, s->index[i] - 1,
+                       s->slot_count);
+        else
+            rb_corrupt(s, "index of %u entries has no empty entry", s->index_size);
+        /* In rb_check (no repair) or inside a repair: nothing to retry on. */
+        if (s->checking || s->repairing)
             return RB_NIL;
-        if (e == RB_INDEX_TOMB)
-            continue;
-        if (slot_matches(&s->slots[e - 1], kind, set_id, hash, name, len))
-            return e - 1;
     }
     return RB_NIL;
 }
 
+/* Bounded by the index size: an index with no free entry is corrupt (see
+ * rb_table_find); it is rebuilt from the slots, which holds this slot too
+ * if its state is committed (rb_table_create inserts after the commit). */
 static void index_insert(rb_seg *s, uint32_t id, uint64_t hash)
 {
     rb_header *h = s->hdr;
     uint32_t mask = s->index_size - 1;
-    for (uint32_t i = (uint32_t)hash & mask;; i = (i + 1) & mask) {
+    uint32_t i = (uint32_t)hash & mask;
+    for (uint32_t n = 0; n < s->index_size; i = (i + 1) & mask, n++) {
         uint32_t e = s->index[i];
         if (e == RB_INDEX_EMPTY || e == RB_INDEX_TOMB) {
-            if (e == RB_INDEX_TOMB)
+            if (e == RB_INDEX_TOMB && h->index_tombs)
                 h->index_tombs--;
             s->index[i] = id + 1;
             return;
         }
     }
+    rb_corrupt(s, "index of %u entries has no free entry for slot %u", s->index_size, id);
 }
 
 /* Derived data: clear the index and re-insert every used slot. */
@@ -104,14 +127,29 @@ int rb_table_create(rb_seg *s, uint32_t kind, uint32_t set_id, const char *name,
 {
     rb_header *h = s->hdr;
     uint32_t id;
-    if (h->slot_free_head == RB_NIL && h->slot_bump == s->slot_count && table_gc(s) == 0)
-        return rb_fail(RB_E_NOSLOT, "name table full (%u slots) creating %.*s", s->slot_count,
-                       (int)(len > 80 ? 80 : len), name);
-    if (h->slot_free_head != RB_NIL) {
+    for (int attempt = 0;; attempt++) {
+        if (h->slot_free_head == RB_NIL && h->slot_bump >= s->slot_count && table_gc(s) == 0)
+            return rb_fail(RB_E_NOSLOT, "name table full (%u slots) creating %.*s",
+                           s->slot_count, (int)(len > 80 ? 80 : len), name);
         id = h->slot_free_head;
-        h->slot_free_head = s->slots[id].next_free;
-    } else {
-        id = h->slot_bump++;
+        if (id == RB_NIL) {
+            id = h->slot_bump++;
+            break;
+        }
+        /* A free-list entry is a FREE row below the bump mark; anything else
+         * would overwrite a live row (or a row past the table). */
+        if (RB_LIKELY(id < h->slot_bump && s->slots[id].state == RB_SLOT_FREE)) {
+            h->slot_free_head = s->slots[id].next_free;
+            break;
+        }
+        int e = rb_corrupt(s, "slot free list: entry %u is %s", id,
+                           id < h->slot_bump ? "a row in use" : "past the bump mark");
+        if (attempt)
+            return e;
+        /* The repair retires a set with no member yet (one being created
+         * for this member): then there is nothing to add the member to. */
+        if (kind == RB_SLOT_MEMBER && s->slots[set_id].state != RB_SLOT_SET)
+            return e;
     }
     rb_slot *sl = &s->slots[id];
     uint64_t hash = rb_hash(kind, set_id, name, len);

@@ -81,6 +81,8 @@ int rb_list_write(rb_seg *s, const uint32_t *sorted, uint32_t n, uint32_t *out_f
     uint32_t first = RB_NIL, prev = RB_NIL;
     for (uint32_t off = 0; off < n; off += (uint32_t)RB_LIST_IDS_PER_CELL) {
         uint32_t c = rb_cell_alloc(s); /* next = RB_NIL */
+        if (RB_UNLIKELY(c == RB_NIL)) /* corrupt free list: repaired, cells so far reclaimed */
+            return rb_fail(RB_E_CORRUPT, "segment %s: record memory is corrupt", s->prefix);
         uint32_t k = n - off < RB_LIST_IDS_PER_CELL ? n - off : (uint32_t)RB_LIST_IDS_PER_CELL;
         memcpy(cell_ids(s, c), sorted + off, (size_t)k * sizeof(uint32_t));
         s->cells[c].pad = k;
@@ -95,8 +97,12 @@ int rb_list_write(rb_seg *s, const uint32_t *sorted, uint32_t n, uint32_t *out_f
 }
 
 /* Under the lock, after the row's pid store of 0: the cells are unreachable
- * already, this only hands them back (the repair would too). */
-void rb_list_free(rb_seg *s, uint32_t first) { rb_record_free(s, first); }
+ * already, this only hands them back (the repair would too).  The chain is
+ * checked (bounded by the cells n ids need) before any cell is pushed. */
+void rb_list_free(rb_seg *s, uint32_t first, uint32_t n)
+{
+    rb_cells_free(s, first, rb_list_cells_needed(n), "waiter list");
+}
 
 int rb_row_each(rb_seg *s, const rb_waiter *wt, rb_id_fn fn, void *arg)
 {

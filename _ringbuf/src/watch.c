@@ -251,16 +251,20 @@ fail:
 }
 
 /* Row ids are bounded here too: a row scribbled on must not index past the
- * slot table (the repair drops such a row; these may run before it). */
+ * slot table.  Both stop at such an id (-1): the arm reports it (its repair
+ * drops the row), the lock-free seq says "not a valid watch". */
 static int live_fn(rb_seg *s, uint32_t id, void *now)
 {
-    return id < s->slot_count && rb_queue_live(s, id, *(uint64_t *)now);
+    if (RB_UNLIKELY(!rb_slot_ok(s, id)))
+        return -1;
+    return rb_queue_live(s, id, *(uint64_t *)now);
 }
 
 static int seq_fn(rb_seg *s, uint32_t id, void *sum)
 {
-    if (id < s->slot_count)
-        *(uint64_t *)sum += RB_LOAD_ACQUIRE(&s->slots[id].seq);
+    if (RB_UNLIKELY(!rb_slot_ok(s, id)))
+        return -1;
+    *(uint64_t *)sum += RB_LOAD_ACQUIRE(&s->slots[id].seq);
     return 0;
 }
 
@@ -288,6 +292,13 @@ int rb_watch_arm(rb_seg *s, uint32_t row, uint64_t token)
     rb_waiter *wt = &s->waiters[row];
     uint64_t now = rb_now_ns();
     int ready = rb_row_each(s, wt, live_fn, &now);
+    if (RB_UNLIKELY(ready < 0)) {
+        /* The repair drops the row (a queue id past the table): this watch
+         * is gone, and the next arm or seq says so. */
+        r = rb_corrupt(s, "watch row %u lists a queue id past the table", row);
+        rb_unlock(s);
+        return r;
+    }
     /* Checked and armed under one lock hold: a send after this sees armed. */
     wt->armed = ready ? 0 : 1;
     rb_unlock(s);
@@ -314,7 +325,8 @@ uint64_t rb_watch_seq(rb_seg *s, uint32_t row, uint64_t token)
      * pid store, freed only after the pid store of 0 (by us, or by a sweep
      * after our death), so walking them here without the lock is safe. */
     uint64_t sum = 0;
-    rb_row_each(s, wt, seq_fn, &sum);
+    if (RB_UNLIKELY(rb_row_each(s, wt, seq_fn, &sum) < 0))
+        return RB_SEQ_INVALID; /* a corrupt row: the arm (under the lock) repairs it */
     return sum & ~RB_SEQ_INVALID_BIT;
 }
 

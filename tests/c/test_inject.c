@@ -648,7 +648,8 @@ static void inject_bad_chain(rb_seg *s, void *vp)
 {
     rb_slot *q = rb_slot_at(s, qid(s, (const char *)vp));
     /* Real memory corruption: the third record's first cell links outside
-     * the cell area.  The repair cuts the queue before that record. */
+     * the cell area.  The repair drops that record (counted) and keeps the
+     * ones after it: its link to the next record is intact. */
     uint32_t r = q->head;
     r = rb_rec_at(s, r)->next;
     r = rb_rec_at(s, r)->next;
@@ -675,11 +676,14 @@ static void test_unlinked_not_freed(rb_seg *s)
     expect_empty(s, "e");
     expect_all_cells_free(s);
 
+    uint64_t dropped = ct_info(s).dropped;
     send_known(s, "e", 700, 5);
     die_holding_lock(s, inject_bad_chain, "e", SIGKILL);
     CHECK_SEG(s);
-    CHECK(ct_qstats(s, "e").pending == 2);
+    CHECK(ct_qstats(s, "e").pending == 4);
+    CHECK(ct_info(s).dropped == dropped + 1);
     expect_known(s, "e", 700, 2);
+    expect_known(s, "e", 703, 2);
     expect_empty(s, "e");
     expect_all_cells_free(s);
     CHECK(repairs(s) == r0 + 3);

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 import _ringbuf
-from _ringbuf._native import ffi
+from _ringbuf._native import ffi, lib
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +121,13 @@ def segfile(prefix: str) -> Iterator[SegmentFile]:
         seg.set_add(b"grp", b"good")
         seg.set_add(b"grp", b"m2")
         seg.set_add(b"grp", b"m3")
+        # Free lists with entries: cells of taken records, rows of a retired group.
+        for _ in range(4):
+            seg.send(b"tmp", b"T" * 1000)
+        while seg.receive([b"tmp"]) is not None:
+            pass
+        seg.set_add(b"gone", b"x")
+        seg.set_discard(b"gone", b"x")
         seg.check()
     finally:
         seg.close()
@@ -227,3 +234,313 @@ def test_another_layout_is_still_a_layout_mismatch(segfile: SegmentFile, prefix:
     segfile.set_header("slot_size", segfile.header("slot_size") + 64)
     result = run_child(prefix, "report(lambda: _ringbuf.stat(prefix))")
     assert result.get("error") == "LayoutMismatch", result
+
+
+# ---- 3. indices and links read from shared memory; 5. poisoned records ----------------------
+
+FAR = 0x7FFFFFF0  # an id far past any table: dereferenced, it is a SIGSEGV
+
+
+def _slot(f: SegmentFile, name: bytes, state: int = QUEUE) -> int:
+    return f.slot_base(f.find_slot(state, name))
+
+
+def _head(f: SegmentFile, name: bytes) -> int:
+    return f.read("rb_slot", _slot(f, name), "head")
+
+
+def _index_of(f: SegmentFile, sid: int) -> int:
+    import struct
+
+    for i in range(f.header("index_size")):
+        if struct.unpack_from("<I", f.map, f.index_entry(i))[0] == sid + 1:
+            return i
+    raise LookupError(sid)
+
+
+def _write_index(f: SegmentFile, i: int, value: int) -> None:
+    import struct
+
+    struct.pack_into("<I", f.map, f.index_entry(i), value)
+
+
+def _fill_index(f: SegmentFile, value: int) -> None:
+    for i in range(f.header("index_size")):
+        _write_index(f, i, value)
+
+
+def _member(f: SegmentFile, name: bytes) -> int:
+    set_id = f.find_slot(SET, b"grp")
+    name_off = ffi.offsetof("rb_slot", "name")
+    for sid in range(f.header("slot_bump")):
+        base = f.slot_base(sid)
+        if (f.read("rb_slot", base, "state") == MEMBER and f.read("rb_slot", base, "set_id") == set_id
+                and f.map[base + name_off: base + name_off + len(name)] == name
+                and f.read("rb_slot", base, "name_len") == len(name)):
+            return base
+    raise LookupError(name)
+
+
+def _second_record(f: SegmentFile, name: bytes) -> int:
+    return f.read("rb_rec", f.rec_base(_head(f, name)), "next")
+
+
+_DRAIN = """
+seg = _ringbuf.Segment(prefix, create=False)
+def drain(names, limit=20):
+    got = []
+    while len(got) < limit:
+        r = seg.receive(names)
+        if r is None:
+            break
+        got.append(r[1].decode()[:8])
+    return got
+"""
+
+SEND_THEN_DRAIN = _DRAIN + """
+def op():
+    seg.send(b'good', b'new')
+    return {"got": drain([b'good']), "info": seg.info()}
+report(op)
+"""
+
+NEW_QUEUE = _DRAIN + """
+def op():
+    seg.send(b'fresh', b'f0')
+    return {"fresh": drain([b'fresh']), "got": drain([b'good']), "info": seg.info()}
+report(op)
+"""
+
+BIG_SENDS = _DRAIN + """
+def op():
+    for i in range(30):
+        seg.send(b'tmp2', b'%02d' % i + b'x' * 998)
+    return {"got": [g[:2] for g in drain([b'tmp2'], 40)], "good": drain([b'good']), "info": seg.info()}
+report(op)
+"""
+
+DRAIN_GOOD = _DRAIN + """
+report(lambda: {"got": drain([b'good']), "info": seg.info()})
+"""
+
+DRAIN_ALL = _DRAIN + """
+report(lambda: {"got": drain([b'good', b'bad', b'long']), "info": seg.info()})
+"""
+
+DRAIN_GOOD_BAD = _DRAIN + """
+def op():
+    calls = [drain([b'good', b'bad'], 1) for _ in range(8)]
+    return {"got": [g for call in calls for g in call], "info": seg.info()}
+report(op)
+"""
+
+CHECK_RECOVER_DRAIN = _DRAIN + """
+def op():
+    try:
+        seg.check()
+        checked = "ok"
+    except _ringbuf.SegmentCorrupt as exc:
+        checked = str(exc)
+    seg.recover()
+    return {"checked": checked, "got": drain([b'good', b'bad']), "info": seg.info()}
+report(op)
+"""
+
+CHECK = """
+report(lambda: _ringbuf.Segment(prefix, create=False).check())
+"""
+
+STAT_AND_LIST = """
+seg = _ringbuf.Segment(prefix, create=False)
+report(lambda: {"stat": _ringbuf.stat(prefix)["queues"],
+                "queues": sorted(q.decode() for q in seg.list_queues())})
+"""
+
+GROUP_OPS = """
+seg = _ringbuf.Segment(prefix, create=False)
+def op():
+    sent, skipped = seg.fanout(b'grp', b'hi')
+    return {"sent": sent, "members": sorted(m.decode() for m in seg.set_members(b'grp'))}
+report(op)
+"""
+
+DISCARD = """
+seg = _ringbuf.Segment(prefix, create=False)
+def op():
+    seg.set_discard(b'grp', b'm2')
+    return {"members": sorted(m.decode() for m in seg.set_members(b'grp'))}
+report(op)
+"""
+
+WATCH_ROW = """
+import mmap, os, struct
+from _ringbuf._native import ffi
+seg = _ringbuf.Segment(prefix, create=False)
+w = seg.watch([b'good'])
+fd = os.open('/dev/shm/rbuf.' + prefix, os.O_RDWR)
+m = mmap.mmap(fd, os.fstat(fd).st_size); os.close(fd)
+waiters_off = struct.unpack_from('<Q', m, ffi.offsetof('rb_header', 'waiters_off'))[0]
+row = waiters_off + w._row * ffi.sizeof('rb_waiter')
+struct.pack_into('<I', m, row + ffi.offsetof('rb_waiter', 'slot'), 0x7FFFFFF0)
+def op():
+    out = {}
+    for what, fn in (("seq", w.seq), ("arm", w.arm)):
+        try:
+            out[what] = fn()
+        except Exception as exc:
+            out[what] = type(exc).__name__ + ": " + str(exc)
+    seg.send(b'good', b'new')
+    out["got"] = [r[1].decode() for r in iter(lambda: seg.receive([b'good']), None)]
+    return out
+report(op)
+"""
+
+GOOD = ["g0", "g1", "g2"]
+
+
+def _ok(result: dict[str, Any]) -> Any:
+    assert "ok" in result, result
+    return result["ok"]
+
+
+def _repaired(result: dict[str, Any], **expect: Any) -> None:
+    value = _ok(result)
+    for key, want in expect.items():
+        assert value[key] == want, (key, value)
+    if "info" in value:
+        assert value["info"]["corruptions"] >= 1, value["info"]
+    assert "is corrupt" in result["stderr"], result["stderr"]  # logged once, naming it
+
+
+def _corrupt_cell_free_head(f: SegmentFile) -> None:
+    assert f.header("cell_free_head") != lib.RB_NIL  # the fixture freed cells
+    f.set_header("cell_free_head", FAR)
+
+
+def _corrupt_free_cell_link(f: SegmentFile) -> None:
+    head = f.header("cell_free_head")
+    f.write("rb_cell", f.cell_base(head), "next", FAR)
+
+
+def _slot_free_head_live(f: SegmentFile) -> None:
+    assert f.header("slot_free_head") != lib.RB_NIL
+    f.set_header("slot_free_head", f.find_slot(QUEUE, b"good"))
+
+
+def _record_cycle(f: SegmentFile) -> None:
+    second = _second_record(f, b"good")
+    f.write("rb_rec", f.rec_base(second), "next", _head(f, b"good"))
+
+
+def _first_member_far(f: SegmentFile) -> None:
+    f.write("rb_slot", _slot(f, b"grp", SET), "first_member", FAR)
+
+
+def _member_cycle(f: SegmentFile) -> None:
+    first = f.read("rb_slot", _slot(f, b"grp", SET), "first_member")
+    f.write("rb_slot", f.slot_base(first), "next_member", first)
+
+
+def _refused(needle: str) -> Any:
+    def expect(result: dict[str, Any]) -> None:
+        assert result.get("error") == "SegmentCorrupt", result
+        assert needle in result["message"], result
+    return expect
+
+
+def _repairs(dropped: int | None = None, **expect: Any) -> Any:
+    def check(result: dict[str, Any]) -> None:
+        _repaired(result, **expect)
+        if dropped is not None:
+            assert _ok(result)["info"]["dropped"] == dropped, _ok(result)["info"]
+    return check
+
+
+def _equals(value: Any) -> Any:
+    def check(result: dict[str, Any]) -> None:
+        assert _ok(result) == value, result
+    return check
+
+
+def _watch_row_expect(result: dict[str, Any]) -> None:
+    value = _ok(result)
+    assert value["seq"].startswith("ValueError"), value  # no lock-free read through a bad id
+    assert value["arm"].startswith("SegmentCorrupt") and "past the table" in value["arm"], value
+    _repaired(result, got=GOOD + ["new"])
+
+
+def _check_recover_expect(result: dict[str, Any]) -> None:
+    value = _ok(result)
+    assert "length" in value["checked"], value  # check() names it ...
+    _repaired(result, got=["g0", "g1", "b1", "g2", "b2"])  # ... recover() drops it
+    assert value["info"]["dropped"] == 1, value
+
+
+def _fresh_expect(result: dict[str, Any]) -> None:
+    assert _ok(result)["fresh"] == ["f0"] and _ok(result)["got"] == GOOD, result
+
+
+CASES = [
+    # (corrupt, child code, expectation)
+    pytest.param(lambda f: _write_index(f, _index_of(f, f.find_slot(QUEUE, b"good")), FAR),
+                 SEND_THEN_DRAIN, _repairs(got=GOOD + ["new"]), id="index-entry-far-send"),
+    pytest.param(lambda f: _write_index(f, _index_of(f, f.find_slot(QUEUE, b"good")), FAR),
+                 CHECK, _refused("index entry"), id="index-entry-far-check"),
+    pytest.param(lambda f: _fill_index(f, 1), NEW_QUEUE, _repairs(fresh=["f0"], got=GOOD),
+                 id="index-all-ones-new-channel"),
+    pytest.param(lambda f: _fill_index(f, 0xFFFFFFFF), NEW_QUEUE, _fresh_expect,
+                 id="index-all-tombs"),
+    pytest.param(_corrupt_cell_free_head, SEND_THEN_DRAIN, _repairs(got=GOOD + ["new"]),
+                 id="cell-free-head-far"),
+    pytest.param(_corrupt_free_cell_link, BIG_SENDS,
+                 _repairs(got=[f"{i:02d}" for i in range(30)], good=GOOD), id="free-cell-link-far"),
+    pytest.param(lambda f: f.set_header("cell_bump", 0xFFFFFFF0), BIG_SENDS,
+                 _repairs(got=[f"{i:02d}" for i in range(30)], good=GOOD), id="cell-bump-far"),
+    pytest.param(lambda f: f.set_header("slot_free_head", FAR), NEW_QUEUE,
+                 _repairs(fresh=["f0"], got=GOOD), id="slot-free-head-far"),
+    pytest.param(_slot_free_head_live, NEW_QUEUE, _repairs(fresh=["f0"], got=GOOD),
+                 id="slot-free-list-live-row"),
+    pytest.param(lambda f: f.set_header("slot_bump", 0xFFFFFFF0), STAT_AND_LIST,
+                 _equals({"stat": 4, "queues": ["bad", "good", "long", "tmp"]}), id="slot-bump-far"),
+    pytest.param(lambda f: f.write("rb_cell", f.cell_base(_head(f, b"long")), "next", FAR),
+                 DRAIN_ALL, _repairs(dropped=1, got=["g0", "b0", "g1", "b1", "g2", "b2"]),
+                 id="record-chain-cell-far"),
+    pytest.param(lambda f: f.write("rb_rec", f.rec_base(_head(f, b"good")), "next", FAR),
+                 DRAIN_GOOD, _repairs(got=["g0"]), id="record-link-far"),
+    pytest.param(_record_cycle, DRAIN_GOOD, _repairs(got=["g0", "g1"]), id="record-link-cycle"),
+    pytest.param(_first_member_far, GROUP_OPS, _repairs(sent=3, members=["good", "m2", "m3"]),
+                 id="member-list-head-far"),
+    pytest.param(_member_cycle, GROUP_OPS, _repairs(sent=3, members=["good", "m2", "m3"]),
+                 id="member-list-cycle"),
+    pytest.param(lambda f: f.write("rb_slot", _member(f, b"m2"), "prev_member", FAR), DISCARD,
+                 _repairs(members=["good", "m3"]), id="member-link-far-discard"),
+    pytest.param(lambda f: None, WATCH_ROW, _watch_row_expect, id="waiter-slot-id-far"),
+    # 5. a head record with an impossible length: dropped, the others go on.
+    pytest.param(lambda f: f.write("rb_rec", f.rec_base(_head(f, b"bad")), "len", 0xFFFFFF00),
+                 DRAIN_GOOD_BAD, _repairs(dropped=1, got=["g0", "g1", "b1", "g2", "b2"]),
+                 id="poisoned-head-receive"),
+    pytest.param(lambda f: f.write("rb_rec", f.rec_base(_head(f, b"bad")), "len", 0xFFFFFF00),
+                 CHECK_RECOVER_DRAIN, _check_recover_expect, id="poisoned-head-check-recover"),
+]
+
+
+@pytest.mark.parametrize("corrupt,code,expect", CASES)
+def test_corruption_is_repaired_or_refused(segfile: SegmentFile, prefix: str, corrupt: Any,
+                                           code: str, expect: Any) -> None:
+    corrupt(segfile)
+    result = run_child(prefix, code)
+    expect(result)
+    # Whatever the operation did, the segment is whole again after a recover().
+    after = run_child(prefix, "seg = _ringbuf.Segment(prefix, create=False)\n"
+                              "report(lambda: (seg.recover(), seg.check()))")
+    assert "ok" in after, after
+
+
+def test_cli_reads_a_segment_whose_bump_mark_is_corrupt(segfile: SegmentFile, prefix: str) -> None:
+    segfile.set_header("slot_bump", 0xFFFFFFF0)
+    stats = run_cli("stats", "--prefix", prefix, "--json")
+    assert stats.returncode == 0, stats
+    assert sorted(q["channel"] for q in json.loads(stats.stdout)["channels"]) == [
+        "bad", "good", "long", "tmp"]
+    ls = run_cli("ls", "--json")
+    assert ls.returncode == 0, ls

@@ -77,13 +77,26 @@ def test_records_written_by_the_core_are_read_back(layer: IPCChannelLayer) -> No
     assert layer.receive(["raw.p!"]) == ("raw.p!", {"from": "no frame"})
 
 
-@pytest.mark.parametrize("payload", [packed([1, 2]), b"\xc1", packed({1: "int key"}), packed({"a": 1})[:-1]])
-def test_foreign_records_raise_value_error(layer: IPCChannelLayer, payload: bytes) -> None:
-    layer.segment.send(b"raw.bad", b"\x00" + payload)
-    with pytest.raises(ValueError, match="decode"):
-        layer.receive(["raw.bad"])
+@pytest.mark.parametrize("record", [
+    b"\x00" + packed([1, 2]), b"\x00\xc1", b"\x00" + packed({1: "int key"}),
+    b"\x00" + packed({"a": 1})[:-1],
+    b"",                                   # no byte at all
+    b"\x05ab",                             # a frame longer than the record
+    b"\x02\xff\xfe" + packed({"a": 1}),    # a tag that is not ASCII
+    b"\x7f\x05\x00\x01a",                  # a grouped record cut short
+], ids=["list", "bad-byte", "int-key", "truncated", "empty", "frame-past-end", "non-ascii-tag",
+        "grouped-cut"])
+def test_records_that_are_not_messages_are_dropped_and_logged(
+        layer: IPCChannelLayer, record: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    """A bad record fails no receive: it is dropped, logged naming its queue, and the next comes."""
+    layer.segment.send(b"raw.bad", record)
     layer.send("raw.bad", {"next": "fine"})
-    assert layer.receive(["raw.bad"]) == ("raw.bad", {"next": "fine"})
+    with caplog.at_level("ERROR", logger="ipc_layer.layer"):
+        assert layer.receive(["raw.bad"]) == ("raw.bad", {"next": "fine"})
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "'raw.bad'" in errors[0] and "not a message" in errors[0], errors
+    layer.segment.send(b"raw.bad", record)
+    assert layer.receive(["raw.bad"]) == (None, None)  # alone: nothing to return, no raise
 
 
 def test_groups_and_channels_are_separate_namespaces(layer: IPCChannelLayer) -> None:
