@@ -3,7 +3,9 @@
 Stacks, each serving the same tiny application (:mod:`bench.server_apps`):
 
 ==============  ==================================================================
-``ipc``         ``ipc-server`` + one ASGI 1 worker on the shared-memory layer
+``ipc``         ``ipc-server`` + one ASGI 1 worker on the shared-memory layer (replies
+                reach the reactor through the layer's ``twisted`` extension: FD watches)
+``ipc_thread``  the same with ``--reader thread`` (a thread blocked in ``receive``)
 ``ipc_redis``   the same on the Redis layer (when a Redis server is available)
 ``direct``      ``ipc-server``'s HTTP code with the application called in-process:
                 the ``ipc`` stack minus the layer hop (what the hop costs)
@@ -41,7 +43,7 @@ from typing import Any
 __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parents[1]
-STACKS = ("ipc", "ipc_redis", "direct", "daphne", "uvicorn")
+STACKS = ("ipc", "ipc_thread", "ipc_redis", "direct", "daphne", "uvicorn")
 
 
 def _free_port() -> int:
@@ -90,17 +92,18 @@ def _stack(name: str, cpus: set[int], redis_url: str | None) -> Iterator[Stack]:
     prefix = f"bench_srv_{os.getpid()}"
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        if name in ("ipc", "ipc_redis"):
+        if name in ("ipc", "ipc_thread", "ipc_redis"):
             config: dict[str, Any]
-            if name == "ipc":
+            if name in ("ipc", "ipc_thread"):
                 layer, config = "ipc_layer.IPCChannelLayer", {"prefix": prefix}
             else:
                 layer = "ipc_layer.redis_layer.RedisChannelLayer"
                 config = {"hosts": [redis_url], "prefix": f"{prefix}:"}
             procs.append(_spawn([py, "-m", "bench.server_apps", "worker", "--layer", layer,
                                  "--config", json.dumps(config)], cpus))
+            reader = "thread" if name == "ipc_thread" else "auto"
             procs.append(_spawn([py, "-m", "server", "-p", str(port), "-v", "0", "--layer", layer,
-                                 "--layer-config", json.dumps(config)], cpus))
+                                 "--layer-config", json.dumps(config), "--reader", reader], cpus))
         elif name == "direct":
             procs.append(_spawn([py, "-m", "bench.server_apps", "direct", "--port", str(port)], cpus))
         elif name == "daphne":
@@ -125,7 +128,7 @@ def _stack(name: str, cpus: set[int], redis_url: str | None) -> Iterator[Stack]:
                 proc.wait()
             if proc.stderr is not None:
                 proc.stderr.close()
-        if name == "ipc":
+        if name in ("ipc", "ipc_thread"):
             with contextlib.suppress(Exception):
                 subprocess.run([py, "-m", "ipc_layer.cli", "rm", "--prefix", prefix, "--force"], cwd=ROOT,
                                env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=30)

@@ -158,6 +158,13 @@ class BaseChannelLayer(abc.ABC):
         """Add ``channel`` to ``group`` (idempotent; refreshes its expiry)."""
         raise self._missing("groups")
 
+    def receive_twisted(self, channels: Iterable[str], reactor: Any = None) -> Any:
+        """The ``twisted`` extension: a Deferred firing with ``(channel, message)`` or ``(None, None)``.
+
+        ``reactor``: the one to wake (the global reactor by default).
+        """
+        raise self._missing("twisted")
+
     def group_discard(self, group: str, channel: str) -> None:
         """Remove ``channel`` from ``group``; a no-op if it is not a member."""
         raise self._missing("groups")

@@ -36,7 +36,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from . import names, options
 from .base import BaseChannelLayer, Message, ReceiveResult
@@ -70,7 +70,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
     ``clock``, a zero-argument callable returning seconds (monotonic).
     """
 
-    extensions = ("groups", "flush", "statistics")
+    extensions = ("groups", "flush", "statistics", "twisted")
     #: The options this class takes, as declared in :mod:`ipc_layer.options`.
     option_kind: ClassVar[str] = "inmemory"
 
@@ -132,6 +132,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
         channel, payload = found
         # Decoded outside the lock: it is the costly part and needs no state.
         return channel, self.serializer.decode(payload)
+
+    def receive_twisted(self, channels: Iterable[str], reactor: Any = None) -> Any:
+        """The ASGI 1 ``twisted`` extension: a Deferred firing with ``(channel, message)``
+        or ``(None, None)`` after ``blocking_timeout``; a blocking receive in a reactor
+        pool thread (:func:`ipc_layer.twisted_ext.receive_in_thread`), never a poll.
+        """
+        from .twisted_ext import receive_in_thread
+
+        return receive_in_thread(self, channels, reactor)
 
     def new_channel(self, pattern: str) -> str:
         names.validate_new_channel_pattern(pattern)

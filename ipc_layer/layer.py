@@ -79,6 +79,7 @@ keeps per-thread buffers.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from threading import get_ident as _get_ident
@@ -137,7 +138,7 @@ class IPCChannelLayer(BaseChannelLayer):
     segment does not exist yet; an existing segment is attached as it is.
     """
 
-    extensions = ("groups", "flush", "statistics")
+    extensions = ("groups", "flush", "statistics", "twisted")
     #: The options this class takes, as declared in :mod:`ipc_layer.options`.
     option_kind: ClassVar[str] = "ipc"
 
@@ -371,6 +372,18 @@ class IPCChannelLayer(BaseChannelLayer):
         self._plans[wanted] = plan
         return plan
 
+    def receive_twisted(self, channels: Iterable[str], reactor: Any = None) -> Any:
+        """The ASGI 1 ``twisted`` extension: a Deferred firing with ``(channel, message)``.
+
+        Served by the core's FD watches registered as reactor readers (no
+        thread, one kernel wake-up per message; :mod:`ipc_layer.twisted_ext`).
+        ``reactor``: the global one by default. Twisted is imported on the
+        first call only.
+        """
+        from .twisted_ext import bridge_for
+
+        return bridge_for(self, reactor).receive(channels)
+
     def new_channel(self, pattern: str) -> str:
         names.validate_new_channel_pattern(pattern)
         while True:
@@ -441,7 +454,14 @@ class IPCChannelLayer(BaseChannelLayer):
         return self._seg
 
     def close(self) -> None:
-        """Unmap the segment from this instance; shared state stays."""
+        """Unmap the segment from this instance; shared state stays.
+
+        FD watches a reactor bridge (``receive_twisted``) opened for this
+        layer are closed first (their rows and FIFOs go).
+        """
+        twisted_ext = sys.modules.get("ipc_layer.twisted_ext")  # never imports Twisted itself
+        if twisted_ext is not None:
+            twisted_ext.close_bridge(self)
         self._seg.close()
 
     def __repr__(self) -> str:

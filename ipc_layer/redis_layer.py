@@ -386,7 +386,7 @@ class RedisChannelLayer(BaseChannelLayer):
     site is expected to use the same settings.
     """
 
-    extensions = ("groups", "flush", "statistics")
+    extensions = ("groups", "flush", "statistics", "twisted")
     #: The options this class takes, as declared in :mod:`ipc_layer.options`.
     option_kind: ClassVar[str] = "redis"
 
@@ -529,6 +529,15 @@ class RedisChannelLayer(BaseChannelLayer):
         index, entry = found
         _, local_part, payload = _split_entry(entry)
         return wanted[int(index) - 1] + local_part, self.serializer.decode(payload)
+
+    def receive_twisted(self, channels: Iterable[str], reactor: Any = None) -> Any:
+        """The ASGI 1 ``twisted`` extension: a Deferred firing with ``(channel, message)``
+        or ``(None, None)`` after ``blocking_timeout``; a blocking receive in a reactor
+        pool thread (:func:`ipc_layer.twisted_ext.receive_in_thread`), never a poll.
+        """
+        from .twisted_ext import receive_in_thread
+
+        return receive_in_thread(self, channels, reactor)
 
     def new_channel(self, pattern: str) -> str:
         names.validate_new_channel_pattern(pattern)

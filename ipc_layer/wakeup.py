@@ -580,14 +580,23 @@ class Engine:
         ``woken``: the watch, when the caller was woken for this take; if
         others of this process wait on the queue, the baton passes on.
         """
-        got, message = self._take((queue,))
-        if got is None:
-            return EMPTY
+        got = self.take_any((queue,), woken)
+        return EMPTY if got is None else got[1]
+
+    def take_any(self, channels: tuple[str, ...], woken: QueueWatch | None) -> tuple[str, Message] | None:
+        """One non-blocking ASGI 1 receive over ``channels``: ``(full channel name, message)`` or None.
+
+        What :meth:`take_direct` does for one queue, for a list (the ASGI 1
+        ``receive_twisted`` takes any number of channels); the baton as there.
+        """
+        got, message = self._take(channels)
+        if got is None or message is None:
+            return None
         if woken is not None and woken.by_loop:
             with woken.cond:
                 if woken.by_loop:
                     woken.arm()  # the baton: others wait, the wake-up was ours
-        return message
+        return got, message
 
     def wait_direct(self, queue: str, loop: Loop) -> Waiter:
         """Register a waiter of ``loop`` for ``queue`` and arm (after a take found nothing)."""

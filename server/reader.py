@@ -97,7 +97,15 @@ class TwistedReader:
     def _next(self) -> None:
         if self._stopped:
             return
-        self._pending = self.layer.receive_twisted([self.channel])
+        # ASGI 1's signature is receive_twisted(channels), for the global
+        # reactor; our layers also take the reactor to wake (tests run
+        # private ones), passed only when it is not the global one.
+        from twisted.internet import reactor as global_reactor
+
+        if self.reactor is global_reactor:
+            self._pending = self.layer.receive_twisted([self.channel])
+        else:
+            self._pending = self.layer.receive_twisted([self.channel], self.reactor)
         self._pending.addCallbacks(self._got, self._failed)
 
     def _got(self, result: tuple[str | None, dict[str, Any] | None]) -> None:

@@ -774,6 +774,89 @@ class ConformanceTestCase(unittest.TestCase):
         self.assertEqual(result, ("cf.wake!x", {"woke": True}))
         self.assertLess(time.monotonic() - started, 2.5)
 
+    # -- the twisted extension (ASGI 1: receive_twisted -> Deferred) ---------------------
+
+    def run_on_reactor(self, start: Callable[[Any], Any], timeout: float = 10.0) -> Any:
+        """Run a private reactor until the Deferred ``start(reactor)`` returns fires; its result."""
+        if "twisted" not in self.layer.extensions:
+            self.skipTest("layer lacks the 'twisted' extension")
+        try:
+            from twisted.internet.pollreactor import PollReactor
+        except ImportError:  # pragma: no cover - Twisted is a dependency of the project
+            self.skipTest("Twisted is not installed")
+        reactor = PollReactor()  # type: ignore[no-untyped-call]
+        outcome: list[Any] = []
+
+        def begin() -> None:
+            deferred = start(reactor)
+            deferred.addBoth(outcome.append)
+            deferred.addBoth(lambda _: reactor.stop())
+
+        reactor.callWhenRunning(begin)
+        guard = reactor.callLater(timeout, reactor.stop)
+        reactor.run(installSignalHandlers=False)
+        if guard.active():
+            guard.cancel()
+        if not outcome:
+            self.fail(f"receive_twisted did not fire within {timeout} s")
+        result = outcome[0]
+        if hasattr(result, "raiseException"):  # a Failure
+            result.raiseException()
+        return result
+
+    def test_twisted_receive_takes_a_pending_message(self) -> None:
+        self.layer.send("cf.tw.ready", {"n": 1})
+        result = self.run_on_reactor(lambda reactor: self.layer.receive_twisted(["cf.tw.ready"], reactor))
+        self.assertEqual(tuple(result), ("cf.tw.ready", {"n": 1}))
+
+    def test_twisted_receive_wakes_on_a_later_send(self) -> None:
+        self.require_flag("blocking")
+
+        def start(reactor: Any) -> Any:
+            reactor.callLater(0.1, self.layer.send, "cf.tw!x", {"woke": True})
+            return self.layer.receive_twisted(["cf.tw.other", "cf.tw!"], reactor)
+
+        self.assertEqual(tuple(self.run_on_reactor(start)), ("cf.tw!x", {"woke": True}))
+
+    def test_twisted_receive_wakes_on_send_from_thread(self) -> None:
+        self.require_flag("blocking")
+        self.require_flag("threads")
+        sender = threading.Timer(0.1, self.layer.send, ("cf.tw.thread", {"from": "thread"}))
+
+        def start(reactor: Any) -> Any:
+            sender.start()
+            return self.layer.receive_twisted(["cf.tw.thread"], reactor)
+
+        try:
+            result = self.run_on_reactor(start)
+        finally:
+            sender.join()
+        self.assertEqual(tuple(result), ("cf.tw.thread", {"from": "thread"}))
+
+    def test_twisted_receives_in_a_row_keep_fifo_order(self) -> None:
+        count = min(20, self.layer.capacity)
+        for i in range(count):
+            self.layer.send("cf.tw.fifo", {"i": i})
+        got: list[int] = []
+
+        def start(reactor: Any) -> Any:
+            from twisted.internet import defer
+
+            done: Any = defer.Deferred()
+
+            def next_one(result: Any = None) -> None:
+                if result is not None:
+                    got.append(result[1]["i"])
+                if len(got) == count:
+                    done.callback(got)
+                    return
+                self.layer.receive_twisted(["cf.tw.fifo"], reactor).addCallbacks(next_one, done.errback)
+
+            next_one()
+            return done
+
+        self.assertEqual(self.run_on_reactor(start), list(range(count)))
+
     # -- concurrency and sharing -------------------------------------------------------
 
     def test_concurrent_senders_keep_per_channel_order(self) -> None:
