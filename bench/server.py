@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis-url", default=os.environ.get("IPC_TEST_REDIS_URL"),
                         help="Redis for the ipc_redis stack (default $IPC_TEST_REDIS_URL; skipped without)")
     parser.add_argument("--quick", action="store_true", help="2 s runs, 300 round trips")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let the scheduler place the stacks and wrk (default: stacks on the first CPU, "
+                             "wrk on the last)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this file")
     return parser
 
@@ -235,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.duration, args.ws_round_trips = 2, 300
     server_cpus, load_cpus = _cpus()
+    if args.no_pin:
+        server_cpus = load_cpus = set(os.sched_getaffinity(0))
     rows: list[dict[str, Any]] = []
     for name in stacks:
         if name == "ipc_redis" and not args.redis_url:
