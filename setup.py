@@ -11,6 +11,8 @@ setup(
     long_description_content_type="text/x-rst",
     license="BSD-3-Clause",
     python_requires=">=3.10",
+    # _memo: the bounded-cache helper shared by _ringbuf and ipc_layer (a leaf module).
+    py_modules=["_memo"],
     packages=find_packages(include=["_ringbuf", "ipc_layer", "ipc_layer.*", "server", "server.*",
                                     "worker", "worker.*", "bench", "bench.*"]),
     package_data={"_ringbuf": ["cdef.h", "include/*.h", "src/*.c", "src/*.h", "Makefile"],

@@ -20,6 +20,8 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 
+from _memo import remember
+
 from ._native import ffi, lib
 
 __all__ = [
@@ -321,11 +323,7 @@ class Segment:
         # Any number of names: past WAIT_MAX the core sleeps on one word of
         # its own waiter row that senders ring, instead of futex_waitv on
         # every queue's word (see _ringbuf/src/internal.h, "BELL").
-        hit = (_pack_names(key), len(key))
-        if len(self._blobs) > 4096:
-            self._blobs.clear()
-        self._blobs[key] = hit
-        return hit
+        return remember(self._blobs, key, (_pack_names(key), len(key)))
 
     # -- queues --------------------------------------------------------------
     def send(self, name: bytes, data: bytes, deadline_ns: int = 0, capacity: int = 0) -> None:

@@ -94,6 +94,8 @@ from channels.exceptions import ChannelFull as _ChannelsChannelFull  # type: ign
 from channels.exceptions import MessageTooLarge as _ChannelsMessageTooLarge
 from channels.layers import BaseChannelLayer  # type: ignore[import-untyped]
 
+from _memo import remember
+
 from . import exceptions, names, options
 from .layer import IPCChannelLayer as SyncIPCChannelLayer
 from .options import CapacityKey
@@ -111,8 +113,6 @@ DEFAULT_CHANNEL_PREFIX = "specific."
 
 #: The ways a waiting receive is woken (the layer's ``wakeup`` option).
 WAKEUPS = options.WAKEUPS
-#: Validated names kept (send/receive/group hot paths); cleared when full.
-_CACHE_LIMIT = 4096
 
 _perf_counter = time.perf_counter
 
@@ -132,9 +132,11 @@ class MessageTooLarge(_ChannelsMessageTooLarge, exceptions.MessageTooLarge):  # 
 # -- names -------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=_CACHE_LIMIT)
 def _channels4_rules(name: str, kind: str) -> None:
-    """The two rules Channels 4 adds to :mod:`ipc_layer.names`: ``len < 100`` and no ``?``."""
+    """The two rules Channels 4 adds to :mod:`ipc_layer.names`: ``len < 100`` and no ``?``.
+
+    Not memoised: the two tests cost less than a cache lookup would.
+    """
     if "?" in name:
         raise TypeError(
             f"{kind} name {name!r} contains '?': Channels 4 has no single-reader channels; "
@@ -335,10 +337,7 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
             raise MessageTooLarge(str(exc)) from None
 
     def _check_send(self, channel: object) -> None:
-        name = validate_channel(channel)
-        if len(self._send_ok) >= _CACHE_LIMIT:
-            self._send_ok.clear()
-        self._send_ok[name] = None
+        remember(self._send_ok, validate_channel(channel), None)
 
     # -- receive ---------------------------------------------------------------------------
 
@@ -361,11 +360,7 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         queue = names.non_local_name(name)
         # "name!x" is routed through the process queue "name!"; "name!" itself
         # (everything of that queue, as in ASGI 1) and ordinary channels are direct.
-        plan = (queue, queue != name)
-        if len(self._receive_plans) >= _CACHE_LIMIT:
-            self._receive_plans.clear()
-        self._receive_plans[name] = plan
-        return plan
+        return remember(self._receive_plans, name, (queue, queue != name))
 
     async def _spin(self, look: Callable[[], Any], seq: Callable[[], int] | None,
                     last: int | None) -> Any:

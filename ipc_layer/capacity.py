@@ -14,9 +14,10 @@ non-local name, so ``get("name!x") == get("name!")`` always.
 from __future__ import annotations
 
 import fnmatch
-import functools
 import re
 from collections.abc import Mapping
+
+from _memo import remember
 
 from . import options
 from .names import non_local_name
@@ -28,9 +29,6 @@ __all__ = ["DEFAULT_CAPACITY", "CapacityKey", "ChannelCapacities", "validate_cap
 #: declared in :mod:`ipc_layer.options` with its range (1..2**32-1).
 DEFAULT_CAPACITY = options.CAPACITY.default
 
-# Distinct channel names looked up; reply channels are many but short-lived.
-_CACHE_SIZE = 4096
-
 
 class ChannelCapacities:
     """The capacity of every channel, from a default and ordered glob rules.
@@ -40,7 +38,7 @@ class ChannelCapacities:
         capacity; the first matching rule wins.
     """
 
-    __slots__ = ("_default", "_get", "_rules", "_source")
+    __slots__ = ("_default", "_known", "_rules", "_source")
 
     def __init__(
         self,
@@ -58,8 +56,10 @@ class ChannelCapacities:
             rules.append((pattern, value))
         self._rules = tuple(rules)
         self._source = source
-        # Per instance, so the cache dies with the layer and never mixes configs.
-        self._get = functools.lru_cache(maxsize=_CACHE_SIZE)(self._lookup)
+        # channel -> capacity, per instance (it never mixes configs), bounded
+        # by _memo.remember; keyed by the full name, so a hit skips the
+        # non-local split too.
+        self._known: dict[str, int] = {}
 
     @property
     def default(self) -> int:
@@ -73,8 +73,10 @@ class ChannelCapacities:
 
     def get(self, channel: str) -> int:
         """Capacity of the queue ``channel`` sends into (``name!x`` -> ``name!``)."""
-        result: int = self._get(non_local_name(channel))
-        return result
+        try:
+            return self._known[channel]
+        except KeyError:
+            return remember(self._known, channel, self._lookup(non_local_name(channel)))
 
     def _lookup(self, queue: str) -> int:
         for pattern, value in self._rules:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 
+from _memo import remember
 from _ringbuf import QueueFull, RingBufError, Segment
 
 from . import names
@@ -40,9 +41,6 @@ from .exceptions import ChannelFull, SegmentError
 __all__ = ["GroupStore"]
 
 logger = logging.getLogger(__name__)
-
-# Group names looked up on the hot path (send_group) -> their bytes.
-_CACHE_LIMIT = 4096
 
 
 class GroupStore:
@@ -59,6 +57,7 @@ class GroupStore:
         self._seg = seg
         self._capacities = capacities
         self._expiry_ns = group_expiry_ns
+        # Group names looked up on the hot path (send_group) -> their bytes.
         self._group_bytes: dict[str, bytes] = {}
 
     def _group(self, group: object) -> bytes:
@@ -67,10 +66,7 @@ class GroupStore:
         except (KeyError, TypeError):
             pass
         name = names.validate_group(group)
-        if len(self._group_bytes) >= _CACHE_LIMIT:
-            self._group_bytes.clear()
-        encoded = self._group_bytes[name] = name.encode("ascii")
-        return encoded
+        return remember(self._group_bytes, name, name.encode("ascii"))
 
     def add(self, group: str, channel: str, now_ns: int) -> None:
         """Add ``channel`` to ``group`` (or refresh it) until ``now_ns`` + expiry."""

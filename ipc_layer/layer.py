@@ -88,6 +88,7 @@ from typing import Any, ClassVar
 import msgpack
 
 import _ringbuf
+from _memo import remember
 from _ringbuf import QueueFull, RecordTooLarge, RingBufError, Segment
 
 from . import names, options
@@ -110,9 +111,6 @@ DEFAULT_SEGMENT_SIZE = options.SEGMENT_SIZE.default
 FRAME_MAX = _ringbuf.FRAME_RESERVE
 
 _NS = 1_000_000_000
-# Channel names (send) and receive lists cached with their encoded forms;
-# cleared when they grow past this (unique reply channels come and go).
-_CACHE_LIMIT = 4096
 
 # The record format's first-byte rules (ringbuf.h says why): _GROUP_MARK
 # starts a grouped record, a byte from _NONE_MIN on means no frame (the
@@ -168,8 +166,6 @@ class IPCChannelLayer(BaseChannelLayer):
         self._groups = GroupStore(self._seg, self.capacities, int(self.group_expiry * _NS))
         # channel -> (queue name bytes, tag (process channels) or None, capacity)
         self._routes: dict[str, tuple[bytes, bytes | None, int]] = {}
-        # tuple of channels -> (queue names as a bytes tuple, channel names)
-        self._plans: dict[tuple[str, ...], tuple[tuple[bytes, ...], tuple[str, ...]]] = {}
         # (channels tuple, block, thread id) -> (prepared core receiver, channel names)
         self._receivers: dict[tuple[Any, ...], tuple[Any, tuple[str, ...]]] = {}
         # Hot-path bindings: one attribute lookup instead of a chain per call.
@@ -227,12 +223,8 @@ class IPCChannelLayer(BaseChannelLayer):
         """Validate ``channel`` and cache (queue bytes, tag or None, capacity) for it."""
         name = names.validate_channel(channel)
         queue, suffix = names.split_process_channel(name)
-        route = (queue.encode("ascii"), suffix.encode("ascii") if suffix else None,
-                 self.capacities.get(name))
-        if len(self._routes) >= _CACHE_LIMIT:
-            self._routes.clear()
-        self._routes[name] = route
-        return route
+        return remember(self._routes, name, (queue.encode("ascii"), suffix.encode("ascii") if suffix else None,
+                                             self.capacities.get(name)))
 
     @staticmethod
     def _unframeable(channel: str, payload: bytes) -> TypeError:
@@ -358,19 +350,14 @@ class IPCChannelLayer(BaseChannelLayer):
         else:
             fast = (self._seg.receiver(queues, 0.0, 0), wanted)
         if key is not None:
-            if len(self._receivers) >= _CACHE_LIMIT:
-                self._receivers.clear()
-            self._receivers[key] = fast
+            remember(self._receivers, key, fast)
         return fast
 
     def _plan(self, channels: object) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
-        """Validate a receive list and cache its queue names (a tuple the binding caches too)."""
+        """Validate a receive list: (its queue names as bytes, its channel names)."""
         wanted = tuple(names.validate_receive_channels(channels))
-        plan = (tuple(name.encode("ascii") for name in wanted), wanted)
-        if len(self._plans) >= _CACHE_LIMIT:
-            self._plans.clear()
-        self._plans[wanted] = plan
-        return plan
+        # Not memoised: only a new receiver (itself remembered) needs a plan.
+        return tuple(name.encode("ascii") for name in wanted), wanted
 
     def receive_twisted(self, channels: Iterable[str], reactor: Any = None) -> Any:
         """The ASGI 1 ``twisted`` extension: a Deferred firing with ``(channel, message)``.

@@ -26,16 +26,18 @@ Channel kinds:
   receives on ``name!`` and gets everything sent to ``name!<anything>``.
   Receiving on ``name!xyz`` directly is an error.
 
-Validation results are cached (``functools.lru_cache``) because the same few
-names are checked on every send and receive.
+Names that passed are remembered (a plain dict per check, bounded by
+:mod:`_memo`'s rule) because the same few names are checked on every send
+and receive: a hit is one dict lookup.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import secrets
 import string
+
+from _memo import remember
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -72,9 +74,11 @@ _BAD_CHAR_RE = re.compile(r"[^a-zA-Z0-9\-_.?!]", re.ASCII)
 _BAD_GROUP_CHAR_RE = re.compile(r"[^a-zA-Z0-9\-_.]", re.ASCII)
 _ALLOWED = "ASCII letters, digits, '-', '_' and '.'"
 
-# Large enough for every live reply channel of a busy protocol server to hit
-# the cache; an evicted name is just validated again.
-_CACHE_SIZE = 4096
+# Names that passed each check (name -> name), bounded by _memo.remember: an
+# evicted name is just validated again. Failures are never stored.
+_CHANNELS_OK: dict[str, str] = {}
+_RECEIVE_OK: dict[str, str] = {}
+_GROUPS_OK: dict[str, str] = {}
 
 # Quoted names are cut to this length so a 10 MB "name" does not produce a
 # 10 MB exception message.
@@ -116,7 +120,6 @@ def _charset_problem(name: str, kind: str, markers: bool) -> str:
     )
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _check_channel(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH or _CHANNEL_RE.fullmatch(name) is None:
         raise TypeError(_charset_problem(name, "channel", markers=True))
@@ -128,7 +131,6 @@ def _check_channel(name: str) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _check_receive_channel(name: str) -> str:
     _check_channel(name)
     bang = name.find("!")
@@ -141,7 +143,6 @@ def _check_receive_channel(name: str) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=_CACHE_SIZE)
 def _check_group(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH or _GROUP_RE.fullmatch(name) is None:
         raise TypeError(_charset_problem(name, "group", markers=False))
@@ -154,7 +155,13 @@ def validate_channel(name: object) -> str:
     Accepts normal, ``base?suffix`` and ``base!suffix`` (and ``base!``) names;
     also the rule for group members.
     """
-    return _check_channel(_require_str(name, "channel"))
+    if type(name) is str:  # only a str meets the str keys (bytes == str warns under -b)
+        try:
+            return _CHANNELS_OK[name]
+        except KeyError:
+            pass
+    checked = _check_channel(_require_str(name, "channel"))
+    return remember(_CHANNELS_OK, checked, checked)
 
 
 def validate_receive_channel(name: object) -> str:
@@ -163,7 +170,13 @@ def validate_receive_channel(name: object) -> str:
     Like :func:`validate_channel`, except that a process-specific name must
     end at its ``!`` (``"name!"`` is fine, ``"name!x"`` is not).
     """
-    return _check_receive_channel(_require_str(name, "channel"))
+    if type(name) is str:  # only a str meets the str keys (bytes == str warns under -b)
+        try:
+            return _RECEIVE_OK[name]
+        except KeyError:
+            pass
+    checked = _check_receive_channel(_require_str(name, "channel"))
+    return remember(_RECEIVE_OK, checked, checked)
 
 
 def validate_receive_channels(channels: object) -> list[str]:
@@ -186,7 +199,13 @@ def validate_group(name: object) -> str:
 
     Group names use the channel charset without ``!`` or ``?``.
     """
-    return _check_group(_require_str(name, "group"))
+    if type(name) is str:  # only a str meets the str keys (bytes == str warns under -b)
+        try:
+            return _GROUPS_OK[name]
+        except KeyError:
+            pass
+    checked = _check_group(_require_str(name, "group"))
+    return remember(_GROUPS_OK, checked, checked)
 
 
 def validate_new_channel_pattern(pattern: object) -> str:

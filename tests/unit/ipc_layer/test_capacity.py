@@ -71,5 +71,5 @@ def test_lookups_are_cached_and_config_is_copied() -> None:
     assert caps.channel_capacity == {"a*": 2}
     for _ in range(3):
         assert caps.get("abc") == 2
-    assert caps._get.cache_info().hits >= 2
+    assert caps._known == {"abc": 2}
     assert "a*" in repr(caps)

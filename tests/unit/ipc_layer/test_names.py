@@ -176,11 +176,17 @@ def test_random_suffix_alphabet() -> None:
     assert set(suffix) <= set(string.ascii_letters + string.digits)
 
 
-def test_validation_is_cached() -> None:
-    before = names._check_channel.cache_info().hits
+def test_validation_is_remembered_and_failures_are_not() -> None:
+    names._CHANNELS_OK.clear()
     for _ in range(3):
-        names.validate_channel("cached.channel.name")
-    assert names._check_channel.cache_info().hits >= before + 2
+        assert names.validate_channel("cached.channel.name") == "cached.channel.name"
+    assert names._CHANNELS_OK == {"cached.channel.name": "cached.channel.name"}
+    for _ in range(2):
+        with pytest.raises(TypeError, match="invalid character"):
+            names.validate_channel("bad name")
+    with pytest.raises(TypeError, match="must be a str"):
+        names.validate_channel(["unhashable"])
+    assert "bad name" not in names._CHANNELS_OK
 
 
 _NAME_CHARS = st.sampled_from(string.ascii_letters + string.digits + "-_.")
