@@ -78,7 +78,6 @@ def test_layer_tables_stay_bounded(prefix: str) -> None:
 def test_aio_tables_stay_bounded(prefix: str) -> None:
     pytest.importorskip("channels")
     from ipc_layer.aio import IPCChannelLayer as AioLayer
-
     from tests.ipc_support import TEST_SEGMENT_SIZE
 
     layer = AioLayer(prefix=prefix, segment_size=TEST_SEGMENT_SIZE, capacity=MANY + 1)
