@@ -10,13 +10,15 @@ Rules (an edge not listed is allowed):
    - ``tests/``: the core's own tests and the shared-memory fixtures (prefix cleanup, leak
      check) need it. Tests of ``server``/``worker`` (any ``server``/``worker`` folder under
      ``tests/``) follow their package's rules instead.
-3. ``_ringbuf`` imports nothing of the project: it knows bytes, not ASGI.
+3. ``_ringbuf`` imports nothing of the project but ``_memo``: it knows bytes, not ASGI.
 4. ``ipc_layer`` never imports ``server``, ``worker``, ``bench`` or ``tests``, nor Twisted,
    autobahn, Django or Daphne: protocol servers and frameworks stand on it, not under it.
    Exceptions, on purpose (``TWISTED_ADAPTER``): ``ipc_layer/twisted_ext.py``, the ASGI 1
    ``twisted`` extension's adapter (imported only when ``receive_twisted`` is first called,
    as ``aio.py`` alone imports Channels), and the shipped conformance suite, which drives a
    private reactor to test that extension.
+5. ``_memo.py`` (the bounded-cache helper the binding and ``ipc_layer`` share) is a leaf: it
+   imports nothing of the project, so anyone may import it.
 
 Imports are read statically: ``import x``, ``from x import y``, relative imports resolved
 against the file's package, and ``importlib.import_module("x")`` with a literal name,
@@ -37,7 +39,7 @@ RAW_CORE_BENCH = frozenset({"bench/core.py", "bench/drivers.py"})
 #: ipc_layer modules that may import Twisted (rule 4): the twisted extension and its tests.
 TWISTED_ADAPTER = frozenset({"ipc_layer/twisted_ext.py", "ipc_layer/testing/conformance.py"})
 
-PROJECT = frozenset({"_ringbuf", "ipc_layer", "server", "worker", "bench", "tests"})
+PROJECT = frozenset({"_memo", "_ringbuf", "ipc_layer", "server", "worker", "bench", "tests"})
 FRAMEWORKS = frozenset({"twisted", "autobahn", "django", "daphne"})
 
 #: Folders never walked: build outputs, caches, virtual environments, VCS data.
@@ -106,11 +108,13 @@ def rule_broken(who: str, rel: str, module: str) -> str | None:
             return f"{who}/ never imports _ringbuf: only ipc_layer's public API (rule 1)"
     if top == "_ringbuf" and who not in ("_ringbuf", "ipc_layer", "tests") and rel not in RAW_CORE_BENCH:
         return "only ipc_layer imports _ringbuf (rule 2)"
-    if who == "_ringbuf" and top in PROJECT - {"_ringbuf"}:
-        return "_ringbuf imports nothing of the project (rule 3)"
+    if who == "_ringbuf" and top in PROJECT - {"_ringbuf", "_memo"}:
+        return "_ringbuf imports nothing of the project but _memo (rule 3)"
+    if rel == "_memo.py" and top in PROJECT:
+        return "_memo imports nothing of the project (rule 5)"
     if who == "ipc_layer" and top == "twisted" and rel in TWISTED_ADAPTER:
         return None
-    if who == "ipc_layer" and (top in PROJECT - {"_ringbuf", "ipc_layer"} or top in FRAMEWORKS):
+    if who == "ipc_layer" and (top in PROJECT - {"_memo", "_ringbuf", "ipc_layer"} or top in FRAMEWORKS):
         return f"ipc_layer never imports {top} (rule 4)"
     return None
 
@@ -159,7 +163,7 @@ def test_the_checker_catches_each_rule(tmp_path: pathlib.Path) -> None:
             # allowed
             "ipc_layer/__init__.py": "",
             "ipc_layer/layer.py": "import _ringbuf\nfrom _ringbuf.binding import Segment\nimport msgpack\n",
-            "_ringbuf/binding.py": "from . import _native\nimport os\n",
+            "_ringbuf/binding.py": "from . import _native\nimport os\nfrom _memo import remember\n",
             "bench/core.py": "import _ringbuf\n",
             "tests/unit/ringbuf/test_core.py": "from _ringbuf import Segment\n",
             "server/ok.py": "from ipc_layer import IPCChannelLayer\nfrom . import protocol\n",
@@ -181,6 +185,8 @@ def test_the_checker_catches_each_rule(tmp_path: pathlib.Path) -> None:
             "ipc_layer/bad.py": "from twisted.internet import reactor\nfrom bench import stats\n",
             # rule 4's exception covers Twisted in the extension's adapter, nothing else
             "ipc_layer/twisted_ext.py": "from twisted.internet import defer\nimport autobahn\n",
+            # rule 5
+            "_memo.py": "from typing import TypeVar\nimport ipc_layer.names\n",
         },
     )
     assert [m for m, _ in imports(tmp_path / "server/sub/rel.py", "server/sub/rel.py")] == ["server.http"]
@@ -196,4 +202,5 @@ def test_the_checker_catches_each_rule(tmp_path: pathlib.Path) -> None:
         "ipc_layer/bad.py twisted.internet",
         "ipc_layer/bad.py bench",
         "ipc_layer/twisted_ext.py autobahn",
+        "_memo.py ipc_layer.names",
     }
