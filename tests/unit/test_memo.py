@@ -15,7 +15,7 @@ import _memo
 import _ringbuf
 from ipc_layer import names
 from ipc_layer.capacity import ChannelCapacities
-from tests.ipc_support import make_layer
+from tests.support import make_layer
 
 LIMIT = _memo.LIMIT
 MANY = LIMIT + 100
@@ -78,7 +78,7 @@ def test_layer_tables_stay_bounded(prefix: str) -> None:
 def test_aio_tables_stay_bounded(prefix: str) -> None:
     pytest.importorskip("channels")
     from ipc_layer.aio import IPCChannelLayer as AioLayer
-    from tests.ipc_support import TEST_SEGMENT_SIZE
+    from tests.support import TEST_SEGMENT_SIZE
 
     layer = AioLayer(prefix=prefix, segment_size=TEST_SEGMENT_SIZE, capacity=MANY + 1)
 
