@@ -95,6 +95,10 @@ class Server:
         for fd in self.fds:
             with socket.socket(fileno=os.dup(fd)) as inherited:
                 family = inherited.family
+            # A listening socket handed over by a parent is often blocking;
+            # the reactor's accept() must never block (it would stall every
+            # connection), and adoptStreamPort does not change it.
+            os.set_blocking(fd, False)
             port = self.reactor.adoptStreamPort(fd, family, self.http_factory)
             self._listening(port, f"fd:{fd}")
         for interface, udp_port in self.udp:
@@ -112,7 +116,11 @@ class Server:
     def _listening(self, port: Any, description: str) -> None:
         self.ports.append(port)
         host = port.getHost()
-        where = f"{host.host}:{host.port}" if hasattr(host, "port") else getattr(host, "name", description)
+        if hasattr(host, "port"):
+            where = f"{host.host}:{host.port}"
+        else:  # a UNIX socket: its path (bytes in Twisted's address)
+            name = getattr(host, "name", None) or description
+            where = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
         # Tools (and the tests) read the bound address from this line.
         logger.info("Listening on %s (%s)", where, description)
 

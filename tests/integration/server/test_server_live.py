@@ -343,3 +343,48 @@ def test_http2_over_tls(live: Live, prefix: str, tmp_path: Path) -> None:
         tls.wait(timeout=15)
         log.close()
         out.close()
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self.unix_path)
+
+
+def test_unix_socket_and_inherited_fd(live: Live, prefix: str, tmp_path: Path) -> None:
+    """-u PATH and --fd N (a listening socket handed over, as supervisord and systemd do)."""
+    import socket
+
+    path = str(tmp_path / "s.sock")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    fd_port = listener.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "server", "--prefix", prefix, "-u", path,
+                             "--fd", str(listener.fileno())], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=[listener.fileno()])
+    log, out = _Lines(proc.stderr), _Lines(proc.stdout)  # type: ignore[arg-type]
+    try:
+        log.wait_for(r"Listening on .*fd:")
+        unix = _UnixHTTPConnection(path)
+        unix.request("POST", "/echo", body=b"over unix")
+        assert unix.getresponse().read() == b"over unix"
+        unix.close()
+        inherited = http.client.HTTPConnection("127.0.0.1", fd_port, timeout=30)
+        inherited.request("POST", "/echo", body=b"over the fd")
+        assert inherited.getresponse().read() == b"over the fd"
+        inherited.close()
+    finally:
+        listener.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        log.close()
+        out.close()
