@@ -207,6 +207,51 @@ def report(rows: list[dict[str, Any]], reference: str = "daphne") -> str:
     return "\n".join(lines)
 
 
+def send_costs(redis_url: str | None, count: int = 5000) -> list[dict[str, Any]]:
+    """What a send from the reactor costs: building and sending one message, per layer (in-process).
+
+    The server calls these on the reactor thread for every request and
+    every WebSocket frame; they must be short and never block.
+    """
+    from ipc_layer.loading import load_layer
+    from server.http_messages import request_message
+    from server.ws_messages import receive_message
+
+    headers = [[b"host", b"127.0.0.1:8000"], [b"user-agent", b"wrk"], [b"accept", b"*/*"],
+               [b"cookie", b"sessionid=0123456789abcdef"]]
+    layers: list[tuple[str, str, dict[str, Any]]] = [
+        ("ipc", "ipc_layer.IPCChannelLayer", {"prefix": f"bench_send_{os.getpid()}",
+                                                     "channel_capacity": {"bench.*": count + 10}})]
+    if redis_url:
+        layers.append(("ipc_redis", "ipc_layer.redis_layer.RedisChannelLayer",
+                       {"hosts": [redis_url], "prefix": f"bench_send_{os.getpid()}:",
+                        "channel_capacity": {"bench.*": count + 10}}))
+    rows = []
+    for name, path, config in layers:
+        layer = load_layer(path, config)
+        try:
+            t0 = time.perf_counter()
+            for i in range(count):
+                message = request_message(reply_channel="server.abc!x1", http_version="1.1", method=b"GET",
+                                          target=b"/path?q=1", headers=headers, client=["127.0.0.1", 5000 + i],
+                                          server=["127.0.0.1", 8000])
+                layer.send("bench.http.request", message)
+            http_us = (time.perf_counter() - t0) / count * 1e6
+            t0 = time.perf_counter()
+            for i in range(count):
+                layer.send("bench.websocket.receive", receive_message("server.abc!x1", "/ws", i, "hello, world"))
+            ws_us = (time.perf_counter() - t0) / count * 1e6
+            rows.append({"layer": name, "http_request_send_us": http_us, "websocket_receive_send_us": ws_us})
+        finally:
+            layer.flush()
+            layer.close()
+            if name == "ipc":
+                with contextlib.suppress(Exception):
+                    subprocess.run([sys.executable, "-m", "ipc_layer.cli", "rm", "--prefix", config["prefix"],
+                                    "--force"], cwd=ROOT, capture_output=True, timeout=30)
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--stacks", default=",".join(STACKS),
@@ -258,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), file=sys.stderr)
             rows.append(row)
     table = report(rows)
+    costs = send_costs(args.redis_url)
+    table += "\n\nA send from the reactor (build the message + layer.send, in-process, mean of 5,000):\n\n"
+    table += "| layer | http.request | websocket.receive |\n|---|---:|---:|\n"
+    for cost in costs:
+        table += (f"| {cost['layer']} | {cost['http_request_send_us']:.1f} us | "
+                  f"{cost['websocket_receive_send_us']:.1f} us |\n")
     print(table)
     if args.out:
         args.out.write_text(table + "\n", encoding="utf-8")
