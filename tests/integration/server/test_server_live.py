@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import queue
 import re
@@ -384,6 +385,30 @@ def test_unix_socket_and_inherited_fd(live: Live, prefix: str, tmp_path: Path) -
         inherited.close()
     finally:
         listener.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        log.close()
+        out.close()
+
+
+def test_full_request_channel_is_503_live(prefix: str) -> None:
+    """No worker drains a capacity-1 http.request channel: the first request waits, the second gets 503."""
+    config = json.dumps({"prefix": prefix + "bp", "channel_capacity": {"http.request": 1}})
+    proc = _spawn(["-m", "server", "-p", "0", "--layer-config", config, "--http-timeout", "30"])
+    log, out = _Lines(proc.stderr), _Lines(proc.stdout)  # type: ignore[arg-type]
+    try:
+        port = int(log.wait_for(r"Listening on 127\.0\.0\.1:(\d+)").group(1))
+        waiting = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        waiting.request("GET", "/first")
+        time.sleep(0.5)  # the first request is in the channel now
+        refused = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        refused.request("GET", "/second")
+        response = refused.getresponse()
+        assert response.status == 503 and b"Request queue full" in response.read()
+        log.wait_for("http.request is full: 503 for GET /second")
+        refused.close()
+        waiting.close()
+    finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
         log.close()

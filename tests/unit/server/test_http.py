@@ -247,3 +247,19 @@ def test_access_log_line(caplog: pytest.LogCaptureFixture) -> None:
     h.reply(h.take("http.request")["reply_channel"], {"status": 404, "content": b"nope"})
     assert '127.0.0.1:5000 - - [' in caplog.text
     assert '"GET /x?q=1" 404 4' in caplog.text
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    h = Harness()
+    channel, transport = h.connect()
+    channel.dataReceived(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = h.take("http.request")
+    assert first["path"] == "/1"
+    assert h.nothing_on("http.request")  # the second waits until the first is answered (Twisted pauses)
+    h.reply(first["reply_channel"], {"status": 200, "content": b"one"})
+    second = h.take("http.request")
+    assert second["path"] == "/2"
+    h.reply(second["reply_channel"], {"status": 200, "content": b"two"})
+    wire = transport.value()
+    assert wire.index(b"one") < wire.index(b"two")
+    assert wire.count(b"HTTP/1.1 200 OK") == 2
