@@ -116,7 +116,9 @@ static void test_nonblocking(uint32_t n)
 static void test_blocking(uint32_t n, int how)
 {
     uint32_t free0 = cells_free();
-    struct rx r = {.n = n, .wait_only = how == 2, .timeout_ns = 20000 * MS};
+    /* No timeout: a receive that is not woken would find the record at its
+     * deadline and pass; without one it hangs and the alarm fails the test. */
+    struct rx r = {.n = n, .wait_only = how == 2, .timeout_ns = -1};
     pthread_t t;
     CHECK(pthread_create(&t, NULL, rx_thread, &r) == 0);
     await_waiter(NAMES[n - 1]);
@@ -174,7 +176,7 @@ static void test_repeated_names(void)
     memcpy(saved, NAMES, sizeof saved);
     for (int i = 0; i < 100; i++)
         NAMES[i] = saved[i % 3];
-    struct rx r = {.n = 100, .timeout_ns = 20000 * MS};
+    struct rx r = {.n = 100, .timeout_ns = -1}; /* woken, or the alarm fails the test */
     pthread_t t;
     CHECK(pthread_create(&t, NULL, rx_thread, &r) == 0);
     await_waiter(saved[2]);
@@ -265,11 +267,13 @@ static void test_dead_bell_waiter(void)
 /* A sender links a record to a watched queue and dies holding the lock
  * before ringing the bell row (rb_watch_collect runs after the link).  The
  * bell sleeper only re-looks when its bell moves, so the repair that the
- * next locker runs must ring it: the receive returns the record long before
- * its 20 s timeout. */
+ * next locker runs must ring it.  The receive waits with no timeout: had the
+ * repair not rung, it would sleep on (bounded sleeps, bell unrung) until the
+ * binary's alarm fails the test - a finite timeout would hide that, since
+ * the look at the deadline finds the record. */
 static void test_repair_rings_bells(void)
 {
-    struct rx r = {.n = 65, .timeout_ns = 20000 * MS};
+    struct rx r = {.n = 65, .timeout_ns = -1};
     pthread_t t;
     CHECK(pthread_create(&t, NULL, rx_thread, &r) == 0);
     await_waiter(NAMES[64]);

@@ -20,7 +20,9 @@ CTX = multiprocessing.get_context("fork")
 
 
 def blocked_receiver(prefix: str, channels: list[str], conn: Any) -> None:
-    layer = make_layer(prefix, blocking_timeout=60.0, segment_size=32 << 20)
+    # A blocking_timeout far past the parent's poll: a receive that is not woken
+    # would find the messages at its deadline; here it must be woken.
+    layer = make_layer(prefix, blocking_timeout=600.0, segment_size=32 << 20)
     try:
         layer.receive(channels)  # warm the caches: the first blocking call sleeps at once
         conn.send("ready")

@@ -68,7 +68,9 @@ def test_blocking_receive_over_n_woken_by_send_to_last(seg: Segment, n: int) -> 
     qs = names(n)
     free0 = seg.info()["cells_free"]
     out: list[object] = []
-    t = threading.Thread(target=lambda: out.append(seg.receive(qs, timeout=30)))
+    # No timeout: a receive that was not woken would find the record at its
+    # deadline and pass; this one must be woken (the join's bound is generous).
+    t = threading.Thread(target=lambda: out.append(seg.receive(qs, timeout=None)), daemon=True)
     t.start()
     try:
         wait_for_waiter(seg, qs[-1])
@@ -92,7 +94,7 @@ def test_blocking_wait_over_n_and_fanout(seg: Segment, n: int) -> None:
     for q in qs:
         seg.set_add(b"all", q)
     woke: list[bool] = []
-    t = threading.Thread(target=lambda: woke.append(seg.wait(qs, timeout=30)))
+    t = threading.Thread(target=lambda: woke.append(seg.wait(qs, timeout=None)), daemon=True)
     t.start()
     try:
         wait_for_waiter(seg, qs[0])
