@@ -146,3 +146,18 @@ def test_websocket_timeout_closes_1000() -> None:
     _, transport, _ = _open(h)
     h.reactor.advance(31)
     assert server_frames(transport.value())[-1] == (0x8, (1000).to_bytes(2, "big"))
+
+
+def test_keepalive_pings_and_a_silent_client_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import txaio
+
+    h = Harness(ping_interval=2, ping_timeout=3)
+    # autobahn schedules its pings through txaio's loop (the global reactor
+    # in a server); point it at the fake clock.
+    monkeypatch.setattr(txaio.config, "loop", h.reactor)  # type: ignore[attr-defined]
+    protocol, transport, connect = _open(h)
+    h.reactor.advance(2.1)
+    frames = server_frames(transport.value())
+    assert frames and frames[-1][0] == 0x9  # a ping
+    h.reactor.advance(3.5)  # no pong within ping_timeout: the connection is dropped
+    assert transport.disconnecting or transport.value().count(b"\x88") >= 1
