@@ -38,7 +38,7 @@ uint32_t rb_cell_alloc(rb_seg *s)
         id = h->cell_free_head;
         /* A free cell is below the bump mark (the head was checked by
          * rb_lock; later heads come from free cells' links). */
-        if (RB_UNLIKELY(id >= h->cell_bump || h->cell_free == 0)) {
+        if (RB_UNLIKELY(id >= h->cell_bump || !rb_cell_ok(s, id) || h->cell_free == 0)) {
             rb_corrupt(s, "cell free list: head %u, %u cells free, bump %u", id, h->cell_free,
                        h->cell_bump);
             return RB_NIL;
@@ -93,8 +93,17 @@ bool rb_cells_free(rb_seg *s, uint32_t first, uint32_t need, const char *what)
  * check instead of handing the old bytes out again. */
 bool rb_record_free(rb_seg *s, uint32_t first)
 {
+    rb_header *h = s->hdr;
     rb_rec *rec = rb_rec_at(s, first);
     uint32_t len = rec->len;
+    /* The common record fits its first cell: nothing to walk. */
+    if (RB_LIKELY(len <= RB_FIRST_PAYLOAD && s->cells[first].next == RB_NIL)) {
+        rec->len = RB_NIL;
+        s->cells[first].next = h->cell_free_head;
+        h->cell_free_head = first;
+        h->cell_free++;
+        return true;
+    }
     if (RB_UNLIKELY(len > s->max_record)) {
         rb_corrupt(s, "record at cell %u has length %u > max_record %u", first, len,
                    s->max_record);

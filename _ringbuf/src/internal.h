@@ -391,24 +391,25 @@ static inline bool rb_slot_ok(const rb_seg *s, uint32_t id) { return RB_LIKELY(i
 static inline bool rb_cell_ok(const rb_seg *s, uint32_t id) { return RB_LIKELY(id < s->cell_count); }
 static inline bool rb_row_ok(const rb_seg *s, uint32_t row) { return RB_LIKELY(row < s->waiter_count); }
 
-/* The allocation state's scalars, checked by rb_lock on every acquisition:
- * they bound every loop over the tables (`i < slot_bump`), so they must be
- * within the geometry before anything loops.  One cache line, which every
- * send writes anyway. */
-static inline bool rb_alloc_state_ok(const rb_seg *s)
-{
-    const rb_header *h = s->hdr;
-    return RB_LIKELY(h->slot_bump <= s->slot_count && h->cell_bump <= s->cell_count &&
-                     h->waiter_hi <= s->waiter_count && h->cell_free <= h->cell_bump &&
-                     (h->slot_free_head == RB_NIL || h->slot_free_head < h->slot_bump) &&
-                     (h->cell_free_head == RB_NIL || h->cell_free_head < h->cell_bump));
-}
-
 /* recover.c: report corruption found under the lock and repair it (see
  * above).  Returns RB_E_CORRUPT, for callers that give up. */
 int rb_corrupt(rb_seg *s, const char *fmt, ...) __attribute__((cold, format(printf, 2, 3)));
 /* recover.c: the log hook (rb_set_log_hook) that rb_unlock calls with a note. */
 void rb_log_note(const char *msg);
+
+/* The slot table's high-water mark (derived), the bound of every loop over
+ * the rows: checked where such a loop starts, never past the table.  (The
+ * other allocation scalars are checked where they are used: the free-list
+ * heads when popped, the cell bump mark when bumped, waiter_hi clamped.) */
+static inline uint32_t rb_slot_hi(rb_seg *s)
+{
+    uint32_t hi = s->hdr->slot_bump;
+    if (RB_UNLIKELY(hi > s->slot_count)) {
+        rb_corrupt(s, "slot bump mark %u is past the %u slots", hi, s->slot_count);
+        hi = s->hdr->slot_bump < s->slot_count ? s->hdr->slot_bump : s->slot_count;
+    }
+    return hi;
+}
 
 #define RB_STORE_RELEASE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define RB_LOAD_ACQUIRE(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)

@@ -139,44 +139,60 @@ static bool pop_head(rb_seg *s, rb_slot *q)
 
 /* The head record failed its checks: report it (naming the queue) and
  * repair, which drops it (counted in `dropped`) and keeps the records
- * after it.  False if nothing changed (no repair could run). */
+ * after it.  False if nothing changed (no repair could run) or the row is
+ * not a queue any more. */
 static bool drop_bad_head(rb_seg *s, rb_slot *q, const char *why)
 {
     uint32_t head = q->head;
     rb_corrupt(s, "queue %.*s: head record at cell %u %s; dropped",
                (int)(q->name_len > 100 ? 100 : q->name_len), q->name, head, why);
-    return q->head != head || q->state != RB_SLOT_QUEUE;
+    return q->head != head && q->state == RB_SLOT_QUEUE;
+}
+
+/* live_head's cold path: why the head failed, then drop it. */
+static __attribute__((noinline, cold)) bool bad_head(rb_seg *s, rb_slot *q, bool cycle)
+{
+    char why[64];
+    if (cycle)
+        snprintf(why, sizeof why, "closes a cycle of expired records");
+    else if (!rb_cell_ok(s, q->head))
+        snprintf(why, sizeof why, "is past the table");
+    else
+        snprintf(why, sizeof why, "has length %u > max_record %u", rb_rec_at(s, q->head)->len,
+                 s->max_record);
+    return drop_bad_head(s, q, why);
 }
 
 /* Drop expired records at the head of q.  Returns the live head or RB_NIL.
  * The head it returns is checked: its first cell is in the table and its
  * length at most max_record (its chain is checked as it is read).  A head
- * that fails is dropped and the next one looked at; the walk is bounded by
- * the cells (each record has one of its own), so a cycle of expired
- * records ends too. */
-static uint32_t live_head(rb_seg *s, rb_slot *q, uint64_t now)
+ * that fails is dropped and the next one looked at; the expired records
+ * popped are bounded by the cells (each record has one of its own), so a
+ * cycle of expired records ends too. */
+static inline uint32_t live_head(rb_seg *s, rb_slot *q, uint64_t now)
 {
-    for (uint32_t steps = 0; q->head != RB_NIL && q->state == RB_SLOT_QUEUE; steps++) {
+    uint32_t popped = 0;
+    for (;;) {
         uint32_t c = q->head;
-        if (RB_UNLIKELY(!rb_cell_ok(s, c) || steps > s->cell_count)) {
-            if (!drop_bad_head(s, q, steps > s->cell_count ? "is in a cycle" : "is past the table"))
+        if (c == RB_NIL)
+            return RB_NIL;
+        if (RB_UNLIKELY(!rb_cell_ok(s, c) || rb_rec_at(s, c)->len > s->max_record)) {
+            if (!bad_head(s, q, false))
                 return RB_NIL;
             continue;
         }
         rb_rec *r = rb_rec_at(s, c);
-        if (RB_UNLIKELY(r->len > s->max_record)) {
-            char why[64];
-            snprintf(why, sizeof why, "has length %u > max_record %u", r->len, s->max_record);
-            if (!drop_bad_head(s, q, why))
-                return RB_NIL;
-            continue;
-        }
         if (r->deadline == 0 || r->deadline > now)
             return c;
+        if (RB_UNLIKELY(++popped > s->cell_count)) {
+            if (!bad_head(s, q, true))
+                return RB_NIL;
+            popped = 0;
+            continue;
+        }
         pop_head(s, q);
         s->hdr->expired++;
     }
-    return RB_NIL;
 }
 
 /* Drop every expired record of q, wherever it sits.  Returns how many. */
@@ -232,7 +248,7 @@ uint32_t rb_purge_queue(rb_seg *s, uint32_t qid, uint64_t now)
 static uint32_t purge_all(rb_seg *s, uint64_t now)
 {
     uint32_t n = 0;
-    for (uint32_t i = 0; i < s->hdr->slot_bump; i++)
+    for (uint32_t i = 0, hi = rb_slot_hi(s); i < hi; i++)
         if (s->slots[i].state == RB_SLOT_QUEUE && s->slots[i].head != RB_NIL)
             n += rb_purge_queue(s, i, now);
     return n;

@@ -647,7 +647,7 @@ int rb_recover(rb_seg *s, uint32_t *out_swept)
     if (check_reporting(s, why, sizeof why) != 0)
         rb_corrupt(s, "%s", why);
     uint64_t now = rb_now_ns();
-    for (uint32_t i = 0; i < s->hdr->slot_bump; i++) {
+    for (uint32_t i = 0, hi = rb_slot_hi(s); i < hi; i++) {
         rb_slot *sl = &s->slots[i];
         if (sl->state == RB_SLOT_QUEUE && sl->head != RB_NIL)
             rb_purge_queue(s, i, now);
@@ -667,7 +667,7 @@ int rb_stats_reset(rb_seg *s)
         return r;
     rb_header *h = s->hdr;
     h->sent = h->received = h->full = h->expired = 0;
-    for (uint32_t i = 0; i < h->slot_bump; i++)
+    for (uint32_t i = 0, hi = rb_slot_hi(s); i < hi; i++)
         s->slots[i].sent = s->slots[i].full = 0;
     rb_unlock(s);
     return RB_OK;
@@ -682,7 +682,7 @@ int rb_flush(rb_seg *s)
     /* Make every record unreachable and retire every row but the queues
      * somebody sleeps on (their futex words must stay put); the repair then
      * rebuilds the free lists, which hands back every cell. */
-    for (uint32_t i = 0; i < h->slot_bump; i++) {
+    for (uint32_t i = 0, hi = rb_slot_hi(s); i < hi; i++) {
         rb_slot *sl = &s->slots[i];
         if (sl->state == RB_SLOT_QUEUE && sl->waiters) {
             RB_STORE_RELEASE(&sl->head, RB_NIL);

@@ -231,7 +231,7 @@ int rb_list_names(rb_seg *s, int kind, char *buf, size_t cap, size_t *out_len,
         return r;
     size_t need = 0;
     uint32_t count = 0;
-    for (uint32_t i = 0; i < s->hdr->slot_bump; i++) {
+    for (uint32_t i = 0, hi = rb_slot_hi(s); i < hi; i++) {
         rb_slot *sl = &s->slots[i];
         if (sl->state != want)
             continue;

@@ -52,12 +52,16 @@ uint32_t rb_table_find(rb_seg *s, uint32_t kind, uint32_t set_id, const char *na
             uint32_t e = s->index[i];
             if (e == RB_INDEX_EMPTY)
                 return RB_NIL;
-            if (e == RB_INDEX_TOMB)
-                continue;
-            if (RB_UNLIKELY(e > s->slot_count))
+            /* One compare both skips a tombstone (e - 1 = 0xfffffffe) and
+             * bounds the id: the range check costs nothing extra. */
+            uint32_t id = e - 1;
+            if (RB_UNLIKELY(id >= s->slot_count)) {
+                if (e == RB_INDEX_TOMB)
+                    continue;
                 break;
-            if (slot_matches(&s->slots[e - 1], kind, set_id, hash, name, len))
-                return e - 1;
+            }
+            if (slot_matches(&s->slots[id], kind, set_id, hash, name, len))
+                return id;
         }
         if (n < s->index_size)
             rb_corrupt(s, "index entry %u holds slot id %u, past the %u slots", i, s->index[i] - 1,
@@ -97,7 +101,7 @@ void rb_index_rebuild(rb_seg *s)
     rb_header *h = s->hdr;
     memset(s->index, 0, (size_t)s->index_size * sizeof(uint32_t));
     h->index_tombs = 0;
-    for (uint32_t i = 0; i < h->slot_bump; i++)
+    for (uint32_t i = 0, hi = rb_slot_hi(s); i < hi; i++)
         if (s->slots[i].state != RB_SLOT_FREE)
             index_insert(s, i, s->slots[i].hash);
 }
@@ -111,7 +115,7 @@ static uint32_t table_gc(rb_seg *s)
 {
     rb_header *h = s->hdr;
     uint32_t freed = 0;
-    for (uint32_t i = 0; i < h->slot_bump; i++) {
+    for (uint32_t i = 0, hi = rb_slot_hi(s); i < hi; i++) {
         rb_slot *sl = &s->slots[i];
         if (sl->state == RB_SLOT_QUEUE && sl->head == RB_NIL && sl->waiters == 0) {
             rb_table_remove(s, i);
@@ -138,7 +142,8 @@ int rb_table_create(rb_seg *s, uint32_t kind, uint32_t set_id, const char *name,
         }
         /* A free-list entry is a FREE row below the bump mark; anything else
          * would overwrite a live row (or a row past the table). */
-        if (RB_LIKELY(id < h->slot_bump && s->slots[id].state == RB_SLOT_FREE)) {
+        if (RB_LIKELY(id < h->slot_bump && rb_slot_ok(s, id) &&
+                      s->slots[id].state == RB_SLOT_FREE)) {
             h->slot_free_head = s->slots[id].next_free;
             break;
         }
