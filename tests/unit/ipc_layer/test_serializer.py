@@ -96,11 +96,14 @@ def test_max_size() -> None:
     serializer = Serializer(max_size=100)
     serializer.encode({"b": b"x" * 80})
     with pytest.raises(MessageTooLarge) as caught:
-        serializer.encode({"b": b"x" * 200}, "http.request")
+        serializer.encode({"b": b"x" * 99, "c": [1] * 10}, "http.request")  # over once encoded
     text = str(caught.value)
     assert "message for channel 'http.request'" in text
-    assert "205 bytes encoded, over the limit of 100 bytes" in text
+    assert "117 bytes encoded, over the limit of 100 bytes" in text
     assert isinstance(caught.value, ValueError)
+    with pytest.raises(MessageTooLarge, match="holds 200 bytes of str/bytes values, over the limit "
+                                              "of 100 bytes"):
+        serializer.encode({"b": b"x" * 200}, "http.request")  # over before it is encoded
     assert Serializer(max_size=None).encode({"b": b"x" * 200})
     assert Serializer().max_size == DEFAULT_MAX_MESSAGE_SIZE == 1 << 20
 
@@ -177,3 +180,44 @@ def test_one_bad_value_is_always_found(message: dict[str, Any], data: st.DataObj
     with pytest.raises(TypeError) as caught:
         encode(message)
     assert f"message[{key!r}][1]['x'] is {{1, 2}} of type set" in str(caught.value)
+
+
+@pytest.mark.parametrize(("message", "text"), [
+    ({"\ud800": 1}, "message has the key '\\ud800', a str that is not valid UTF-8 "
+                    "(surrogates not allowed at index 0)"),
+    ({"headers": {"ok": 1, "b\udcff": 2}}, "message['headers'] has the key 'b\\udcff', a str that "
+                                            "is not valid UTF-8 (surrogates not allowed at index 1)"),
+])
+def test_surrogate_in_a_key_is_named(message: dict[str, Any], text: str) -> None:
+    """It was a TypeError ("cannot be encoded with msgpack") that named neither key nor path."""
+    with pytest.raises(ValueError) as info:
+        Serializer().encode(message, "chan")
+    assert str(info.value) == f"message for channel 'chan': {text}"
+
+
+@pytest.mark.parametrize("big", [b"x" * (2 << 20), "y" * (2 << 20)], ids=["bytes", "str"])
+def test_oversized_values_are_refused_before_encoding(big: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body whose length alone is over the limit is never packed (a 200 MiB one was, whole)."""
+    serializer = Serializer(max_size=1 << 20)
+
+    def no_packing(self: Serializer) -> None:
+        raise AssertionError("the message was encoded before it was refused")
+
+    monkeypatch.setattr(Serializer, "_packer", no_packing)
+    with pytest.raises(MessageTooLarge) as info:
+        serializer.encode({"type": "http.request", "body": big}, "http.request")
+    assert str(info.value) == (
+        f"message for channel 'http.request': message holds {len('http.request') + (2 << 20):,} "
+        "bytes of str/bytes values, "
+        "over the limit of 1,048,576 bytes (max_message_size) before it is even encoded; split "
+        "large bodies into chunks"
+    )
+
+
+def test_size_precheck_leaves_messages_under_the_limit_alone() -> None:
+    serializer = Serializer(max_size=1000)
+    # 990 bytes of values fit the pre-check; the encoding (with keys and headers) is over.
+    with pytest.raises(MessageTooLarge, match="bytes encoded, over the limit of 1,000"):
+        serializer.encode({"a": b"x" * 495, "b": "y" * 495})
+    assert len(serializer.encode({"a": b"x" * 900})) <= 1000
+    assert Serializer(max_size=None).encode({"a": b"x" * (2 << 20)})  # no limit: no pre-check
