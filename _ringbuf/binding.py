@@ -44,6 +44,10 @@ __all__ = [
     "SegmentNotFound",
     "SegmentBusy",
     "SegmentCorrupt",
+    "SegmentNotTrusted",
+    "LockTimeout",
+    "DEFAULT_LOCK_TIMEOUT",
+    "TRUSTED_MAX",
     "Segment",
     "Watch",
     "unlink",
@@ -91,6 +95,12 @@ FRAME_NONE_MIN: int = lib.RB_FRAME_NONE_MIN
 FRAME_RESERVE: int = lib.RB_FRAME_RESERVE
 #: Most records one :meth:`Segment.receive_batch` call returns.
 BATCH_MAX = 1024
+#: Seconds a call waits for the segment lock before :class:`LockTimeout`.
+DEFAULT_LOCK_TIMEOUT: float = lib.RB_DEFAULT_LOCK_TIMEOUT_NS / 1e9
+#: Longest ``lock_timeout`` accepted (a day: "forever" is what it prevents).
+LOCK_TIMEOUT_MAX = 86400.0
+#: Most uids ``trusted_uids`` may list.
+TRUSTED_MAX: int = lib.RB_TRUSTED_MAX
 SHM_DIR = "/dev/shm"
 SEGMENT_FILE_PREFIX = "rbuf."
 
@@ -145,6 +155,32 @@ class SegmentCorrupt(RingBufError):
     counted in :meth:`Segment.info` (``corruptions``, ``dropped``)."""
 
 
+class SegmentNotTrusted(RingBufError, PermissionError):
+    """The segment file (or a watch FIFO) is not ours to use, so it was refused.
+
+    ``/dev/shm`` is world-writable: another local user can create
+    ``rbuf.<prefix>`` before the site does and read every message sent
+    through it. A file is used only if it is of the expected type, owned by
+    this process's effective uid or one of ``trusted_uids``, and grants no
+    permission beyond ``mode``. The message names the file, its owner and
+    mode, and the fix.
+    """
+
+
+class LockTimeout(QueueFull):
+    """The segment lock stayed held past ``lock_timeout`` by a live process.
+
+    A process stopped (SIGSTOP, Ctrl-Z, a debugger) while it holds the lock
+    keeps it until it runs again; rather than wait without bound, the call
+    gives up having changed nothing. Retryable back-pressure, hence a
+    :class:`QueueFull`. ``pid`` is the holder (0 if unknown) and ``state``
+    its state as ``/proc`` words it (``"stopped"``, ``"tracing stop"``, ...).
+    """
+
+    pid: int = 0
+    state: str = "unknown"
+
+
 class _Interrupted(RingBufError):
     """A signal arrived during a wait; internal, the binding retries."""
 
@@ -162,6 +198,8 @@ _ERRORS: dict[int, type[Exception]] = {
     lib.RB_E_BUSY: SegmentBusy,
     lib.RB_E_CORRUPT: SegmentCorrupt,
     lib.RB_E_INTR: _Interrupted,
+    lib.RB_E_TRUST: SegmentNotTrusted,
+    lib.RB_E_LOCKED: LockTimeout,
     lib.RB_E_SYS: OSError,
     lib.RB_E_INVAL: ValueError,
 }
@@ -187,15 +225,63 @@ def _check(rc: int) -> int:
     exc = exc_type(message)
     if isinstance(exc, RingBufError):
         exc.code = rc
+    if isinstance(exc, LockTimeout):
+        state = ffi.new("char[]", 64)
+        exc.pid = int(lib.rb_last_lock_holder(state, 64))
+        exc.state = ffi.string(state).decode("ascii", "replace")
     raise exc
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, cut to a readable length (a 70,000-byte name is not)."""
+    text = repr(value)
+    if len(text) <= 60:
+        return text
+    return text[:45] + f"... ({len(value)} long)" if isinstance(value, (bytes, str)) else text[:57] + "..."
 
 
 def _name(value: bytes | str, what: str) -> bytes:
     if isinstance(value, str):
         value = value.encode("utf-8")
     elif not isinstance(value, bytes):
-        raise TypeError(f"{what} name must be bytes or str, got {type(value).__name__}: {value!r}")
+        raise TypeError(f"{what} name must be bytes or str, got {type(value).__name__}: {_short(value)}")
+    if not 1 <= len(value) <= NAME_MAX:
+        raise BadName(f"{what} name must be 1..{NAME_MAX} bytes, got {len(value)}: {_short(value)}")
     return value
+
+
+def _require_bytes(value: object, what: str) -> None:
+    """Raise naming ``what`` unless ``value`` is bytes (what the C calls take)."""
+    if type(value) is not bytes and not isinstance(value, bytes):
+        raise TypeError(f"{what} must be bytes, got {type(value).__name__}: {_short(value)}")
+
+
+def _mode(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+        raise ValueError(
+            f"mode must be an int in 0..0o777 (permission bits only: no setuid, setgid or sticky "
+            f"bit), got {value!r}" + (f" = {oct(value)}" if isinstance(value, int) else ""))
+    return value
+
+
+def _lock_timeout_ns(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 < value <= LOCK_TIMEOUT_MAX):
+        raise ValueError(f"lock_timeout must be a number of seconds in (0, {LOCK_TIMEOUT_MAX:g}], "
+                         f"got {value!r}")
+    return max(1, int(value * 1e9))
+
+
+def _trusted_uids(value: object) -> list[int]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"trusted_uids must be a sequence of uids (ints), got {value!r}")
+    uids = list(value)
+    for uid in uids:
+        if isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid < 0xFFFFFFFF:
+            raise ValueError(f"trusted_uids: {uid!r} is not a uid (an int in 0..2**32-2)")
+    if len(uids) > TRUSTED_MAX:
+        raise ValueError(f"trusted_uids lists {len(uids)} uids, at most {TRUSTED_MAX} are allowed")
+    return uids
 
 
 def _prefix(prefix: str) -> bytes:
@@ -207,7 +293,7 @@ def _prefix(prefix: str) -> bytes:
 def _pack_names(names: Sequence[bytes]) -> bytes:
     parts = []
     for n in names:
-        n = _name(n, "queue")
+        n = _name(n, "queue")  # also bounds it: the blob stores a u16 length
         parts.append(len(n).to_bytes(2, "little"))
         parts.append(n)
     return b"".join(parts)
@@ -241,7 +327,16 @@ def _info_dict(info) -> dict[str, int]:
 
 
 class Segment:
-    """One attached shared-memory segment (created on first use)."""
+    """One attached shared-memory segment (created on first use).
+
+    :param mode: permission bits of a segment this call creates, and the
+        widest ones accepted when attaching to an existing one (0..0o777).
+    :param trusted_uids: owners whose segment (and watch FIFOs) are used
+        besides this process's effective uid; anyone else's file is refused
+        with :class:`SegmentNotTrusted`.
+    :param lock_timeout: seconds a call waits for the segment lock before it
+        raises :class:`LockTimeout` (the holder is alive but not running).
+    """
 
     def __init__(
         self,
@@ -253,25 +348,38 @@ class Segment:
         slots: int = 0,
         waiters: int = 0,
         create: bool = True,
+        trusted_uids: Sequence[int] = (),
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         for arg, value in (("size", size), ("max_record", max_record), ("slots", slots),
-                           ("waiters", waiters), ("mode", mode)):
+                           ("waiters", waiters)):
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{arg} must be a non-negative int, got {value!r}")
+        uids = _trusted_uids(trusted_uids)
         opts = ffi.new("rb_options *")
         opts.size = size
-        opts.mode = mode
+        opts.mode = _mode(mode)
         opts.max_record = max_record
         opts.slots = slots
         opts.waiters = waiters
         opts.create = 1 if create else 0
+        uid_array = ffi.new("uint32_t[]", uids or [0])
+        opts.n_trusted = len(uids)
+        opts.trusted_uids = uid_array
+        opts.lock_timeout_ns = _lock_timeout_ns(lock_timeout)
         out = ffi.new("rb_seg **")
         _check(lib.rb_open(_prefix(prefix), opts, out))
         self._seg = out[0]
         self.prefix = prefix
-        info = self.info()
-        self.max_record: int = info["max_record"]
-        self.size: int = info["size"]
+        self.trusted_uids: tuple[int, ...] = tuple(uids)
+        self.lock_timeout: float = float(lock_timeout)
+        # The geometry is fixed at creation: read without the lock, so that
+        # attaching never waits on (or fails for) a lock holder.
+        max_rec = ffi.new("uint32_t *")
+        seg_size = ffi.new("uint64_t *")
+        lib.rb_limits(self._seg, max_rec, seg_size)
+        self.max_record: int = int(max_rec[0])
+        self.size: int = int(seg_size[0])
         self._local = threading.local()
         self._blobs: dict[tuple[bytes, ...], tuple[bytes, int]] = {}
         self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()
@@ -338,7 +446,13 @@ class Segment:
         seg = self._seg
         if seg is None:
             self._closed()
-        rc = _rb_send(seg, name, len(name), data, len(data), deadline_ns, capacity)
+        try:
+            rc = _rb_send(seg, name, len(name), data, len(data), deadline_ns, capacity)
+        except (TypeError, OverflowError):
+            # Off the hot path (zero-cost until raised): say which argument.
+            _require_bytes(name, "queue name")
+            _require_bytes(data, "data")
+            raise
         if rc:
             _check(rc)
 
@@ -369,9 +483,13 @@ class Segment:
         seg = self._seg
         if seg is None:
             self._closed()
+        _require_bytes(name, "queue name")
         n = len(records)
         if n == 0:
             return 0
+        for i, record in enumerate(records):
+            if type(record) is not bytes:
+                _require_bytes(record, f"records[{i}]")
         lens = ffi.new("uint32_t[]", [len(r) for r in records])
         out = ffi.new("uint32_t *")
         rc = lib.rb_send_batch(seg, name, len(name), b"".join(records), lens, n, deadline_ns,
@@ -557,6 +675,7 @@ class Segment:
         return max(0, int((end - time.monotonic()) * 1e9))
 
     def queue_stats(self, name: bytes) -> dict[str, int]:
+        _require_bytes(name, "queue name")
         st = ffi.new("rb_queue_stats *")
         _check(lib.rb_queue_stats_get(self._handle, name, len(name), st))
         return {
@@ -581,6 +700,8 @@ class Segment:
         copies for this member state for its queue, as a send's would; it
         wins over the queue's stored capacity and the fan-out's argument.
         """
+        _require_bytes(set_name, "set name")
+        _require_bytes(member, "member name")
         qlen = len(member) if queue_len is None else queue_len
         if not isinstance(capacity, int) or not 0 <= capacity <= 0xFFFFFFFF:
             raise ValueError(f"capacity must be an int in 0..2**32-1, got {capacity!r}")
@@ -589,10 +710,13 @@ class Segment:
 
     def set_discard(self, set_name: bytes, member: bytes) -> None:
         """Remove ``member`` from ``set_name``; absent is fine."""
+        _require_bytes(set_name, "set name")
+        _require_bytes(member, "member name")
         _check(lib.rb_set_discard(self._handle, set_name, len(set_name), member, len(member)))
 
     def set_members(self, set_name: bytes) -> list[bytes]:
         """Live members of ``set_name`` (expired ones are dropped on the way)."""
+        _require_bytes(set_name, "set name")
         return self._names_call(
             lambda buf, cap, out_len, out_count: lib.rb_set_members(
                 self._handle, set_name, len(set_name), buf, cap, out_len, out_count))
@@ -609,6 +733,8 @@ class Segment:
         frame); both frames are the record format's (``ringbuf.h``).
         Returns ``(sent, skipped)``, counting members.
         """
+        _require_bytes(set_name, "set name")
+        _require_bytes(data, "data")
         out = ffi.new("uint32_t[2]")
         mode = (lib.RB_FANOUT_GROUPED if grouped else lib.RB_FANOUT_TAGGED if tagged
                 else lib.RB_FANOUT_PLAIN)
@@ -660,6 +786,14 @@ class Segment:
         """Verify every invariant of the segment; raise :class:`SegmentCorrupt` if one fails."""
         report = ffi.new("char[]", 512)
         _check(lib.rb_check(self._handle, report, 512))
+
+    def _debug_lock(self) -> None:
+        """Tests only: take the segment lock as an operation would (and keep it)."""
+        _check(lib.rb_debug_lock(self._handle))
+
+    def _debug_unlock(self) -> None:
+        """Tests only: release the lock :meth:`_debug_lock` took."""
+        lib.rb_debug_unlock(self._handle)
 
 
 class Watch:
@@ -766,18 +900,28 @@ def attached(prefix: str) -> bool:
     return bool(_check(lib.rb_attached(_prefix(prefix))))
 
 
-def stat(prefix: str) -> dict[str, int]:
-    """Header facts and totals of an existing segment (attaches briefly)."""
-    info = ffi.new("rb_info *")
-    _check(lib.rb_stat_segment(_prefix(prefix), info))
-    return _info_dict(info)
+def stat(prefix: str, *, trusted_uids: Sequence[int] = (),
+         lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict[str, int]:
+    """Header facts and totals of an existing segment (attaches briefly).
+
+    Only reads, so any permission bits are accepted; the owner must still be
+    this uid or one of ``trusted_uids`` (:class:`SegmentNotTrusted`).
+    :class:`LockTimeout` after ``lock_timeout`` seconds if a live process
+    keeps the lock.
+    """
+    with Segment(prefix, create=False, mode=0o777, trusted_uids=trusted_uids,
+                 lock_timeout=lock_timeout) as seg:
+        return seg.info()
 
 
-def list_segments() -> list[dict[str, object]]:
+def list_segments(*, trusted_uids: Sequence[int] = (),
+                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> list[dict[str, object]]:
     """Every ring-buffer segment file on this host, with its facts.
 
     A file that is not readable as one of ours is still listed, with an
-    ``error`` entry saying why.
+    ``error`` entry saying why (and ``locked_by`` = ``{"pid", "state"}`` when
+    a live process kept the lock past ``lock_timeout``). The options are
+    :func:`stat`'s.
     """
     out: list[dict[str, object]] = []
     try:
@@ -792,9 +936,12 @@ def list_segments() -> list[dict[str, object]]:
         row: dict[str, object] = {"prefix": prefix, "path": path}
         try:
             st = os.stat(path)
-            row.update(owner_uid=st.st_uid, mode=st.st_mode & 0o777, file_size=st.st_size)
-            row.update(stat(prefix))
+            row.update(owner_uid=st.st_uid, mode=st.st_mode & 0o7777, file_size=st.st_size)
+            row.update(stat(prefix, trusted_uids=trusted_uids, lock_timeout=lock_timeout))
             row["attached"] = attached(prefix)
+        except LockTimeout as exc:
+            row["error"] = str(exc)
+            row["locked_by"] = {"pid": exc.pid, "state": exc.state}
         except (RingBufError, OSError) as exc:
             row["error"] = str(exc)
         out.append(row)

@@ -35,6 +35,10 @@
 #define RB_E_CORRUPT ...
 #define RB_E_BUSY ...
 #define RB_E_INTR ...
+#define RB_E_TRUST ...
+#define RB_E_LOCKED ...
+#define RB_DEFAULT_LOCK_TIMEOUT_NS ...
+#define RB_TRUSTED_MAX ...
 #define RB_KIND_QUEUE ...
 #define RB_KIND_SET ...
 
@@ -47,6 +51,9 @@ typedef struct rb_options {
     uint32_t slots;
     uint32_t waiters;
     int32_t create;
+    uint32_t n_trusted;
+    const uint32_t *trusted_uids;
+    uint64_t lock_timeout_ns;
     ...;
 } rb_options;
 
@@ -101,6 +108,10 @@ int rb_info_get(rb_seg *seg, rb_info *out);
 int rb_attached(const char *prefix);
 const char *rb_last_error(void);
 uint64_t rb_now_ns(void);
+uint32_t rb_last_lock_holder(char *state, size_t cap);
+int rb_debug_lock(rb_seg *seg);
+void rb_debug_unlock(rb_seg *seg);
+void rb_limits(rb_seg *seg, uint32_t *out_max_record, uint64_t *out_size);
 
 int rb_send(rb_seg *seg, const char *name, size_t name_len, const char *data,
             size_t len, uint64_t deadline_ns, uint32_t capacity);

@@ -12,7 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from .base import BaseChannelLayer
-from .exceptions import ChannelFull, LayoutMismatch, MessageTooLarge, SegmentError
+from .exceptions import (
+    ChannelFull,
+    LayoutMismatch,
+    LockTimeout,
+    MessageTooLarge,
+    SegmentError,
+    SegmentNotTrusted,
+)
 from .inmemory import InMemoryChannelLayer
 
 __version__ = "0.1.0"
@@ -22,8 +29,10 @@ __all__ = [
     "ChannelFull",
     "InMemoryChannelLayer",
     "LayoutMismatch",
+    "LockTimeout",
     "MessageTooLarge",
     "SegmentError",
+    "SegmentNotTrusted",
     "__version__",
 ]
 

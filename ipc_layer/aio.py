@@ -87,7 +87,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from channels.exceptions import ChannelFull as _ChannelsChannelFull  # type: ignore[import-untyped]
@@ -232,7 +232,9 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
     queue waits in the kernel and wakes the loops (two). A loop whose FD
     watch cannot be opened (waiter table full) falls back to the thread.
     The segment sizing options are used only when this layer creates the
-    segment (see :mod:`ipc_layer.layer`).
+    segment; ``trusted_uids`` and ``lock_timeout`` say whose segment is used
+    and how long an operation waits for a lock a stopped process holds (see
+    :mod:`ipc_layer.layer`).
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]  # a list, as Channels' layers have
@@ -256,6 +258,8 @@ class IPCChannelLayer(BaseChannelLayer):  # type: ignore[misc]
         slots: int = options.SLOTS.default,
         waiters: int = options.WAITERS.default,
         wakeup: str = options.WAKEUP.default,
+        trusted_uids: Sequence[int] = options.TRUSTED_UIDS.default,
+        lock_timeout: float = options.LOCK_TIMEOUT.default,
     ) -> None:
         # First statement: locals() holds exactly the parameters.
         config = options.validate("aio", locals(), owner=type(self).__name__)

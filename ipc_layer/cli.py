@@ -12,7 +12,11 @@ to stderr and exit with status 2 (argparse's usage errors do the same).
 
 Reading a segment attaches to it briefly (never creates one); ``stats``
 and ``top`` only read, except that looking at a group drops its expired
-members, as any reader would.
+members, as any reader would. Since they only read, any file mode is
+accepted, but only segments owned by this uid (or a ``--trust-uid``) are
+opened. A segment whose lock a live process keeps (stopped by SIGSTOP or
+Ctrl-Z, held by a debugger) is reported as "locked by pid N (stopped)"
+after ``--lock-timeout`` seconds (default 1) instead of hanging.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 import _ringbuf
-from _ringbuf import RingBufError, Segment, SegmentBusy, SegmentNotFound
+from _ringbuf import LockTimeout, RingBufError, Segment, SegmentBusy, SegmentNotFound
 from _ringbuf.binding import SEGMENT_FILE_PREFIX, SHM_DIR
 
 from .layer import validate_prefix
@@ -42,10 +46,29 @@ EXIT_OK = 0
 EXIT_ERROR = 2
 _NS = 1_000_000_000
 _CLEAR = "\x1b[H\x1b[2J"
+#: Seconds a read waits for a segment's lock before reporting who holds it.
+DEFAULT_LOCK_TIMEOUT = 1.0
+#: ``top --interval`` bounds: below, a busy loop; above, nobody is watching.
+INTERVAL_MIN = 0.1
+INTERVAL_MAX = 3600.0
 
 
 class CommandError(Exception):
     """A failure to report as one line and exit status 2."""
+
+
+class SegmentLocked(CommandError):
+    """The segment's lock stayed held by a live process past ``--lock-timeout``."""
+
+    def __init__(self, prefix: str, exc: LockTimeout) -> None:
+        super().__init__(f"segment {prefix!r} is {locked_text(exc.pid, exc.state)}: {exc}")
+        self.pid = exc.pid
+        self.state = exc.state
+
+
+def locked_text(pid: int, state: str) -> str:
+    """``locked by pid N (stopped)``: how a held lock is reported everywhere."""
+    return f"locked by pid {pid} ({state})" if pid else f"locked by an unknown process ({state})"
 
 
 # -- data -----------------------------------------------------------------------------
@@ -75,22 +98,29 @@ def attached_pids(path: str) -> list[int]:
     return sorted(pids)
 
 
-def _open(prefix: str) -> Segment:
+def _open(prefix: str, trusted_uids: Sequence[int] = (),
+          lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Segment:
     try:
         validate_prefix(prefix)
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     try:
-        return Segment(prefix, create=False)
+        # Only reading: any mode will do; the owner must still be trusted.
+        return Segment(prefix, create=False, mode=0o777, trusted_uids=trusted_uids,
+                       lock_timeout=lock_timeout)
     except SegmentNotFound:
         raise CommandError(f"no segment for prefix {prefix!r} on this host (see `ipc-layer ls`)") from None
     except (RingBufError, OSError) as exc:
         raise CommandError(f"cannot open the segment for prefix {prefix!r}: {exc}") from None
 
 
-def collect(prefix: str) -> dict[str, Any]:
-    """A snapshot of one segment: totals, every queue's counters, every group's size."""
-    seg = _open(prefix)
+def collect(prefix: str, trusted_uids: Sequence[int] = (),
+            lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict[str, Any]:
+    """A snapshot of one segment: totals, every queue's counters, every group's size.
+
+    :raises SegmentLocked: a live process kept the lock ``lock_timeout`` seconds.
+    """
+    seg = _open(prefix, trusted_uids, lock_timeout)
     try:
         info = seg.info()
         channels: list[dict[str, Any]] = []
@@ -108,6 +138,8 @@ def collect(prefix: str) -> dict[str, Any]:
         groups: list[dict[str, Any]] = []
         for name in seg.list_sets():
             groups.append({"group": name.decode("ascii", "replace"), "members": len(seg.set_members(name))})
+    except LockTimeout as exc:
+        raise SegmentLocked(prefix, exc) from None
     except RingBufError as exc:
         raise CommandError(f"reading the segment for prefix {prefix!r}: {exc}") from None
     finally:
@@ -150,6 +182,11 @@ def render_ls(segments: Sequence[dict[str, Any]]) -> list[str]:
         return ["no segments on this host"]
     rows = []
     for seg in segments:
+        if "locked_by" in seg:
+            holder = seg["locked_by"]
+            rows.append([seg["prefix"], _size(seg.get("file_size", 0)), "?", _owner(seg.get("owner_uid")),
+                         "?", "-", "-", locked_text(holder["pid"], holder["state"])])
+            continue
         if "error" in seg:
             rows.append([seg["prefix"], _size(seg.get("file_size", 0)), "?", _owner(seg.get("owner_uid")),
                          "?", "-", "-", f"unreadable: {seg['error']}"])
@@ -206,7 +243,7 @@ def render_stats(snapshot: dict[str, Any], rates: dict[str, float] | None = None
 
 
 def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
-    segments = _ringbuf.list_segments()
+    segments = _ringbuf.list_segments(trusted_uids=args.trust_uid, lock_timeout=args.lock_timeout)
     for seg in segments:
         if "error" not in seg:
             seg["pids"] = attached_pids(str(seg["path"])) if seg.get("attached") else []
@@ -219,7 +256,7 @@ def cmd_ls(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
-    snapshot = collect(args.prefix)
+    snapshot = collect(args.prefix, args.trust_uid, args.lock_timeout)
     if args.json:
         json.dump(snapshot, out, indent=2)
         out.write("\n")
@@ -234,7 +271,20 @@ def cmd_top(args: argparse.Namespace, out: TextIO) -> int:
     iteration = 0
     try:
         while True:
-            snapshot = collect(args.prefix)
+            try:
+                snapshot = collect(args.prefix, args.trust_uid, args.lock_timeout)
+            except SegmentLocked as exc:
+                # Not fatal for a live view: say who holds it, look again.
+                stamp = time.strftime("%H:%M:%S")
+                out.write((_CLEAR if clear else "") + f"ipc-layer top - {stamp} - segment "
+                          f"{args.prefix!r} is {locked_text(exc.pid, exc.state)}; retrying every "
+                          f"{args.interval:g}s (Ctrl-C to quit)\n" + ("" if clear else "\n"))
+                out.flush()
+                iteration += 1
+                if args.iterations and iteration >= args.iterations:
+                    return EXIT_ERROR
+                time.sleep(args.interval)
+                continue
             rates: dict[str, float] = {}
             if previous is not None:
                 elapsed = max(snapshot["time"] - previous["time"], 1e-6)
@@ -284,13 +334,32 @@ def cmd_rm(args: argparse.Namespace, out: TextIO) -> int:
 # -- parsing ----------------------------------------------------------------------------------
 
 
-def _positive_float(text: str) -> float:
+def _seconds(low: float, high: float) -> Any:
+    """An argparse type: a number of seconds in [low, high] (no inf, no nan)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be a number of seconds in {low:g}..{high:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _uid(text: str) -> int:
     try:
-        value = float(text)
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        pass
+    try:
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"no such user: {text!r}") from None
+    if not 0 <= value < 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"not a uid: {text!r}")
     return value
 
 
@@ -318,6 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ls.set_defaults(func=cmd_ls)
 
+    def add_reading(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--lock-timeout", type=_seconds(0.001, 3600.0), default=DEFAULT_LOCK_TIMEOUT,
+                       metavar="SECONDS",
+                       help="how long to wait for a segment's lock before reporting the process "
+                            f"that holds it (default {DEFAULT_LOCK_TIMEOUT:g})")
+        p.add_argument("--trust-uid", type=_uid, action="append", default=[], metavar="USER",
+                       help="also read segments owned by this user (name or uid; repeatable); "
+                            "by default only this uid's are opened")
+
+    add_reading(ls)
+
     def add_prefix(p: argparse.ArgumentParser) -> None:
         p.add_argument("--prefix", "-p", required=True, help="the segment prefix (the layer's prefix option)")
 
@@ -325,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Per channel: pending messages, oldest age, sent, full count, "
                                        "capacity and blocked receivers; groups and their sizes.")
     add_prefix(stats)
+    add_reading(stats)
     stats.add_argument("--json", action="store_true", help="print JSON instead of tables")
     stats.set_defaults(func=cmd_stats)
 
@@ -332,8 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Redraw the statistics of one segment every --interval seconds, "
                                      "with a msg/s column per channel. Ctrl-C quits.")
     add_prefix(top)
-    top.add_argument("--interval", "-i", type=_positive_float, default=1.0,
-                     help="seconds between refreshes (default 1)")
+    add_reading(top)
+    top.add_argument("--interval", "-i", type=_seconds(INTERVAL_MIN, INTERVAL_MAX), default=1.0,
+                     help=f"seconds between refreshes, {INTERVAL_MIN:g}..{INTERVAL_MAX:g} (default 1)")
     top.add_argument("--iterations", "-n", type=_non_negative_int, default=0,
                      help="stop after N refreshes (default 0: until Ctrl-C)")
     top.add_argument("--clear", dest="clear", action="store_true", default=None,

@@ -15,7 +15,8 @@ these very classes.
 
 from __future__ import annotations
 
-__all__ = ["ChannelFull", "LayoutMismatch", "MessageTooLarge", "SegmentError"]
+__all__ = ["ChannelFull", "LayoutMismatch", "LockTimeout", "MessageTooLarge", "SegmentError",
+           "SegmentNotTrusted"]
 
 
 class ChannelFull(Exception):
@@ -40,3 +41,33 @@ class LayoutMismatch(SegmentError):
     Raised on attach instead of misreading the segment; the message names
     both the found and the expected magic/version.
     """
+
+
+class SegmentNotTrusted(SegmentError, PermissionError):
+    """The segment file (or a watch FIFO) belongs to another user, or is too open.
+
+    ``/dev/shm`` is world-writable, so another local user can create the
+    segment of a prefix first and read every message sent through it. A layer
+    attaches only to a segment owned by its effective uid (or one of
+    ``trusted_uids``) whose mode grants nothing beyond ``mode``; the message
+    names the file, its owner and mode, and the fix.
+    """
+
+
+class LockTimeout(ChannelFull, SegmentError):
+    """The segment lock stayed held past ``lock_timeout`` by a live process.
+
+    A process stopped (SIGSTOP, Ctrl-Z, a debugger) while holding the lock
+    keeps it until it runs again: it cannot be taken away from a live owner.
+    Rather than wait without bound, the operation gives up having changed
+    nothing. **Retryable back-pressure**: a ``ChannelFull`` (so servers answer
+    503 / 1013 and workers retry, as for a full channel) and a
+    ``SegmentError``. Any operation may raise it, ``receive`` included.
+    ``pid`` is the holder (0 if unknown), ``state`` its ``/proc`` state
+    (``"stopped"``, ``"tracing stop"``, ...).
+    """
+
+    def __init__(self, message: str, pid: int = 0, state: str = "unknown") -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.state = state

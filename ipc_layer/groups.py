@@ -32,11 +32,12 @@ from __future__ import annotations
 import logging
 
 from _memo import remember
-from _ringbuf import QueueFull, RingBufError, Segment
+from _ringbuf import LockTimeout, QueueFull, RingBufError, Segment
 
 from . import names
+from ._errors import segment_error
 from .capacity import ChannelCapacities
-from .exceptions import ChannelFull, SegmentError
+from .exceptions import ChannelFull
 
 __all__ = ["GroupStore"]
 
@@ -88,7 +89,7 @@ class GroupStore:
         try:
             self._seg.set_discard(set_name, channel.encode("ascii"))
         except RingBufError as exc:
-            raise SegmentError(f"group_discard({group!r}, {channel!r}): {exc}") from exc
+            raise segment_error(f"group_discard({group!r}, {channel!r})", exc) from exc
 
     def channels(self, group: str) -> list[str]:
         """The live members of ``group`` (expired rows are dropped on the way)."""
@@ -96,7 +97,7 @@ class GroupStore:
         try:
             members = self._seg.set_members(set_name)
         except RingBufError as exc:
-            raise SegmentError(f"group_channels({group!r}): {exc}") from exc
+            raise segment_error(f"group_channels({group!r})", exc) from exc
         return [member.decode("ascii") for member in members]
 
     def fanout(self, group: str, payload: bytes, deadline_ns: int, default_capacity: int) -> tuple[int, int]:
@@ -115,6 +116,6 @@ class GroupStore:
 
 def _membership_error(group: str, channel: str, exc: RingBufError) -> Exception:
     """A failed ``group_add``: a full name table is back-pressure, the rest is the segment's fault."""
-    if isinstance(exc, QueueFull):
+    if isinstance(exc, QueueFull) and not isinstance(exc, LockTimeout):
         return ChannelFull(f"cannot add {channel!r} to group {group!r}: {exc}")
-    return SegmentError(f"group_add({group!r}, {channel!r}): {exc}")
+    return segment_error(f"group_add({group!r}, {channel!r})", exc)

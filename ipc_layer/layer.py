@@ -81,7 +81,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from threading import get_ident as _get_ident
 from typing import Any, ClassVar
 
@@ -92,8 +92,9 @@ from _memo import remember
 from _ringbuf import QueueFull, RecordTooLarge, RingBufError, Segment
 
 from . import names, options
+from ._errors import segment_error
 from .base import BaseChannelLayer, Message, ReceiveResult
-from .exceptions import ChannelFull, LayoutMismatch, MessageTooLarge, SegmentError
+from .exceptions import ChannelFull, LayoutMismatch, MessageTooLarge, SegmentError, SegmentNotTrusted
 from .grouped import take_grouped
 from .groups import GroupStore
 from .local_store import STORE
@@ -134,6 +135,14 @@ class IPCChannelLayer(BaseChannelLayer):
     with the same prefix on this host shares all state. The sizing options
     (``segment_size``, ``mode``, ``slots``, ``waiters``) apply only when the
     segment does not exist yet; an existing segment is attached as it is.
+
+    Whose segment it attaches to: ``/dev/shm`` is world-writable, and
+    whoever creates the segment first reads all its traffic, so a segment
+    (or watch FIFO) is used only if its owner is this process's effective
+    uid or one of ``trusted_uids`` and its mode grants nothing beyond
+    ``mode`` (:class:`~ipc_layer.exceptions.SegmentNotTrusted` otherwise).
+    A process stopped while holding the segment lock makes operations raise
+    :class:`~ipc_layer.exceptions.LockTimeout` after ``lock_timeout``.
     """
 
     extensions = ("groups", "flush", "statistics", "twisted")
@@ -154,12 +163,17 @@ class IPCChannelLayer(BaseChannelLayer):
         mode: int = options.MODE.default,
         slots: int = options.SLOTS.default,
         waiters: int = options.WAITERS.default,
+        trusted_uids: Sequence[int] = options.TRUSTED_UIDS.default,
+        lock_timeout: float = options.LOCK_TIMEOUT.default,
     ) -> None:
         # First statement: locals() holds exactly the parameters.
         config = options.validate("ipc", locals(), owner=type(self).__name__)
         super().__init__(**config.subset("base"))
         self.prefix = config[options.PREFIX]
         self.spin_us = config[options.SPIN_US]
+        self.mode = config[options.MODE]
+        self.trusted_uids = config[options.TRUSTED_UIDS]
+        self.lock_timeout = config[options.LOCK_TIMEOUT]
         self._seg = self._attach(config[options.SEGMENT_SIZE], config[options.MODE],
                                  config[options.SLOTS], config[options.WAITERS])
         self._expiry_ns = int(self.expiry * _NS)
@@ -179,9 +193,12 @@ class IPCChannelLayer(BaseChannelLayer):
         max_record = self.max_message_size + FRAME_MAX
         try:
             seg = Segment(self.prefix, size=size, mode=mode, max_record=max_record, slots=slots,
-                          waiters=waiters)
+                          waiters=waiters, trusted_uids=self.trusted_uids,
+                          lock_timeout=self.lock_timeout)
         except _ringbuf.LayoutMismatch as exc:
             raise LayoutMismatch(f"segment for prefix {self.prefix!r}: {exc}") from exc
+        except _ringbuf.SegmentNotTrusted as exc:
+            raise SegmentNotTrusted(f"segment for prefix {self.prefix!r}: {exc}") from exc
         except (RingBufError, OSError) as exc:
             raise SegmentError(f"cannot open the segment for prefix {self.prefix!r}: {exc}") from exc
         except ValueError as exc:  # sizing options the core refuses
@@ -213,11 +230,13 @@ class IPCChannelLayer(BaseChannelLayer):
                 self._seg_send_tagged(queue, tag, payload, _monotonic_ns() + self._expiry_ns,
                                       capacity)
         except QueueFull as exc:
+            if isinstance(exc, _ringbuf.LockTimeout):
+                raise segment_error(f"send to {channel!r}", exc) from None
             raise ChannelFull(f"channel {channel!r} is full: {exc}") from None
         except RecordTooLarge as exc:
             raise self._too_large(channel, len(payload), exc) from None
         except RingBufError as exc:
-            raise SegmentError(f"send to {channel!r} on segment {self.prefix!r}: {exc}") from exc
+            raise segment_error(f"send to {channel!r} on segment {self.prefix!r}", exc) from exc
 
     def _route(self, channel: object) -> tuple[bytes, bytes | None, int]:
         """Validate ``channel`` and cache (queue bytes, tag or None, capacity) for it."""
@@ -285,7 +304,7 @@ class IPCChannelLayer(BaseChannelLayer):
             try:
                 got = receive_once()
             except RingBufError as exc:
-                raise SegmentError(f"receive on segment {self.prefix!r}: {exc}") from exc
+                raise segment_error(f"receive on segment {self.prefix!r}", exc) from exc
             if got is None:
                 return None, None
             index, data = got
@@ -377,8 +396,11 @@ class IPCChannelLayer(BaseChannelLayer):
             name = pattern + names.random_suffix()
             # 71 random bits make a clash vanishingly rare; a queue that
             # holds something proves the name taken.
-            if self._seg.queue_stats(name.encode("ascii"))["pending"] == 0:
-                return name
+            try:
+                if self._seg.queue_stats(name.encode("ascii"))["pending"] == 0:
+                    return name
+            except RingBufError as exc:
+                raise segment_error(f"new_channel({pattern!r})", exc) from exc
 
     # -- groups ------------------------------------------------------------------
 
@@ -399,7 +421,7 @@ class IPCChannelLayer(BaseChannelLayer):
         except RecordTooLarge as exc:
             raise self._too_large(group, len(payload), exc) from None
         except RingBufError as exc:
-            raise SegmentError(f"send_group to {group!r} on segment {self.prefix!r}: {exc}") from exc
+            raise segment_error(f"send_group to {group!r} on segment {self.prefix!r}", exc) from exc
 
     # -- flush and statistics ------------------------------------------------------
 
@@ -413,19 +435,25 @@ class IPCChannelLayer(BaseChannelLayer):
         try:
             self._seg.flush()
         except RingBufError as exc:
-            raise SegmentError(f"flush of segment {self.prefix!r}: {exc}") from exc
+            raise segment_error(f"flush of segment {self.prefix!r}", exc) from exc
 
     def pending_count(self, queue: str) -> int:
         """Messages of ``queue`` this process took off shared memory and has not handed out."""
         return STORE.count(self.prefix, queue) if STORE else 0
 
     def global_statistics(self) -> dict[str, int]:
-        info = self._seg.info()
+        try:
+            info = self._seg.info()
+        except RingBufError as exc:
+            raise segment_error(f"global_statistics() of segment {self.prefix!r}", exc) from exc
         return {"messages_count": info["sent"], "channel_full_count": info["full"]}
 
     def channel_statistics(self, channel: str) -> dict[str, int]:
         queue = names.non_local_name(names.validate_channel(channel))
-        stats = self._seg.queue_stats(queue.encode("ascii"))
+        try:
+            stats = self._seg.queue_stats(queue.encode("ascii"))
+        except RingBufError as exc:
+            raise segment_error(f"channel_statistics({channel!r})", exc) from exc
         return {
             "messages_count": stats["sent"],
             "messages_pending": stats["pending"],

@@ -53,6 +53,7 @@ __all__ = [
     "GROUP_EXPIRY",
     "HOSTS",
     "KINDS",
+    "LOCK_TIMEOUT",
     "MAX_MESSAGE_SIZE",
     "MESSAGE_SIZE_MAX",
     "MODE",
@@ -62,6 +63,7 @@ __all__ = [
     "SEGMENT_SIZE",
     "SLOTS",
     "SPIN_US",
+    "TRUSTED_UIDS",
     "URL",
     "WAITERS",
     "WAKEUP",
@@ -126,6 +128,13 @@ WAITERS_MAX = 65536
 SPIN_US_MAX = 60_000_000
 #: The ways the Channels 4 layer wakes a waiting receive.
 WAKEUPS = ("fd", "thread")
+#: Most uids ``trusted_uids`` may list (``RB_TRUSTED_MAX``, ringbuf.h; a test ties them).
+TRUSTED_MAX = 16
+#: Uids are u32; (uid_t)-1 means "no uid" to chown(2), so it is not one.
+UID_MAX = (1 << 32) - 2
+#: Longest ``lock_timeout``: one day (the binding's ``LOCK_TIMEOUT_MAX``; a
+#: lock held that long by a live process is not coming back by itself).
+LOCK_TIMEOUT_MAX = 86400
 
 
 # -- rules ------------------------------------------------------------------------------
@@ -232,6 +241,34 @@ def _check_mode(what: str, value: object) -> int:
 
 
 MODE_RULE: Rule[int] = Rule(_check_mode, "0o600..0o777, owner read+write required", _parse_mode)
+
+
+def _check_uids(what: str, value: object) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{what} must be a sequence of uids (ints), not {_type_name(value)}: {value!r}")
+    uids = tuple(value)
+    for uid in uids:
+        if isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid <= UID_MAX:
+            raise ValueError(f"{what}: {uid!r} is not a uid (an int in 0..{UID_MAX})")
+    if len(uids) > TRUSTED_MAX:
+        raise ValueError(f"{what} lists {len(uids)} uids, at most {TRUSTED_MAX} are allowed")
+    return uids
+
+
+def _parse_uids(text: str) -> tuple[int, ...]:
+    """``"www-data,1001"``: user names or uids, comma-separated."""
+    import pwd
+
+    uids = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            uids.append(pwd.getpwnam(item).pw_uid)
+        except KeyError:
+            try:
+                uids.append(int(item))
+            except ValueError:
+                raise ValueError(f"no such user: {item!r}") from None
+    return tuple(uids)
 
 
 def choice(*values: str) -> Rule[str]:
@@ -396,7 +433,8 @@ SEGMENT_SIZE: Option[int] = Option(
     "bytes of the segment, reserved in /dev/shm by the process that creates it", _SEGMENT,
     default_text="67108864 (64 MiB)")
 MODE: Option[int] = Option(
-    "mode", 0o600, MODE_RULE, "file mode of a segment this layer creates (the umask does not narrow it)",
+    "mode", 0o600, MODE_RULE, "file mode of a segment this layer creates (the umask does not narrow it), "
+    "and the widest mode accepted on an existing one",
     _SEGMENT, default_text="0o600")
 SLOTS: Option[int] = Option(
     "slots", 0, integer(0, SLOTS_MAX, "2**24; 0: the core's 16384"),
@@ -404,6 +442,16 @@ SLOTS: Option[int] = Option(
 WAITERS: Option[int] = Option(
     "waiters", 0, integer(0, WAITERS_MAX, "0: the core's 256"),
     "receivers that may sleep at once on a segment this layer creates", _SEGMENT)
+TRUSTED_UIDS: Option[tuple[int, ...]] = Option(
+    "trusted_uids", (), Rule(_check_uids, f"up to {TRUSTED_MAX} uids (command line: users or uids, "
+                                          "comma-separated)", _parse_uids),
+    "owners whose segment and watch FIFOs are used besides this process's effective uid; "
+    "anyone else's, or one wider than mode, is refused (SegmentNotTrusted)", _SEGMENT,
+    default_text="() (only this uid)")
+LOCK_TIMEOUT: Option[float] = Option(
+    "lock_timeout", 5.0, seconds(LOCK_TIMEOUT_MAX, "1 day"),
+    "seconds an operation waits for the segment lock while a live process (stopped, traced) "
+    "holds it, then raises LockTimeout (retryable back-pressure)", _SEGMENT)
 WAKEUP: Option[str] = Option(
     "wakeup", "fd", choice(*WAKEUPS),
     "how a waiting receive is woken: 'fd' (the loop polls a FIFO senders poke) or 'thread' "
@@ -423,7 +471,8 @@ HOSTS: Option[Sequence[Any] | None] = Option(
 #: Every declaration, in the order of the docs.
 OPTIONS: tuple[Option[Any], ...] = (
     PREFIX, REDIS_PREFIX, EXPIRY, GROUP_EXPIRY, CAPACITY, CHANNEL_CAPACITY, MAX_MESSAGE_SIZE,
-    BLOCKING_TIMEOUT, SPIN_US, SEGMENT_SIZE, MODE, SLOTS, WAITERS, WAKEUP, CLOCK, URL, HOSTS,
+    BLOCKING_TIMEOUT, SPIN_US, SEGMENT_SIZE, MODE, SLOTS, WAITERS, TRUSTED_UIDS, LOCK_TIMEOUT,
+    WAKEUP, CLOCK, URL, HOSTS,
 )
 
 

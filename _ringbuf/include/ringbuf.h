@@ -111,6 +111,18 @@
 #define RB_E_CORRUPT (-14) /* rb_check found a broken invariant */
 #define RB_E_BUSY (-15)    /* rb_unlink: processes are still attached */
 #define RB_E_INTR (-16)    /* a signal arrived while waiting; call again */
+#define RB_E_TRUST (-17)   /* the segment (or a watch FIFO) belongs to an untrusted user or
+                            * grants more than the configured mode: refused, never used */
+#define RB_E_LOCKED (-18)  /* the segment lock stayed held by a live process (stopped, traced,
+                            * stuck) past the lock timeout; nothing was done: retry later */
+
+/* Longest wait for the segment lock unless rb_options.lock_timeout_ns says
+ * otherwise.  Critical sections last microseconds (a crash repair of a big
+ * segment: milliseconds), so only a holder that does not run (SIGSTOP,
+ * Ctrl-Z, a debugger) gets near it. */
+#define RB_DEFAULT_LOCK_TIMEOUT_NS 5000000000ULL
+/* Most uids rb_options.trusted_uids may list. */
+#define RB_TRUSTED_MAX 16
 
 /* Kinds for rb_list_names. */
 #define RB_KIND_QUEUE 1
@@ -118,13 +130,27 @@
 
 typedef struct rb_seg rb_seg;
 
+/* Trust on attach: /dev/shm is world-writable, so another local user can
+ * create "rbuf.<prefix>" first and read every message a site sends through
+ * it.  rb_open therefore refuses (RB_E_TRUST) a segment file that is not a
+ * regular file, is owned by neither the effective uid nor one of
+ * trusted_uids, or whose permission bits grant more than `mode`; FD-watch
+ * FIFOs are held to the same rule on both ends (watch.c, poke.c), and the
+ * sweeps of companion files only remove files of trusted owners.  The
+ * checks run on the open descriptor (fstat after an O_NOFOLLOW open), so
+ * there is no window between the check and the use. */
 typedef struct rb_options {
     uint64_t size;       /* segment bytes; 0 = RB_DEFAULT_SIZE */
-    uint32_t mode;       /* file mode on create; 0 = 0600 */
+    uint32_t mode;       /* file mode on create, and the widest mode accepted on attach
+                          * (0..0777); 0 = 0600 */
     uint32_t max_record; /* largest record; 0 = RB_DEFAULT_MAX_RECORD */
     uint32_t slots;      /* name-table rows; 0 = RB_DEFAULT_SLOTS */
     uint32_t waiters;    /* waiter-table rows; 0 = RB_DEFAULT_WAITERS */
     int32_t create;      /* 1 = create when absent, 0 = attach only */
+    uint32_t n_trusted;  /* entries of trusted_uids (at most RB_TRUSTED_MAX) */
+    const uint32_t *trusted_uids; /* owners trusted besides the effective uid */
+    uint64_t lock_timeout_ns; /* longest wait for the segment lock (then RB_E_LOCKED);
+                               * 0 = RB_DEFAULT_LOCK_TIMEOUT_NS */
 } rb_options;
 
 typedef struct rb_info {
@@ -183,6 +209,19 @@ int rb_info_get(rb_seg *seg, rb_info *out);
 int rb_attached(const char *prefix); /* 1 if some process holds it open, 0 if not, <0 error */
 const char *rb_last_error(void);
 uint64_t rb_now_ns(void);
+/* After RB_E_LOCKED: the pid that held the lock (0 = not known) and its
+ * state as /proc/<pid>/status words it ("stopped", "tracing stop",
+ * "running", ...; "unknown" if unreadable), for the calling thread's last
+ * RB_E_LOCKED. */
+uint32_t rb_last_lock_holder(char *state, size_t cap);
+/* Tests and diagnostics only: take / release the segment lock as an
+ * operation does (a process stopped between the two is the case the lock
+ * timeout exists for). */
+int rb_debug_lock(rb_seg *seg);
+void rb_debug_unlock(rb_seg *seg);
+/* The segment's fixed geometry, read without the lock (header fields
+ * written once, before the magic was published). */
+void rb_limits(rb_seg *seg, uint32_t *out_max_record, uint64_t *out_size);
 
 /* Queues.  `names` for receive/wait is a blob of `count` entries, each a
  * little-endian u16 length followed by that many bytes. */

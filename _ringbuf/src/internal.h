@@ -229,6 +229,13 @@ typedef struct rb_header {
     uint64_t corruptions; /* corruption found (and repaired) outside a crash repair */
 } rb_header;
 
+/* Whose files this process uses (see rb_options in ringbuf.h). */
+typedef struct rb_trust {
+    uint32_t mode;      /* the widest permission bits accepted (0..0777) */
+    uint32_t n;         /* entries of uids */
+    uint32_t uids[RB_TRUSTED_MAX]; /* owners trusted besides the effective uid */
+} rb_trust;
+
 struct rb_seg {
     unsigned char *base;
     rb_header *hdr;
@@ -249,6 +256,9 @@ struct rb_seg {
     uint32_t repairing; /* inside rb_repair: findings are noted, never repaired again */
     uint32_t checking;  /* inside rb_check: findings are reported, not repaired */
     char note[640];
+    uint32_t file_mode;       /* the segment file's permission bits: FD-watch FIFOs get them */
+    uint64_t lock_timeout_ns; /* rb_lock gives up (RB_E_LOCKED) after this long */
+    rb_trust trust;
     char prefix[RB_NAME_MAX + 1];
 };
 
@@ -264,8 +274,21 @@ int rb_validate_header(const rb_header *hdr, uint64_t file_size, const char *pat
 /* errors.c-style helper living in segment.c: set the thread's message, return code. */
 int rb_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* segment.c: FD-watch FIFOs of a prefix (all, or of dead pids only). */
-void rb_sweep_watch_fifos(const char *prefix, int all);
+/* segment.c: FD-watch FIFOs of a prefix (all, or of dead pids only), of
+ * owners `t` trusts (or `also_uid`, (uint32_t)-1 = none). */
+void rb_sweep_watch_fifos(const char *prefix, int all, const rb_trust *t, uint32_t also_uid);
+
+/* segment.c: is the open file `fd` (at `path`, a `what` such as "segment")
+ * ours to use: of type S_IFREG / S_IFIFO as `want_type` says, owned by the
+ * effective uid or a trusted one, no permission bit beyond t->mode?  RB_OK,
+ * or RB_E_TRUST with a message naming the file, its owner and mode, and
+ * the fix (`fix`: the advice sentence).  rb_trusts_uid: the owner part. */
+int rb_check_trust(const rb_trust *t, int fd, const char *path, const char *what,
+                   unsigned want_type, const char *fix);
+int rb_trusts_uid(const rb_trust *t, uint32_t uid);
+/* Unlink `path` only if a trusted uid (or `also_uid`, (uint32_t)-1 = none)
+ * owns it (sticky /dev/shm: no race, see segment.c); 1 if removed. */
+int rb_unlink_trusted(const rb_trust *t, const char *path, uint32_t also_uid);
 
 /* segment.c: the lock (runs rb_repair on EOWNERDEAD). */
 int rb_lock(rb_seg *s);

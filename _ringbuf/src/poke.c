@@ -107,16 +107,19 @@ static int still_ours(unsigned i)
            st.st_ino == cache[i].ino;
 }
 
-/* Open `path` for poking and cache it; -1 if it has no reader (ENXIO) or is
- * gone (ENOENT).  (cache_lock held) */
-static int open_end(const char *path, uint64_t seg_created)
+/* Open `path` for poking and cache it; -1 if it has no reader (ENXIO), is
+ * gone (ENOENT), or is not a FIFO the segment's trust rule accepts (owner
+ * and mode, as rb_open checks the segment: a FIFO another user planted
+ * under a watch's name gets no byte from us).  (cache_lock held) */
+static int open_end(const char *path, uint64_t seg_created, const rb_trust *t)
 {
     int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return -1;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) {
-        close(fd); /* not a FIFO: never ours to write (someone else's file) */
+    if (fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode) || !rb_trusts_uid(t, (uint32_t)st.st_uid) ||
+        ((unsigned)st.st_mode & 07777 & ~t->mode) != 0) {
+        close(fd); /* not a FIFO of ours: never ours to write (someone else's file) */
         return -1;
     }
     unsigned i = RB_POKE_FDS;
@@ -137,7 +140,7 @@ static int open_end(const char *path, uint64_t seg_created)
 
 /* Write one byte to the FIFO at `path` of the segment made at `seg_created`;
  * returns 1 if a write hit EPIPE. */
-static int poke_one(const char *path, uint64_t seg_created)
+static int poke_one(const char *path, uint64_t seg_created, const rb_trust *t)
 {
     int slot = -1, epipe = 0;
     for (unsigned i = 0; i < RB_POKE_FDS && slot < 0; i++)
@@ -152,7 +155,7 @@ static int poke_one(const char *path, uint64_t seg_created)
      * the end may be the only thing that went stale. */
     for (int attempt = 0; attempt < 2; attempt++) {
         int cached = slot >= 0;
-        if (slot < 0 && (slot = open_end(path, seg_created)) < 0)
+        if (slot < 0 && (slot = open_end(path, seg_created, t)) < 0)
             return epipe; /* ENXIO: no reader; ENOENT: watch closed or swept */
         char byte = 1;
         ssize_t n = write(cache[slot].fd, &byte, 1);
@@ -210,7 +213,7 @@ void rb_watch_poke_all(rb_seg *s, rb_pokes *p)
         if (p->v[i].bell)
             continue;
         rb_watch_path(s, p->v[i].pid, p->v[i].token, path, sizeof path);
-        epipe |= poke_one(path, s->hdr->created_ns);
+        epipe |= poke_one(path, s->hdr->created_ns, &s->trust);
     }
     pthread_mutex_unlock(&cache_lock);
     if (guard) {

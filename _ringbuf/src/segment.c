@@ -20,6 +20,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,7 +36,7 @@
 
 #define SHM_DIR "/dev/shm/"
 /* Longest single sleep waiting for the segment lock (see rb_lock). */
-#define RB_LOCK_SLICE_NS 20000000L
+#define RB_LOCK_SLICE_NS 20000000ULL
 #if defined(__SANITIZE_THREAD__)
 /* GCC's ThreadSanitizer does not intercept pthread_mutex_clocklock, so it
  * would see every unlock as "unlock of an unlocked mutex".  The TSan build
@@ -284,10 +285,108 @@ static void attach_views(rb_seg *s, const rb_header *h)
     s->max_record = h->max_record;
 }
 
+/* ---- trust ------------------------------------------------------------- */
+
+/* "65534 (nobody)", or just the number when the uid has no name. */
+static void uid_text(uint32_t uid, char *buf, size_t cap)
+{
+    struct passwd pw, *res = NULL;
+    char tmp[1024];
+    if (getpwuid_r((uid_t)uid, &pw, tmp, sizeof tmp, &res) == 0 && res != NULL && res->pw_name)
+        snprintf(buf, cap, "%u (%s)", uid, res->pw_name);
+    else
+        snprintf(buf, cap, "%u", uid);
+}
+
+static const char *type_text(mode_t m)
+{
+    switch (m & S_IFMT) {
+    case S_IFREG: return "regular file";
+    case S_IFIFO: return "FIFO";
+    case S_IFDIR: return "directory";
+    case S_IFLNK: return "symbolic link";
+    case S_IFSOCK: return "socket";
+    case S_IFCHR: return "character device";
+    case S_IFBLK: return "block device";
+    default: return "file of unknown type";
+    }
+}
+
+int rb_trusts_uid(const rb_trust *t, uint32_t uid)
+{
+    if (uid == (uint32_t)geteuid())
+        return 1;
+    for (uint32_t i = 0; t != NULL && i < t->n && i < RB_TRUSTED_MAX; i++)
+        if (t->uids[i] == uid)
+            return 1;
+    return 0;
+}
+
+int rb_check_trust(const rb_trust *t, int fd, const char *path, const char *what,
+                   unsigned want_type, const char *fix)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return rb_fail(RB_E_SYS, "fstat %s: %s", path, strerror(errno));
+    unsigned perm = (unsigned)st.st_mode & 07777;
+    char owner[300], self[300];
+    uid_text((uint32_t)st.st_uid, owner, sizeof owner);
+    if ((st.st_mode & S_IFMT) != (mode_t)want_type)
+        return rb_fail(RB_E_TRUST, "%s %s is a %s, not a %s (owned by uid %s, mode %04o): "
+                       "refusing to use it. %s",
+                       what, path, type_text(st.st_mode), type_text((mode_t)want_type), owner,
+                       perm, fix);
+    if (!rb_trusts_uid(t, (uint32_t)st.st_uid)) {
+        uid_text((uint32_t)geteuid(), self, sizeof self);
+        return rb_fail(RB_E_TRUST, "%s %s is owned by uid %s, mode %04o; this process runs as "
+                       "uid %s: refusing to attach. %s or add %u to trusted_uids",
+                       what, path, owner, perm, self, fix, (unsigned)st.st_uid);
+    }
+    if (perm & ~t->mode)
+        return rb_fail(RB_E_TRUST, "%s %s has mode %04o, which grants more than the configured "
+                       "mode %04o (owner uid %s): refusing to attach. %s or set mode=0o%o if "
+                       "that access is intended",
+                       what, path, perm, t->mode, owner, fix, perm);
+    return RB_OK;
+}
+
+/* Unlink `name` in the open directory `dfd` only if a trusted uid (or
+ * `also_uid`) owns it.  No race between the check and the unlink: /dev/shm
+ * is sticky (mode 1777), so only a file's owner (or root) can remove or
+ * replace it - a file we found owned by a trusted uid stays that file
+ * until we, or that uid, unlink it.  Returns 1 if it was removed. */
+static int unlink_if_trusted(int dfd, const char *name, const rb_trust *t, uint32_t also_uid)
+{
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return 0;
+    if (!rb_trusts_uid(t, (uint32_t)st.st_uid) && (uint32_t)st.st_uid != also_uid)
+        return 0; /* another user's file: never ours to remove */
+    return unlinkat(dfd, name, 0) == 0;
+}
+
+int rb_unlink_trusted(const rb_trust *t, const char *path, uint32_t also_uid)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return unlink_if_trusted(AT_FDCWD, path, t, also_uid);
+    char dir[300];
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    int dfd = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return 0;
+    int r = unlink_if_trusted(dfd, slash + 1, t, also_uid);
+    close(dfd);
+    return r;
+}
+
 /* Remove this prefix's companion files "rbuf.<prefix><tag><pid>...": all
- * of them (`all`), or those whose pid is dead.  The tags use '~', which no
- * prefix may contain, so a companion can never be another prefix's segment. */
-static void sweep_companions(const char *prefix, const char *tag, int all)
+ * of them (`all`), or those whose pid is dead; only files a trusted uid (or
+ * `also_uid`) owns - another user's files are never touched (see
+ * unlink_if_trusted).  The tags use '~', which no prefix may contain, so a
+ * companion can never be another prefix's segment. */
+static void sweep_companions(const char *prefix, const char *tag, int all, const rb_trust *t,
+                             uint32_t also_uid)
 {
     char want[300];
     snprintf(want, sizeof want, SHM_PREFIX "%s%s", prefix, tag);
@@ -300,27 +399,30 @@ static void sweep_companions(const char *prefix, const char *tag, int all)
         if (strncmp(e->d_name, want, wl) != 0)
             continue;
         long pid = strtol(e->d_name + wl, NULL, 10);
-        if (all || (pid > 0 && kill((pid_t)pid, 0) == -1 && errno == ESRCH)) {
-            char p[600];
-            snprintf(p, sizeof p, SHM_DIR "%s", e->d_name);
-            unlink(p);
-        }
+        if (all || (pid > 0 && kill((pid_t)pid, 0) == -1 && errno == ESRCH))
+            unlink_if_trusted(dirfd(d), e->d_name, t, also_uid);
     }
     closedir(d);
 }
 
 /* Temporary files "rbuf.<prefix>~init~<pid>" of creators that died mid-way. */
-static void sweep_stale_temps(const char *prefix) { sweep_companions(prefix, "~init~", 0); }
+static void sweep_stale_temps(const char *prefix, const rb_trust *t)
+{
+    sweep_companions(prefix, "~init~", 0, t, (uint32_t)-1);
+}
 
 /* Remove FD-watch FIFOs "rbuf.<prefix>~w~<pid>~<token>" (watch.c): all of
  * them (`all`, when the segment itself is removed: nobody can register on it
  * any more), or those of dead pids (on create: orphans of a segment removed
  * while its watchers ran, or of owners killed after the row was swept). */
-void rb_sweep_watch_fifos(const char *prefix, int all) { sweep_companions(prefix, "~w~", all); }
+void rb_sweep_watch_fifos(const char *prefix, int all, const rb_trust *t, uint32_t also_uid)
+{
+    sweep_companions(prefix, "~w~", all, t, also_uid);
+}
 
 /* Build a complete segment under a temporary name and link it into place.
  * Returns RB_OK (created), 1 (somebody else's is there now) or an error. */
-static int create_segment(const char *prefix, const rb_options *o)
+static int create_segment(const char *prefix, const rb_options *o, const rb_trust *t)
 {
     char path[300], tmp[340];
     seg_path(path, sizeof path, prefix);
@@ -328,12 +430,27 @@ static int create_segment(const char *prefix, const rb_options *o)
     uint64_t size = o->size ? o->size : RB_DEFAULT_SIZE;
     mode_t mode = o->mode ? (mode_t)o->mode : 0600;
 
-    sweep_stale_temps(prefix);
-    rb_sweep_watch_fifos(prefix, 0);
-    unlink(tmp);
+    sweep_stale_temps(prefix, t);
+    rb_sweep_watch_fifos(prefix, 0, t, (uint32_t)-1);
+    /* A leftover temp of ours (an earlier process with this pid) goes;
+     * another user's stays and O_EXCL below refuses it, naming the file:
+     * we only ever build in a file this very open created, so nobody else
+     * can hold a descriptor of it or have chosen its mode. */
+    rb_unlink_trusted(t, tmp, (uint32_t)-1);
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0)
-        return rb_fail(RB_E_SYS, "create %s: %s", tmp, strerror(errno));
+    if (fd < 0) {
+        int e = errno;
+        struct stat st;
+        if (e == EEXIST && lstat(tmp, &st) == 0) {
+            char owner[300];
+            uid_text((uint32_t)st.st_uid, owner, sizeof owner);
+            return rb_fail(RB_E_TRUST, "create %s: it exists and is owned by uid %s, mode %04o "
+                           "(another user's file, not removed): refusing to create the segment "
+                           "there. Remove it (rm %s)", tmp, owner, (unsigned)st.st_mode & 07777,
+                           tmp);
+        }
+        return rb_fail(RB_E_SYS, "create %s: %s", tmp, strerror(e));
+    }
     /* The umask must not narrow the mode the user asked for. */
     if (fchmod(fd, mode) != 0 || ftruncate(fd, (off_t)size) != 0) {
         int e = errno;
@@ -372,9 +489,12 @@ static int create_segment(const char *prefix, const rb_options *o)
         return r;
     }
     /* CRASH POINT: killed here, the temp file stays and is swept by the next
-     * create; nobody ever attached to it. */
+     * create; nobody ever attached to it.  link(2) never replaces an
+     * existing name: if another user made "rbuf.<prefix>" first, we get
+     * EEXIST and rb_open's trust check on the file it then opens refuses
+     * theirs. */
     r = link(tmp, path) == 0 ? RB_OK : (errno == EEXIST ? 1 : -errno);
-    unlink(tmp);
+    unlink(tmp); /* made by the O_EXCL open above: ours */
     if (r < 0)
         return rb_fail(RB_E_SYS, "link %s -> %s: %s", tmp, path, strerror(-r));
     return r;
@@ -391,9 +511,19 @@ int rb_open(const char *prefix, const rb_options *opts, rb_seg **out)
         o->waiters > RB_WAITERS_LIMIT)
         return rb_fail(RB_E_INVAL, "options out of range: slots=%u max_record=%u waiters=%u",
                        o->slots, o->max_record, o->waiters);
+    if (o->mode > 0777)
+        return rb_fail(RB_E_INVAL, "mode 0%o is out of range: permission bits 0..0777 only "
+                       "(no setuid, setgid or sticky bit)", o->mode);
+    if (o->n_trusted > RB_TRUSTED_MAX || (o->n_trusted && o->trusted_uids == NULL))
+        return rb_fail(RB_E_INVAL, "trusted_uids: at most %d uids, got %u", RB_TRUSTED_MAX,
+                       o->n_trusted);
+    rb_trust trust = {.mode = o->mode ? o->mode : 0600, .n = o->n_trusted};
+    for (uint32_t i = 0; i < o->n_trusted; i++)
+        trust.uids[i] = o->trusted_uids[i];
 
-    char path[300];
+    char path[300], fix[300];
     seg_path(path, sizeof path, prefix);
+    snprintf(fix, sizeof fix, "Remove it (ipc-layer rm --prefix %s --force)", prefix);
     int fd = -1;
     for (int attempt = 0; attempt < 8 && fd < 0; attempt++) {
         fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
@@ -401,13 +531,20 @@ int rb_open(const char *prefix, const rb_options *opts, rb_seg **out)
             break;
         if (!o->create)
             return rb_fail(RB_E_NOTFOUND, "no segment for prefix %s (%s)", prefix, path);
-        r = create_segment(prefix, o);
+        r = create_segment(prefix, o, &trust);
         if (r < 0)
             return r;
     }
     if (fd < 0)
         return rb_fail(RB_E_SYS, "open %s: %s", path, strerror(errno));
 
+    /* Trust before use, on this very descriptor (no check/use window): the
+     * file we map is the file we checked, whoever renames what meanwhile. */
+    r = rb_check_trust(&trust, fd, path, "segment", S_IFREG, fix);
+    if (r != RB_OK) {
+        close(fd);
+        return r;
+    }
     struct stat st;
     if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(rb_header)) {
         close(fd);
@@ -442,6 +579,9 @@ int rb_open(const char *prefix, const rb_options *opts, rb_seg **out)
     s->hdr = h;
     s->size = (size_t)st.st_size;
     s->fd = fd;
+    s->file_mode = (uint32_t)st.st_mode & 0777;
+    s->lock_timeout_ns = o->lock_timeout_ns ? o->lock_timeout_ns : RB_DEFAULT_LOCK_TIMEOUT_NS;
+    s->trust = trust;
     snprintf(s->prefix, sizeof s->prefix, "%s", prefix);
     attach_views(s, &hc);
     /* Mark this process attached for as long as the descriptor lives
@@ -460,25 +600,33 @@ void rb_close(rb_seg *s)
     free(s);
 }
 
-int rb_attached(const char *prefix)
+/* 1 if attached, 0 if not, <0 error; *owner (if not NULL) gets the file's uid. */
+static int attached_owner(const char *prefix, uint32_t *owner)
 {
     int r = check_prefix(prefix);
     if (r != RB_OK)
         return r;
     char path[300];
     seg_path(path, sizeof path, prefix);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: a FIFO planted under the segment's name must not block us. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return errno == ENOENT ? rb_fail(RB_E_NOTFOUND, "no segment for prefix %s (%s)", prefix, path)
                                : rb_fail(RB_E_SYS, "open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (owner != NULL)
+        *owner = fstat(fd, &st) == 0 ? (uint32_t)st.st_uid : (uint32_t)-1;
     int busy = flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
     close(fd);
     return busy ? 1 : 0;
 }
 
+int rb_attached(const char *prefix) { return attached_owner(prefix, NULL); }
+
 int rb_unlink(const char *prefix, int force)
 {
-    int r = rb_attached(prefix);
+    uint32_t owner = (uint32_t)-1;
+    int r = attached_owner(prefix, &owner);
     if (r < 0)
         return r;
     if (r == 1 && !force)
@@ -490,12 +638,90 @@ int rb_unlink(const char *prefix, int force)
         return errno == ENOENT ? rb_fail(RB_E_NOTFOUND, "no segment for prefix %s", prefix)
                                : rb_fail(RB_E_SYS, "unlink %s: %s", path, strerror(errno));
     /* The segment is gone: so are its FD watches' FIFOs (a watcher still
-     * mapping it keeps its fds; it just is not poked any more). */
-    rb_sweep_watch_fifos(prefix, 1);
+     * mapping it keeps its fds; it just is not poked any more) - those of
+     * this uid and of the segment's owner, nobody else's. */
+    rb_sweep_watch_fifos(prefix, 1, NULL, owner);
     return RB_OK;
 }
 
 /* ---- the lock ---------------------------------------------------------- */
+
+static __thread uint32_t holder_pid;
+static __thread char holder_state[40];
+
+/* The thread id owning a robust mutex, from its futex word.  For robust
+ * (and PI) futexes the word's low 30 bits ARE the owner's TID: that is the
+ * kernel ABI the robust-list cleanup relies on (futex(2), "Robust futexes";
+ * FUTEX_TID_MASK), and glibc keeps it in __data.__lock.  Read relaxed: a
+ * diagnostic only, possibly stale by the time it is used (the owner may
+ * unlock right after); never a decision input.  0 = unlocked, owner died
+ * (FUTEX_OWNER_DIED with no TID), or a C library we do not know. */
+static uint32_t mutex_owner_tid(pthread_mutex_t *m)
+{
+#if defined(__GLIBC__)
+    return __atomic_load_n((unsigned int *)&m->__data.__lock, __ATOMIC_RELAXED) & 0x3fffffffu;
+#else
+    (void)m;
+    return 0;
+#endif
+}
+
+/* The process (Tgid) of thread `tid` and its state as /proc words it
+ * ("stopped", "tracing stop", "running", "sleeping", ...).  The TID is
+ * this pid namespace's view: a holder in another namespace sharing
+ * /dev/shm reads as "unknown". */
+static void describe_tid(uint32_t tid, uint32_t *pid, char *state, size_t cap)
+{
+    *pid = 0;
+    snprintf(state, cap, "unknown");
+    if (tid == 0)
+        return;
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%u/status", tid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof line, f) != NULL) {
+        unsigned v;
+        if (strncmp(line, "State:", 6) == 0) {
+            /* "State:\tT (stopped)": keep the words in parentheses */
+            char *open_p = strchr(line, '('), *close_p = open_p ? strchr(open_p, ')') : NULL;
+            if (open_p && close_p)
+                snprintf(state, cap, "%.*s", (int)(close_p - open_p - 1), open_p + 1);
+        } else if (sscanf(line, "Tgid: %u", &v) == 1) {
+            *pid = v;
+        }
+    }
+    fclose(f);
+}
+
+uint32_t rb_last_lock_holder(char *state, size_t cap)
+{
+    if (state != NULL && cap > 0)
+        snprintf(state, cap, "%s", holder_state[0] ? holder_state : "unknown");
+    return holder_pid;
+}
+
+/* The lock stayed held for lock_timeout: name the holder and give up. */
+static int lock_timed_out(rb_seg *s, uint64_t waited_ns)
+{
+    uint32_t tid = mutex_owner_tid(&s->hdr->lock), pid;
+    describe_tid(tid, &pid, holder_state, sizeof holder_state);
+    holder_pid = pid;
+    double secs = (double)waited_ns / 1e9;
+    if (pid == 0)
+        return rb_fail(RB_E_LOCKED,
+                       "segment lock of prefix %s stayed held for %.1f s (lock_timeout) by a "
+                       "process this one cannot identify (owner thread %u, state %s); nothing "
+                       "was done: retry later",
+                       s->prefix, secs, tid, holder_state);
+    return rb_fail(RB_E_LOCKED,
+                   "segment lock of prefix %s is held by pid %u (%s) for more than %.1f s "
+                   "(lock_timeout); nothing was done: retry later. A live holder keeps it until "
+                   "it runs again: if it is stopped (SIGSTOP, Ctrl-Z) resume it (kill -CONT %u), "
+                   "if traced detach the debugger, else end it",
+                   s->prefix, pid, holder_state, secs, pid);
+}
 
 int rb_lock(rb_seg *s)
 {
@@ -503,7 +729,8 @@ int rb_lock(rb_seg *s)
     int r;
     /* A short trylock spin first: critical sections are a few hundred
      * nanoseconds, far less than the futex sleep/wake a contended
-     * pthread_mutex_lock would pay. */
+     * pthread_mutex_lock would pay.  (Nothing below is reached when the
+     * lock is free or soon free: the timeout costs the fast path nothing.) */
     for (int i = 0; i < 200; i++) {
         r = pthread_mutex_trylock(m);
         if (r != EBUSY)
@@ -520,11 +747,22 @@ int rb_lock(rb_seg *s)
      * owner dead (seen in the multiprocess kill fuzz: word =
      * FUTEX_OWNER_DIED, a waiter asleep).  Re-trying after a timeout
      * re-reads the word: a dead owner gives EOWNERDEAD, a free lock is
-     * taken, a live owner is waited for again (with FUTEX_WAITERS set). */
+     * taken, a live owner is waited for again (with FUTEX_WAITERS set).
+     *
+     * A live owner that does not run (stopped by SIGSTOP or Ctrl-Z, held
+     * by a debugger) cannot be robbed of the lock - its critical section
+     * is half done and, unlike a dead one's, may resume at any moment -
+     * so after lock_timeout the call gives up with RB_E_LOCKED, naming the
+     * holder: nothing was changed, the caller may retry. */
+    uint64_t start = rb_now_ns(), limit = s->lock_timeout_ns;
     for (;;) {
+        uint64_t waited = rb_now_ns() - start;
+        if (waited >= limit)
+            return lock_timed_out(s, waited);
+        uint64_t slice = limit - waited < RB_LOCK_SLICE_NS ? limit - waited : RB_LOCK_SLICE_NS;
         struct timespec ts;
         clock_gettime(RB_LOCK_CLOCK, &ts);
-        ts.tv_nsec += RB_LOCK_SLICE_NS;
+        ts.tv_nsec += (long)slice;
         if (ts.tv_nsec >= 1000000000L) {
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
@@ -565,6 +803,18 @@ void rb_unlock(rb_seg *s)
     s->damage = 0;
     pthread_mutex_unlock(&s->hdr->lock);
     rb_log_note(note);
+}
+
+int rb_debug_lock(rb_seg *s) { return rb_lock(s); }
+
+void rb_debug_unlock(rb_seg *s) { rb_unlock(s); }
+
+void rb_limits(rb_seg *s, uint32_t *out_max_record, uint64_t *out_size)
+{
+    if (out_max_record != NULL)
+        *out_max_record = s->max_record; /* the validated copy, not the header's */
+    if (out_size != NULL)
+        *out_size = s->size;
 }
 
 /* ---- information -------------------------------------------------------- */

@@ -164,7 +164,9 @@ void rb_watch_forget_row(rb_seg *s, rb_waiter *wt)
         return;
     char path[RB_NAME_MAX + 96];
     rb_watch_path(s, wt->pid, wt->token, path, sizeof path);
-    unlink(path); /* ENOENT: killed before mkfifo, or already gone */
+    /* ENOENT: killed before mkfifo, or already gone.  Another user's file
+     * under that name is left alone (never ours to remove). */
+    rb_unlink_trusted(&s->trust, path, (uint32_t)-1);
 }
 
 /* ---- the owner ------------------------------------------------------------- */
@@ -215,18 +217,45 @@ out:
     char path[RB_NAME_MAX + 96];
     rb_watch_path(s, rb_self_pid(), token, path, sizeof path);
     int rfd = -1, wfd = -1;
-    unlink(path); /* a leftover of an earlier process with this pid and token: never ours */
+    /* A leftover of an earlier process with this pid and token is never
+     * ours to reuse; ours (or a trusted uid's) is removed, another user's
+     * stays and makes mkfifo fail with EEXIST, reported below. */
+    rb_unlink_trusted(&s->trust, path, (uint32_t)-1);
     if (mkfifo(path, 0600) != 0) {
-        r = rb_fail(RB_E_SYS, "mkfifo %s: %s", path, strerror(errno));
+        int e = errno;
+        struct stat st;
+        if (e == EEXIST && lstat(path, &st) == 0)
+            r = rb_fail(RB_E_TRUST, "watch FIFO %s already exists, owned by uid %u, mode %04o "
+                        "(another user's file, not removed): refusing to use it. Remove it "
+                        "(rm %s)", path, (unsigned)st.st_uid, (unsigned)st.st_mode & 07777, path);
+        else
+            r = rb_fail(RB_E_SYS, "mkfifo %s: %s", path, strerror(e));
         goto fail;
     }
     /* Read end first: a non-blocking O_WRONLY open fails with ENXIO until a
-     * reader exists. */
-    rfd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+     * reader exists.  O_NOFOLLOW and the checks on the open descriptors:
+     * what we poll is the FIFO we just made, ours, of the segment's mode
+     * (so that the segment's other trusted users can poke it: a segment
+     * shared by a group gets group-writable FIFOs), never a file someone
+     * swapped in under the name. */
+    rfd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
     if (rfd >= 0)
-        wfd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        wfd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
     if (rfd < 0 || wfd < 0) {
         r = rb_fail(RB_E_SYS, "open %s: %s", path, strerror(errno));
+        goto fail;
+    }
+    (void)fchmod(rfd, s->file_mode & 0666); /* the umask narrowed mkfifo's mode; failing
+                                             * (not ours) is caught by the check below */
+    char fix[RB_NAME_MAX + 120];
+    snprintf(fix, sizeof fix, "Remove it (rm %s)", path);
+    struct stat rst, wst;
+    if ((r = rb_check_trust(&s->trust, rfd, path, "watch FIFO", S_IFIFO, fix)) != RB_OK)
+        goto fail;
+    if (fstat(rfd, &rst) != 0 || fstat(wfd, &wst) != 0 || rst.st_dev != wst.st_dev ||
+        rst.st_ino != wst.st_ino) {
+        r = rb_fail(RB_E_TRUST, "watch FIFO %s changed between opening its read and write "
+                    "ends: refusing to use it", path);
         goto fail;
     }
     if (ka_add(s, token, rfd, wfd) != 0) {
@@ -242,7 +271,7 @@ fail:
         close(rfd);
     if (wfd >= 0)
         close(wfd);
-    unlink(path);
+    rb_unlink_trusted(&s->trust, path, (uint32_t)-1);
     if (rb_lock(s) == RB_OK) {
         rb_waiter_unregister(s, row, token);
         rb_unlock(s);
@@ -342,7 +371,7 @@ int rb_watch_close(rb_seg *s, uint32_t row, uint64_t token)
     if (k != NULL && k->pid == rb_self_pid()) {
         char path[RB_NAME_MAX + 96];
         rb_watch_path(s, k->pid, token, path, sizeof path);
-        unlink(path);
+        rb_unlink_trusted(&s->trust, path, (uint32_t)-1);
     }
     int r = rb_lock(s);
     if (r == RB_OK) {

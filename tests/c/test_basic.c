@@ -6,10 +6,14 @@
  * expired records hidden behind live ones), expiry, memory and name-table
  * exhaustion, sets, fan-out, routed members and tagged fan-out, batches,
  * listing, statistics, flush, and the refusal of a segment with a foreign
- * magic or another layout version.  rb_check() must pass after every step.
+ * magic or another layout version; trust on attach (owner, mode) and the
+ * lock timeout with a stopped holder.  rb_check() must pass after every step.
  */
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "check.h"
 
@@ -1033,6 +1037,100 @@ static void test_layout_refusal(rb_seg *s)
     CHECK_RC(rb_unlink(ct_prefix, 0), RB_E_NOTFOUND);
 }
 
+/* Trust on attach: permission bits beyond 0777 are refused; a segment
+ * wider than the configured mode, or owned by another uid (root only: it
+ * needs chown), is refused with RB_E_TRUST naming owner and mode, and
+ * accepted once the options widen the rule. */
+static void test_trust(void)
+{
+    char prefix[160], path[200];
+    snprintf(prefix, sizeof prefix, "%sT", ct_prefix);
+    snprintf(path, sizeof path, "/dev/shm/rbuf.%s", prefix);
+    rb_options o = {.size = 1 << 20, .slots = 64, .waiters = 8, .max_record = 4096, .create = 1};
+    rb_seg *s = NULL;
+    o.mode = 07777;
+    CHECK_RC(rb_open(prefix, &o, &s), RB_E_INVAL);
+    CHECK(strstr(rb_last_error(), "mode 07777 is out of range") != NULL);
+    CHECK(access(path, F_OK) != 0);
+    o.mode = 0600;
+    CHECK_OK(rb_open(prefix, &o, &s));
+    rb_close(s);
+
+    CHECK(chmod(path, 0644) == 0);
+    rb_options attach = {.create = 0};
+    CHECK_RC(rb_open(prefix, &attach, &s), RB_E_TRUST);
+    CHECKF(strstr(rb_last_error(), "has mode 0644, which grants more than the configured mode "
+                                   "0600") != NULL, "%s", rb_last_error());
+    attach.mode = 0644;
+    CHECK_OK(rb_open(prefix, &attach, &s));
+    rb_close(s);
+
+    if (geteuid() == 0) {
+        CHECK(chown(path, 65534, 65534) == 0);
+        CHECK_RC(rb_open(prefix, &attach, &s), RB_E_TRUST);
+        CHECKF(strstr(rb_last_error(), "is owned by uid 65534") != NULL &&
+                   strstr(rb_last_error(), "add 65534 to trusted_uids") != NULL,
+               "%s", rb_last_error());
+        uint32_t uids[1] = {65534};
+        attach.trusted_uids = uids;
+        attach.n_trusted = 1;
+        CHECK_OK(rb_open(prefix, &attach, &s));
+        rb_close(s);
+        attach.n_trusted = RB_TRUSTED_MAX + 1;
+        CHECK_RC(rb_open(prefix, &attach, &s), RB_E_INVAL);
+    }
+    CHECK_OK(rb_unlink(prefix, 0));
+}
+
+/* A live lock holder that does not run (SIGSTOP) makes callers give up
+ * after lock_timeout with RB_E_LOCKED naming its pid and state, instead of
+ * waiting forever; after SIGCONT everything works again. */
+static void test_lock_timeout(rb_seg *s)
+{
+    int ready[2];
+    CHECK(pipe(ready) == 0);
+    fflush(stdout);
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (rb_debug_lock(s) != RB_OK)
+            _exit(3);
+        if (write(ready[1], "L", 1) != 1)
+            _exit(4);
+        raise(SIGSTOP); /* stopped while holding the lock */
+        rb_debug_unlock(s);
+        _exit(0);
+    }
+    char c;
+    CHECK(read(ready[0], &c, 1) == 1);
+    int status;
+    CHECK(waitpid(child, &status, WUNTRACED) == child && WIFSTOPPED(status));
+
+    rb_options o = {.create = 0, .lock_timeout_ns = 100000000ULL}; /* 0.1 s */
+    rb_seg *t = NULL;
+    CHECK_OK(rb_open(ct_prefix, &o, &t));
+    char want[64], state[40];
+    snprintf(want, sizeof want, "held by pid %d (stopped)", (int)child);
+    CHECK_RC(ct_send(t, "lk", "x", 1, 0, 0), RB_E_LOCKED);
+    CHECKF(strstr(rb_last_error(), want) != NULL, "%s", rb_last_error());
+    CHECK(rb_last_lock_holder(state, sizeof state) == (uint32_t)child);
+    CHECK(strcmp(state, "stopped") == 0);
+    rb_info info;
+    CHECK_RC(rb_info_get(t, &info), RB_E_LOCKED);
+
+    CHECK(kill(child, SIGCONT) == 0);
+    CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_OK(ct_send(t, "lk", "x", 1, 0, 0));
+    char buf[8];
+    size_t len;
+    CHECK_OK(ct_recv1(s, "lk", buf, sizeof buf, &len));
+    CHECK_SEG(t);
+    rb_close(t);
+    close(ready[0]);
+    close(ready[1]);
+}
+
 int main(void)
 {
     ct_init("basic");
@@ -1051,6 +1149,8 @@ int main(void)
     test_duplicate_names(s);
     test_batches(s);
     test_list_stats_flush(s);
+    test_trust();
+    test_lock_timeout(s);
     s = test_nomem(s);
     s = test_noslot(s);
     test_layout_refusal(s);

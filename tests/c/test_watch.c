@@ -6,7 +6,9 @@
  * and unlinks; a watcher killed with SIGKILL is swept (rb_recover) and its
  * FIFO unlinked; watchers SIGKILLed at random points leave no row and no
  * FIFO after one rb_recover; rb_unlink removes the FIFOs; futex receivers
- * keep working next to FD rows; the invariants (rb_check) hold throughout.
+ * keep working next to FD rows; the invariants (rb_check) hold throughout;
+ * a FIFO at a watch's path that is not the watcher's (another user's, or
+ * too open) gets no poke.
  */
 #include <dirent.h>
 #include <signal.h>
@@ -540,6 +542,46 @@ static void test_watch_seq(void)
     CHECK_SEG(S);
 }
 
+/* Another user's FIFO (or one of ours with a mode wider than the segment
+ * allows) put at a watch's path - where the real FIFO was removed - is
+ * never written: senders check owner and mode on the descriptor they open,
+ * as rb_open does for the segment.  Needs root for chown. */
+static void test_foreign_fifo_not_poked(void)
+{
+    if (geteuid() != 0) {
+        printf("  foreign FIFO: skipped (needs root to chown)\n");
+        return;
+    }
+    const char *names[1] = {"ff"};
+    for (int variant = 0; variant < 2; variant++) {
+        int fd;
+        uint32_t row;
+        uint64_t token;
+        open_watch(names, 1, &fd, &row, &token);
+        char path[RB_NAME_MAX + 96];
+        rb_watch_path(S, (uint32_t)getpid(), token, path, sizeof path);
+        CHECK(unlink(path) == 0);
+        mode_t old = umask(0);
+        CHECK(mkfifo(path, variant == 0 ? 0600 : 0666) == 0);
+        umask(old);
+        if (variant == 0)
+            CHECK(chown(path, 65534, 65534) == 0); /* nobody's FIFO */
+        int planted = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        CHECK(planted >= 0);
+        CHECK_RC(rb_watch_arm(S, row, token), 0);
+        CHECK_OK(ct_send(S, "ff", "secret", 6, 0, 0));
+        CHECK(!readable(planted, 50)); /* no byte for the planted FIFO */
+        CHECK(!readable(fd, 0));       /* (nor for the unlinked real one: it has no path) */
+        char buf[16];
+        size_t len;
+        CHECK_OK(ct_recv1(S, "ff", buf, sizeof buf, &len));
+        close(planted);
+        CHECK(unlink(path) == 0);
+        CHECK_OK(rb_watch_close(S, row, token));
+    }
+    CHECK_SEG(S);
+}
+
 int main(void)
 {
     ct_init("watch");
@@ -554,6 +596,7 @@ int main(void)
     test_unlink_removes_fifos();
     test_poke_cache();
     test_watch_seq();
+    test_foreign_fifo_not_poked();
     CHECK(ct_info(S).waiters_used == 0);
     CHECK_SEG(S);
     rb_close(S);

@@ -183,3 +183,16 @@ def test_rm_when_detached(busy_layer: IPCChannelLayer) -> None:
         assert not pathlib.Path(f"/dev/shm/rbuf.{prefix}").exists()
     finally:
         remove_segment(prefix)
+
+
+@pytest.mark.parametrize("interval", ["inf", "nan", "1e-9", "0.05", "3601", "0"])
+def test_top_interval_out_of_bounds_is_a_usage_error(interval: str) -> None:
+    """``-i inf`` ended in a traceback from time.sleep (rc 1) and ``-i 1e-9`` busy-looped."""
+    prefix = unique_prefix()  # never created: the interval is refused before any attach
+    result = run("top", "--prefix", prefix, "-i", interval, "-n", "2")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"ipc-layer top: error: argument --interval/-i: must be a number of seconds in 0.1..3600, "
+        f"got {interval!r}"
+    )

@@ -298,6 +298,7 @@ def test_bad_configuration(option: str, value: Any, error: type[Exception]) -> N
 def test_layout_mismatch_is_refused(layer_prefix: str) -> None:
     with open(f"/dev/shm/rbuf.{layer_prefix}", "wb") as f:
         f.write(b"NOTOURS!" * 8192)
+    os.chmod(f"/dev/shm/rbuf.{layer_prefix}", 0o600)  # ours and private: only the content is wrong
     with pytest.raises(LayoutMismatch, match=layer_prefix):
         make_layer(layer_prefix)
 

@@ -414,6 +414,12 @@ def test_declared_limits_are_the_cores(prefix: str) -> None:
             _ringbuf.Segment(prefix, size=1 << 20, **over)
     assert options.MESSAGE_SIZE_MAX + layer_module.FRAME_MAX == options.RECORD_MAX
     assert options.FRAME_RESERVE == layer_module.FRAME_MAX
+    # trusted_uids and lock_timeout: the binding's own limits and default.
+    assert options.TRUSTED_MAX == _ringbuf.TRUSTED_MAX
+    assert options.LOCK_TIMEOUT_MAX == _ringbuf.binding.LOCK_TIMEOUT_MAX
+    assert options.LOCK_TIMEOUT.default == _ringbuf.DEFAULT_LOCK_TIMEOUT
+    with pytest.raises(ValueError, match=f"at most {options.TRUSTED_MAX} are allowed"):
+        _ringbuf.Segment(prefix, trusted_uids=range(options.TRUSTED_MAX + 1))
     # Capacities are u32 in rb_send; deadlines u64 ns with room for the clock.
     seg = _ringbuf.Segment(prefix, size=1 << 20, max_record=1024, slots=64, waiters=4)
     try:

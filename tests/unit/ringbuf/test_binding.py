@@ -239,6 +239,7 @@ def test_layout_mismatch_struct_sizes(prefix: str) -> None:
 def test_truncated_file_is_refused(prefix: str) -> None:
     with open(segment_path(prefix), "wb") as f:
         f.write(b"short")
+    os.chmod(segment_path(prefix), 0o600)  # ours and private: only the size is wrong
     with pytest.raises(LayoutMismatch, match="too small"):
         Segment(prefix)
 
@@ -512,8 +513,9 @@ def test_list_segments_stat_attached(prefix: str) -> None:
         row = rows[0]
         assert row["path"] == segment_path(prefix) and row["mode"] == 0o640
         assert row["attached"] is True and row["file_size"] == 1 << 20 and "error" not in row
-        # Another attach sees the existing segment, whatever options it passes.
-        other = Segment(prefix, size=4 << 20, create=False)
+        # Another attach sees the existing segment, whatever sizing options it
+        # passes (its mode must admit the segment's 0640: see test_trust.py).
+        other = Segment(prefix, size=4 << 20, create=False, mode=0o640)
         assert other.size == 1 << 20 and other.receive([b"q"]) == (0, b"x")
         other.close()
     finally:
@@ -686,3 +688,36 @@ def test_recover_sweeps_dead_waiters(segment: Segment) -> None:
     assert segment.info()["waiters_used"] == 0
     assert segment.queue_stats(b"sleep.here")["waiters"] == 0
     segment.check()
+
+
+BIG_NAME = b"n" * 70_000
+
+
+@pytest.mark.parametrize(("call", "error", "text"), [
+    (lambda s: s.send(None, b"x"), TypeError, "queue name must be bytes, got NoneType: None"),
+    (lambda s: s.send(b"q", None), TypeError, "data must be bytes, got NoneType: None"),
+    (lambda s: s.send("q", b"x"), TypeError, "queue name must be bytes, got str: 'q'"),
+    (lambda s: s.send(BIG_NAME, b"x"), BadName, "queue name must be 1..256 bytes, got 70000"),
+    (lambda s: s.send_batch(None, [b"x"]), TypeError, "queue name must be bytes, got NoneType"),
+    (lambda s: s.send_batch(b"q", [b"x", None]), TypeError, "records[1] must be bytes, got NoneType"),
+    (lambda s: s.receive([BIG_NAME]), BadName, "queue name must be 1..256 bytes, got 70000: b'nnn"),
+    (lambda s: s.receive((BIG_NAME,)), BadName, "queue name must be 1..256 bytes, got 70000"),
+    (lambda s: s.receiver([BIG_NAME]), BadName, "queue name must be 1..256 bytes, got 70000"),
+    (lambda s: s.receive_batch([BIG_NAME]), BadName, "queue name must be 1..256 bytes, got 70000"),
+    (lambda s: s.wait([BIG_NAME]), BadName, "queue name must be 1..256 bytes, got 70000"),
+    (lambda s: s.watch([BIG_NAME]), BadName, "queue name must be 1..256 bytes, got 70000"),
+    (lambda s: s.receive([None]), TypeError, "queue name must be bytes or str, got NoneType"),
+    (lambda s: s.queue_stats(None), TypeError, "queue name must be bytes, got NoneType"),
+    (lambda s: s.set_add(None, b"m"), TypeError, "set name must be bytes, got NoneType"),
+    (lambda s: s.set_add(b"s", None), TypeError, "member name must be bytes, got NoneType"),
+    (lambda s: s.set_discard(None, b"m"), TypeError, "set name must be bytes, got NoneType"),
+    (lambda s: s.set_members(None), TypeError, "set name must be bytes, got NoneType"),
+    (lambda s: s.fanout(None, b"x"), TypeError, "set name must be bytes, got NoneType"),
+    (lambda s: s.fanout(b"g", None), TypeError, "data must be bytes, got NoneType"),
+])
+def test_bad_names_and_data_raise_naming_the_argument(segment, call, error, text) -> None:
+    """cffi's OverflowError / "object of type 'NoneType' has no len()" never leak through."""
+    with pytest.raises(error) as info:
+        call(segment)
+    assert str(info.value).startswith(text), str(info.value)
+    assert len(str(info.value)) < 200  # a 70,000-byte name is cut, not quoted whole
