@@ -125,6 +125,7 @@ class LayerRequest(http.Request):
         self.body_queue: deque[dict[str, Any]] = deque()
         self.body_complete = False
         self.paused = False
+        self.finish_when_read = False
         self.retry_delay = _BODY_RETRY_MIN
         self.retry_call: Any = None
         self.timeout_call: Any = None
@@ -139,6 +140,11 @@ class LayerRequest(http.Request):
 
     def headers_complete(self, command: bytes, path: bytes, version: bytes) -> None:
         self.head = (command, path, version)
+        # Twisted sets these only in requestReceived, after the body; a
+        # response written before then (an early answer to a long upload, a
+        # 503 or 400 of ours) needs them for its status line.
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path = path.split(b"?", 1)[0]
         upgrade = self.requestHeaders.getRawHeaders(b"upgrade") or []
         self.websocket = any(value.lower() == b"websocket" for value in upgrade)
 
@@ -152,6 +158,7 @@ class LayerRequest(http.Request):
             command, path = getattr(self.channel, "command", None), getattr(self.channel, "path", None)
             if command is not None and path is not None:
                 self.head = (command, path, b"HTTP/2")
+                self.method, self.uri, self.clientproto = command, path, b"HTTP/2"
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.state == "DONE" or self.websocket:
@@ -171,11 +178,17 @@ class LayerRequest(http.Request):
         self.method, self.uri, self.clientproto = command, path, version
         self.path = path.split(b"?", 1)[0]
         self.args = {}
+        self.body_complete = True
+        if self.state == "DONE":
+            # Answered before the upload ended: the rest of the body was read
+            # and dropped; now the connection may serve its next request.
+            if self.finish_when_read and not self.finished and not self._disconnected:
+                self.finish()
+            return
         if self.content is not None:
             self.content.seek(0, 0)
         if self.head is None:  # HTTP/2 streams have no allHeadersReceived hook
             self.head = (command, path, version)
-        self.body_complete = True
         if self.websocket:
             self._upgrade()
         elif self.state == "HEAD":
@@ -207,7 +220,10 @@ class LayerRequest(http.Request):
             client, scheme, problems = forwarded_peer(headers, client, scheme)
             for problem in problems:
                 logger.warning("ignored a proxy header from %s: %s", client, problem)
-        return headers, client, scheme, root_path_for(headers, config.root_path)
+        # Daphne-Root-Path moves the application's mount point: only a proxy
+        # the operator trusts (--proxy-headers) may set it, never any client.
+        root_path = root_path_for(headers, config.root_path) if config.proxy_headers else config.root_path
+        return headers, client, scheme, root_path
 
     def _send_request(self, streaming: bool) -> None:
         context = self.context
@@ -279,6 +295,8 @@ class LayerRequest(http.Request):
 
     def _flush_body(self) -> None:
         """Send queued body chunks; on a full body channel, stop reading and retry later."""
+        if self.retry_call is not None and self.retry_call.active():
+            return  # a retry is scheduled: the chunk waits in the queue, in order
         self.retry_call = None
         layer = self.context.layer
         while self.body_queue and self.body_channel is not None and self.state != "DONE":
@@ -323,7 +341,9 @@ class LayerRequest(http.Request):
                 names.add(name.lower())
             if self.context.config.server_name and b"server" not in names:
                 self.responseHeaders.setRawHeaders(b"server", [self.context.config.server_name.encode("latin-1")])
-            if not part.more_content and b"content-length" not in names and b"transfer-encoding" not in names:
+            bodyless = part.status < 200 or part.status in (204, 304)  # RFC 9110 8.6: no Content-Length
+            if (not part.more_content and not bodyless and b"content-length" not in names
+                    and b"transfer-encoding" not in names):
                 # One message: say its length, so keep-alive needs no chunking.
                 self.responseHeaders.setRawHeaders(b"content-length", [str(len(part.content)).encode()])
             if self.timeout_call is not None and self.timeout_call.active():
@@ -340,10 +360,22 @@ class LayerRequest(http.Request):
         elif not self.startedWriting:
             self.write(b"")  # the head goes out now: a streamed response starts at once
 
+    def _finish(self) -> None:
+        """Twisted's finish(), once the request's body has been read.
+
+        Finishing earlier makes Twisted parse the rest of the upload as the
+        next request (a stray 400, a closed keep-alive connection); until
+        then the body is read and dropped (the request is DONE).
+        """
+        if self.body_complete or self.websocket:
+            self.finish()
+        else:
+            self.finish_when_read = True
+
     def _finish_response(self) -> None:
         status = self.code
         self._done()
-        self.finish()
+        self._finish()
         self.context.access.http(self.client_addr, self.method.decode("latin-1"), self.message_path,
                                  self.query_string, status, self.sent_bytes)
 
@@ -358,7 +390,7 @@ class LayerRequest(http.Request):
         if self.context.config.server_name:
             self.responseHeaders.setRawHeaders(b"server", [self.context.config.server_name.encode("latin-1")])
         self.write(body)
-        self.finish()
+        self._finish()
 
     def _timed_out(self) -> None:
         self.timeout_call = None

@@ -221,8 +221,10 @@ class ResponseReader:
             if unknown:
                 raise BadReply(f"http.response has unknown keys {sorted(map(str, unknown))}")
             status = message.get("status")
-            if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-                raise BadReply(f"http.response 'status' must be an int 100..599, got {status!r:.40}")
+            if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+                # 1xx are informational, never a final status (101 is the
+                # server's own, for WebSockets).
+                raise BadReply(f"http.response 'status' must be an int 200..599, got {status!r:.40}")
             start = ResponseStart(status, _headers(message.get("headers", [])), _content(message),
                                   _bool(message, "more_content"))
             # START -> BODY (more to come) or START -> DONE

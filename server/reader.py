@@ -24,6 +24,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from twisted.python.failure import Failure
+
 __all__ = ["ThreadReader", "TwistedReader", "make_reader"]
 
 logger = logging.getLogger(__name__)
@@ -79,9 +81,19 @@ class ThreadReader:
 
 
 class TwistedReader:
-    """Chained ``receive_twisted`` Deferreds on the reactor thread."""
+    """``receive_twisted`` Deferreds on the reactor thread, taken in a loop, not a callback chain.
+
+    A layer hands back an already-fired Deferred while messages wait, so
+    chaining "on result, ask again" would recurse once per waiting reply
+    (a backlog of a few hundred overflowed the stack and ended the chain).
+    Results that are there at once are handled in a loop instead, and after
+    ``BATCH`` of them the loop yields to the reactor, so a backlog never
+    starves the sockets.
+    """
 
     kind = "twisted"
+    #: Replies handled in one go before the reactor gets a turn.
+    BATCH = 64
 
     def __init__(self, layer: Any, channel: str, reactor: Any, dispatch: Dispatch) -> None:
         self.layer = layer
@@ -90,38 +102,62 @@ class TwistedReader:
         self.dispatch = dispatch
         self._pending: Any = None
         self._stopped = False
+        from twisted.internet import reactor as global_reactor
+
+        self._global = reactor is global_reactor
 
     def start(self) -> None:
-        self._next()
+        self._loop()
 
-    def _next(self) -> None:
-        if self._stopped:
-            return
+    def _receive(self) -> Any:
         # ASGI 1's signature is receive_twisted(channels), for the global
         # reactor; our layers also take the reactor to wake (tests run
         # private ones), passed only when it is not the global one.
-        from twisted.internet import reactor as global_reactor
+        if self._global:
+            return self.layer.receive_twisted([self.channel])
+        return self.layer.receive_twisted([self.channel], self.reactor)
 
-        if self.reactor is global_reactor:
-            self._pending = self.layer.receive_twisted([self.channel])
-        else:
-            self._pending = self.layer.receive_twisted([self.channel], self.reactor)
-        self._pending.addCallbacks(self._got, self._failed)
+    def _loop(self) -> None:
+        for _ in range(self.BATCH):
+            if self._stopped:
+                return
+            outcome: list[Any] = []
+            try:
+                deferred = self._receive()
+            except Exception:
+                logger.exception("receive_twisted on %r raised; retrying in %.1f s", self.channel, ERROR_PAUSE)
+                self.reactor.callLater(ERROR_PAUSE, self._loop)
+                return
+            deferred.addBoth(outcome.append)  # consumes the result (or the failure)
+            if not outcome:  # nothing yet: go on when it fires
+                self._pending = deferred
+                deferred.addBoth(self._resume, outcome)
+                return
+            if not self._handle(outcome[0]):
+                return
+        self.reactor.callLater(0, self._loop)  # a backlog: let the reactor breathe
 
-    def _got(self, result: tuple[str | None, dict[str, Any] | None]) -> None:
+    def _resume(self, _: Any, outcome: list[Any]) -> None:
         self._pending = None
-        channel, message = result
-        if channel is not None and message is not None and not self._stopped:
-            self.dispatch(channel, message)
-        self._next()
+        if outcome and self._handle(outcome[0]):
+            self._loop()
 
-    def _failed(self, failure: Any) -> None:
-        self._pending = None
+    def _handle(self, result: Any) -> bool:
+        """Dispatch one result; False when the loop must not go on now."""
         if self._stopped:
-            return
-        logger.error("receive_twisted on %r failed; retrying in %.1f s: %s", self.channel, ERROR_PAUSE,
-                     failure.getErrorMessage())
-        self.reactor.callLater(ERROR_PAUSE, self._next)
+            return False
+        if isinstance(result, Failure):
+            logger.error("receive_twisted on %r failed; retrying in %.1f s: %s", self.channel, ERROR_PAUSE,
+                         result.getErrorMessage())
+            self.reactor.callLater(ERROR_PAUSE, self._loop)
+            return False
+        channel, message = result
+        if channel is not None and message is not None:
+            try:
+                self.dispatch(channel, message)
+            except Exception:  # the router guards its handlers; this guards the loop itself
+                logger.exception("dispatching a reply on %r failed", channel)
+        return True
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stopped = True

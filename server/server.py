@@ -161,9 +161,12 @@ class Server:
             logger.warning("graceful timeout: dropping %d unfinished request(s)", len(remaining))
             for item in remaining:
                 transport = getattr(item, "transport", None)
-                if transport is None and getattr(item, "channel", None) is not None:
-                    transport = item.channel.transport
-                if transport is not None:
+                channel = getattr(item, "channel", None)
+                if transport is None and channel is not None:
+                    # HTTP/1.1: the channel's TCP transport; HTTP/2: the
+                    # stream itself (it has no transport of its own).
+                    transport = getattr(channel, "transport", None) or channel
+                if transport is not None and hasattr(transport, "abortConnection"):
                     transport.abortConnection()
         self.reader.stop(timeout=1.0)
         self.state = "STOPPED"  # DRAINING -> STOPPED

@@ -80,6 +80,7 @@ class LayerWebSocket(WebSocketServerProtocol):
         self.offered: list[str] = []
         self.muted = False
         self.connect_sent = False
+        self.disconnect_sent = False
         self.connect_call: Any = None
         self.lifetime_call: Any = None
 
@@ -119,7 +120,8 @@ class LayerWebSocket(WebSocketServerProtocol):
         message = connect_message(
             reply_channel=self.reply_channel, path=self.path, query_string=query, headers=headers,
             client=client, server=_address(transport.getHost()), scheme=scheme,
-            root_path=root_path_for(headers, config.root_path), order=self.order.take(),
+            root_path=root_path_for(headers, config.root_path) if config.proxy_headers else config.root_path,
+            order=self.order.take(),
         )
         try:
             layer.send("websocket.connect", message)
@@ -196,7 +198,10 @@ class LayerWebSocket(WebSocketServerProtocol):
             handshake, self.handshake = self.handshake, None
             handshake.addErrback(lambda _: None)
             handshake.errback(ConnectionDeny(400, "client went away"))
-        if self.connect_sent and self.reply_channel is not None:
+        if self.connect_sent and not self.disconnect_sent and self.reply_channel is not None:
+            # Also after a refused or timed-out handshake: the application
+            # saw websocket.connect (and may have added the socket to groups).
+            self.disconnect_sent = True
             layer = self.context.layer
             message = disconnect_message(self.reply_channel, self.path, self.order.take(), code or ABNORMAL)
             try:
@@ -207,9 +212,10 @@ class LayerWebSocket(WebSocketServerProtocol):
         self._forget()
 
     def _forget(self) -> None:
+        """Stop taking replies and timers; the name stays for the websocket.disconnect to come."""
         if self.reply_channel is not None:
             self.context.router.unregister(self.reply_channel)
-            self.reply_channel = None
+        self.reader.state = "CLOSED"  # replies still in flight are dropped quietly
         self.context.live.discard(self)
         for call in (self.connect_call, self.lifetime_call):
             if call is not None and call.active():
@@ -236,6 +242,8 @@ class LayerWebSocket(WebSocketServerProtocol):
             elif isinstance(action, Reject):
                 self._reject()
             elif isinstance(action, Send):
+                if self.state != self.STATE_OPEN:
+                    continue  # closing already (our 1013/1009/1001/timeout): a late reply, dropped
                 if action.text is not None:
                     self.sendMessage(action.text.encode("utf-8"), False)
                 elif action.data is not None:
@@ -251,6 +259,7 @@ class LayerWebSocket(WebSocketServerProtocol):
         (going away), 1009 (too big), 1011 (internal error) and 1013 (try
         again later), which its lower-level ``sendCloseFrame`` writes.
         """
+        self.reader.state = "CLOSED"  # replies racing the close are dropped quietly
         if code == 1000 or 3000 <= code <= 4999:
             self.sendClose(code)
         elif self.state == self.STATE_OPEN:

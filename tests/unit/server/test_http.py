@@ -1,6 +1,8 @@
 """The Twisted HTTP adapter, driven with StringTransport, MemoryReactorClock and the in-memory layer."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
@@ -263,3 +265,57 @@ def test_pipelined_requests_are_answered_in_order() -> None:
     wire = transport.value()
     assert wire.index(b"one") < wire.index(b"two")
     assert wire.count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_early_answer_to_a_long_upload_keeps_the_connection() -> None:
+    """The application answers (413) before the upload ends: the rest is read and dropped, keep-alive goes on."""
+    h = Harness(request_body_inline=4, body_chunk_size=4)
+    channel, transport = h.connect()
+    channel.dataReceived(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n0123456789")
+    message = h.take("http.request")
+    h.reply(message["reply_channel"], {"status": 413, "content": b"too big"})
+    assert transport.value().startswith(b"HTTP/1.1 413 ")
+    channel.dataReceived(b"abcdefghij")  # the rest of the body
+    channel.dataReceived(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert h.take("http.request")["path"] == "/next"
+    assert b"400" not in transport.value() and not transport.disconnecting
+
+
+@pytest.mark.parametrize(("target", "status"), [(b"/up", b"503"), (b"/%FF", b"400")])
+def test_our_own_answers_during_an_upload_have_a_status_line(target: bytes, status: bytes) -> None:
+    h = Harness(request_body_inline=4, channel_capacity={"http.request": 1})
+    h.layer.send("http.request", {"filler": True})
+    channel, transport = h.connect()
+    channel.dataReceived(b"POST " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n0123456789")
+    assert transport.value().startswith(b"HTTP/1.1 " + status + b" ")
+
+
+def test_bodyless_statuses_get_no_content_length_and_1xx_is_refused() -> None:
+    for status in (204, 304):
+        h = Harness()
+        channel, transport = h.connect()
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        h.reply(h.take("http.request")["reply_channel"], {"status": status})
+        assert b"content-length" not in transport.value().lower()
+    h = Harness()
+    channel, transport = h.connect()
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.reply(h.take("http.request")["reply_channel"], {"status": 103})
+    assert transport.value().startswith(b"HTTP/1.1 500 ")
+
+
+def test_a_full_body_channel_schedules_one_retry_at_a_time() -> None:
+    h = Harness(request_body_inline=1, body_chunk_size=1, channel_capacity={"http.request.body*": 1})
+    channel, _ = h.connect()
+    body = b"".join(b"1\r\n%c\r\n" % c for c in b"abcdefghij") + b"0\r\n\r\n"
+    channel.dataReceived(b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    calls: list[Any] = list(h.reactor.getDelayedCalls())
+    retries = [c for c in calls if c.active() and c.func.__name__ == "_flush_body"]
+    assert len(retries) == 1
+
+
+def test_root_path_header_needs_proxy_headers() -> None:
+    h = Harness(root_path="/site")
+    channel, _ = h.connect()
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nDaphne-Root-Path: /evil\r\n\r\n")
+    assert h.take("http.request")["root_path"] == "/site"

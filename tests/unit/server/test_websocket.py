@@ -161,3 +161,24 @@ def test_keepalive_pings_and_a_silent_client_is_dropped(monkeypatch: pytest.Monk
     assert frames and frames[-1][0] == 0x9  # a ping
     h.reactor.advance(3.5)  # no pong within ping_timeout: the connection is dropped
     assert transport.disconnecting
+
+
+def test_a_refused_handshake_still_tells_the_application() -> None:
+    """websocket.connect was sent: a connect timeout (or reject) ends with websocket.disconnect."""
+    h = Harness(websocket_connect_timeout=1)
+    _, transport, connect = _connect(h)
+    h.reactor.advance(1.5)
+    assert transport.value().startswith(b"HTTP/1.1 403")
+    transport.protocol.connectionLost(Failure(ConnectionDone()))
+    disconnect = h.take("websocket.disconnect")
+    assert disconnect["reply_channel"] == connect["reply_channel"] and disconnect["order"] == 1
+
+
+def test_replies_after_our_own_close_are_dropped_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(channel_capacity={"websocket.receive": 1})
+    protocol, transport, connect = _open(h)
+    protocol.dataReceived(client_frame(b"a"))
+    protocol.dataReceived(client_frame(b"b"))  # full: 1013, closing
+    h.reply(connect["reply_channel"], {"text": "late"})
+    assert "failed" not in caplog.text
+    assert all(opcode != 0x1 for opcode, _ in server_frames(transport.value()))
