@@ -219,6 +219,7 @@ typedef struct rb_waiter {
     uint32_t pid;
     uint32_t n;
     uint32_t kind;
+    uint32_t list;
     uint32_t slot[...];
     ...;
 } rb_waiter;

@@ -360,7 +360,7 @@ static inline uint32_t rb_list_cells_needed(uint32_t n)
 int rb_list_write(rb_seg *s, const uint32_t *sorted, uint32_t n, uint32_t *out_first);
 void rb_list_free(rb_seg *s, uint32_t first, uint32_t n);
 /* Call fn(s, id, arg) for every queue id of the row; stops at fn's first
- * non-zero return and returns it. */
+ * non-zero return and returns it; -1 if a long list's chain is broken. */
 typedef int (*rb_id_fn)(rb_seg *s, uint32_t id, void *arg);
 int rb_row_each(rb_seg *s, const rb_waiter *wt, rb_id_fn fn, void *arg);
 bool rb_row_watches(rb_seg *s, const rb_waiter *wt, uint32_t qid);

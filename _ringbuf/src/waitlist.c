@@ -115,12 +115,15 @@ int rb_row_each(rb_seg *s, const rb_waiter *wt, rb_id_fn fn, void *arg)
         return 0;
     }
     /* Bounded by the cell count as well as by n: the walk of a chain a bug
-     * (or a corruption the repair has not seen yet) made cyclic ends. */
+     * (or a corruption the repair has not seen yet) made cyclic ends.  A
+     * chain that ends before its n ids, or a cell that holds an impossible
+     * count, is corruption: -1, for the callers that report it (the watch's
+     * arm repairs, its lock-free seq says "not a valid watch"). */
     uint32_t left = wt->n, steps = 0, cells = s->cell_count;
     for (uint32_t c = wt->list; c < cells && left && steps < cells; c = s->cells[c].next, steps++) {
         uint32_t k = s->cells[c].pad;
-        if (k > RB_LIST_IDS_PER_CELL || k > left)
-            return 0;
+        if (RB_UNLIKELY(k == 0 || k > RB_LIST_IDS_PER_CELL || k > left))
+            return -1;
         const uint32_t *v = cell_ids(s, c);
         for (uint32_t i = 0; i < k; i++) {
             int r = fn(s, v[i], arg);
@@ -129,7 +132,7 @@ int rb_row_each(rb_seg *s, const rb_waiter *wt, rb_id_fn fn, void *arg)
         }
         left -= k;
     }
-    return 0;
+    return RB_UNLIKELY(left) ? -1 : 0;
 }
 
 bool rb_row_watches(rb_seg *s, const rb_waiter *wt, uint32_t qid)

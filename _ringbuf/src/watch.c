@@ -322,9 +322,10 @@ int rb_watch_arm(rb_seg *s, uint32_t row, uint64_t token)
     uint64_t now = rb_now_ns();
     int ready = rb_row_each(s, wt, live_fn, &now);
     if (RB_UNLIKELY(ready < 0)) {
-        /* The repair drops the row (a queue id past the table): this watch
-         * is gone, and the next arm or seq says so. */
-        r = rb_corrupt(s, "watch row %u lists a queue id past the table", row);
+        /* The repair drops the row (a queue id past the table, a broken
+         * list): this watch is gone, and the next arm or seq says so. */
+        r = rb_corrupt(s, "watch row %u has a broken queue list (an id past the table, or a "
+                          "list chain that ends early)", row);
         rb_unlock(s);
         return r;
     }

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 #: Per child operation.  Every case finishes in well under a second; a hang
 #: (an unbounded walk under the lock) is what this bound turns into a failure.
 CHILD_TIMEOUT = 20
-SLOTS = 64
+SLOTS = 256
 WAITERS = 8
 SIZE = 1 << 20
 MAX_RECORD = 4096
@@ -395,6 +395,15 @@ def op():
 report(op)
 """
 
+# A watch on more queues than a row holds inline: its list lives in a chain of
+# cells (waitlist.c), whose head the child points past the table.
+WATCH_LIST = WATCH_ROW.replace(
+    "w = seg.watch([b'good'])", "w = seg.watch([b'good'] + [b'w%d' % i for i in range(80)])"
+).replace(
+    "struct.pack_into('<I', m, row + ffi.offsetof('rb_waiter', 'slot'), 0x7FFFFFF0)",
+    "struct.pack_into('<I', m, row + ffi.offsetof('rb_waiter', 'list'), 0x7FFFFFF0)",
+)
+
 GOOD = ["g0", "g1", "g2"]
 
 
@@ -465,7 +474,7 @@ def _equals(value: Any) -> Any:
 def _watch_row_expect(result: dict[str, Any]) -> None:
     value = _ok(result)
     assert value["seq"].startswith("ValueError"), value  # no lock-free read through a bad id
-    assert value["arm"].startswith("SegmentCorrupt") and "past the table" in value["arm"], value
+    assert value["arm"].startswith("SegmentCorrupt") and "broken queue list" in value["arm"], value
     _repaired(result, got=GOOD + ["new"])
 
 
@@ -515,6 +524,7 @@ CASES = [
     pytest.param(lambda f: f.write("rb_slot", _member(f, b"m2"), "prev_member", FAR), DISCARD,
                  _repairs(members=["good", "m3"]), id="member-link-far-discard"),
     pytest.param(lambda f: None, WATCH_ROW, _watch_row_expect, id="waiter-slot-id-far"),
+    pytest.param(lambda f: None, WATCH_LIST, _watch_row_expect, id="waiter-list-head-far"),
     # 5. a head record with an impossible length: dropped, the others go on.
     pytest.param(lambda f: f.write("rb_rec", f.rec_base(_head(f, b"bad")), "len", 0xFFFFFF00),
                  DRAIN_GOOD_BAD, _repairs(dropped=1, got=["g0", "g1", "b1", "g2", "b2"]),
