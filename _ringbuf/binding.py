@@ -487,13 +487,16 @@ class Segment:
         n = len(records)
         if n == 0:
             return 0
-        for i, record in enumerate(records):
-            if type(record) is not bytes:
+        try:
+            joined = b"".join(records)
+        except TypeError:
+            # Off the hot path (no per-record check when all are bytes): name it.
+            for i, record in enumerate(records):
                 _require_bytes(record, f"records[{i}]")
+            raise
         lens = ffi.new("uint32_t[]", [len(r) for r in records])
         out = ffi.new("uint32_t *")
-        rc = lib.rb_send_batch(seg, name, len(name), b"".join(records), lens, n, deadline_ns,
-                               capacity, out)
+        rc = lib.rb_send_batch(seg, name, len(name), joined, lens, n, deadline_ns, capacity, out)
         if rc and rc not in (lib.RB_E_FULL, lib.RB_E_NOMEM):
             _check(rc)
         return out[0]

@@ -702,8 +702,11 @@ uint32_t rb_last_lock_holder(char *state, size_t cap)
     return holder_pid;
 }
 
-/* The lock stayed held for lock_timeout: name the holder and give up. */
-static int lock_timed_out(rb_seg *s, uint64_t waited_ns)
+/* The lock stayed held for lock_timeout: name the holder and give up.
+ * Cold and never inlined: its buffers and formatting must not grow the
+ * frame (or add a stack-protector check) of rb_lock, which every send and
+ * receive of every process runs. */
+static __attribute__((noinline, cold)) int lock_timed_out(rb_seg *s, uint64_t waited_ns)
 {
     uint32_t tid = mutex_owner_tid(&s->hdr->lock), pid;
     describe_tid(tid, &pid, holder_state, sizeof holder_state);
@@ -723,20 +726,12 @@ static int lock_timed_out(rb_seg *s, uint64_t waited_ns)
                    s->prefix, pid, holder_state, secs, pid);
 }
 
-int rb_lock(rb_seg *s)
+/* The contended path of rb_lock, kept out of line so that the uncontended
+ * one (every send and receive) keeps its few instructions and small frame.
+ * Returns pthread's result (0, EOWNERDEAD, an error number) or RB_E_LOCKED
+ * (negative, message set) after lock_timeout. */
+static __attribute__((noinline)) int lock_wait(rb_seg *s, pthread_mutex_t *m)
 {
-    pthread_mutex_t *m = &s->hdr->lock;
-    int r;
-    /* A short trylock spin first: critical sections are a few hundred
-     * nanoseconds, far less than the futex sleep/wake a contended
-     * pthread_mutex_lock would pay.  (Nothing below is reached when the
-     * lock is free or soon free: the timeout costs the fast path nothing.) */
-    for (int i = 0; i < 200; i++) {
-        r = pthread_mutex_trylock(m);
-        if (r != EBUSY)
-            goto got;
-        rb_cpu_relax();
-    }
     /* Sleep for the lock in bounded slices, never indefinitely.  glibc's
      * robust mutexes can lose a wake-up when a process is SIGKILLed inside
      * pthread_mutex_unlock between releasing the word and FUTEX_WAKE while
@@ -767,12 +762,30 @@ int rb_lock(rb_seg *s)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        r = RB_TIMED_LOCK(m, &ts);
+        int r = RB_TIMED_LOCK(m, &ts);
         if (r == EOWNERDEAD)
             RB_TSAN_ANNOUNCE_LOCK(m);
         if (r != ETIMEDOUT)
-            break;
+            return r;
     }
+}
+
+int rb_lock(rb_seg *s)
+{
+    pthread_mutex_t *m = &s->hdr->lock;
+    int r;
+    /* A short trylock spin first: critical sections are a few hundred
+     * nanoseconds, far less than the futex sleep/wake a contended
+     * pthread_mutex_lock would pay. */
+    for (int i = 0; i < 200; i++) {
+        r = pthread_mutex_trylock(m);
+        if (r != EBUSY)
+            goto got;
+        rb_cpu_relax();
+    }
+    r = lock_wait(s, m);
+    if (r < 0)
+        return r; /* RB_E_LOCKED */
 got:
     if (r == 0)
         return RB_OK;
