@@ -40,6 +40,8 @@ from twisted.internet.interfaces import IReadDescriptor
 from twisted.python import threadable
 from zope.interface import implementer
 
+from _memo import remember
+
 from . import names
 from .wakeup import Engine, Waiter
 
@@ -165,11 +167,19 @@ class ReactorBridge:
         self.reactor = reactor
         self.loops = TwistedLoops(reactor)
         self.engine = Engine(layer, self.loops, fd=True)
+        self._plans: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     def receive(self, channels: Iterable[str]) -> defer.Deferred[ReceiveResult]:
-        wanted = tuple(names.validate_receive_channels(channels))
-        queues = tuple(dict.fromkeys(names.non_local_name(channel) for channel in wanted))
-        call = _Receive(wanted, queues, self._cancel)
+        # A server asks for the same list again after every reply: its
+        # validated plan is looked up, not rebuilt (a list is keyed as its tuple).
+        key = tuple(channels) if isinstance(channels, (list, tuple)) else None
+        plan = self._plans.get(key) if key is not None else None
+        if plan is None:
+            wanted = tuple(names.validate_receive_channels(key if key is not None else channels))
+            plan = (wanted, tuple(dict.fromkeys(names.non_local_name(channel) for channel in wanted)))
+            if key is not None:
+                remember(self._plans, key, plan)
+        call = _Receive(plan[0], plan[1], self._cancel)
         self._attempt(call, None)
         return call.deferred
 
@@ -218,6 +228,9 @@ def bridge_for(layer: IPCChannelLayer, reactor: Any = None) -> ReactorBridge:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
+    bridge = _BRIDGES.get(layer)  # the common case, without the lock
+    if bridge is not None and bridge.reactor is reactor:
+        return bridge
     with _BRIDGES_LOCK:
         bridge = _BRIDGES.get(layer)
         if bridge is None or bridge.reactor is not reactor:
