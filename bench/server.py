@@ -86,7 +86,7 @@ def _spawn(args: list[str], cpus: set[int]) -> subprocess.Popen[bytes]:
 
 
 @contextlib.contextmanager
-def _stack(name: str, cpus: set[int], redis_url: str | None) -> Iterator[Stack]:
+def _stack(name: str, cpus: set[int], redis_url: str | None, worker_spin_us: int = 0) -> Iterator[Stack]:
     port = _free_port()
     py = sys.executable
     prefix = f"bench_srv_{os.getpid()}"
@@ -99,8 +99,9 @@ def _stack(name: str, cpus: set[int], redis_url: str | None) -> Iterator[Stack]:
             else:
                 layer = "ipc_layer.redis_layer.RedisChannelLayer"
                 config = {"hosts": [redis_url], "prefix": f"{prefix}:"}
+            worker_config = dict(config, spin_us=worker_spin_us) if worker_spin_us and name != "ipc_redis" else config
             procs.append(_spawn([py, "-m", "bench.server_apps", "worker", "--layer", layer,
-                                 "--config", json.dumps(config)], cpus))
+                                 "--config", json.dumps(worker_config)], cpus))
             reader = "thread" if name == "ipc_thread" else "auto"
             procs.append(_spawn([py, "-m", "server", "-p", str(port), "-v", "0", "--layer", layer,
                                  "--layer-config", json.dumps(config), "--reader", reader], cpus))
@@ -262,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis-url", default=os.environ.get("IPC_TEST_REDIS_URL"),
                         help="Redis for the ipc_redis stack (default $IPC_TEST_REDIS_URL; skipped without)")
     parser.add_argument("--quick", action="store_true", help="2 s runs, 300 round trips")
+    parser.add_argument("--worker-spin-us", type=int, default=0,
+                        help="the shared-memory worker's spin budget before it sleeps (latency mode; default 0)")
     parser.add_argument("--no-pin", action="store_true",
                         help="let the scheduler place the stacks and wrk (default: stacks on the first CPU, "
                              "wrk on the last)")
@@ -291,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             print("skipping ipc_redis: no --redis-url / IPC_TEST_REDIS_URL", file=sys.stderr)
             continue
         print(f"== {name}", file=sys.stderr)
-        with _stack(name, server_cpus, args.redis_url) as stack:
+        with _stack(name, server_cpus, args.redis_url, args.worker_spin_us) as stack:
             run_wrk(stack.port, 4, 1, load_cpus)  # warm-up
             single = run_wrk(stack.port, 1, args.duration, load_cpus)
             loaded = run_wrk(stack.port, args.connections, args.duration, load_cpus)
