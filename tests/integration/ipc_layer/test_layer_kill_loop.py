@@ -90,7 +90,7 @@ def run_sender(prefix: str, logdir: Path, index: int, stop: Any) -> None:
     n = max(done, default=-1) + 1  # continue after the last incarnation
     log = Log(path)
     layer = layer_for(prefix)
-    while not stop.is_set():
+    while not stop.value:
         kind = KINDS[n % len(KINDS)]
         message = {"s": index, "n": n, "pad": b"k" * (n % 300)}
         log.write(f"S {n} {kind}")
@@ -115,7 +115,7 @@ def run_receiver(prefix: str, logdir: Path, name: str, stop: Any) -> None:
     layer = layer_for(prefix)
     channels = RECEIVE_LISTS[name]
     idle = 0
-    while idle < 2 or not stop.is_set():
+    while idle < 2 or not stop.value:
         channel, message = layer.receive(channels, block=True)
         if channel is None:
             idle += 1
@@ -127,7 +127,7 @@ def run_receiver(prefix: str, logdir: Path, name: str, stop: Any) -> None:
 def run_churn(prefix: str, logdir: Path, _: str, stop: Any) -> None:
     layer = layer_for(prefix)
     k = 0
-    while not stop.is_set():
+    while not stop.value:
         layer.group_add("kl-room", "kl.g1")
         layer.group_add("kl-room", "kl.p!g")
         layer.group_add("kl-room", f"kl.tmp{k % 3}")
@@ -176,7 +176,9 @@ def test_kill_loop_through_the_layer(layer_prefix: str, tmp_path: Path, request:
     parent.flush()
     parent.group_add("kl-room", "kl.g1")
     parent.group_add("kl-room", "kl.p!g")
-    stop = CTX.Event()
+    # Lock-free: a child SIGKILLed inside Event.is_set() held the Event's
+    # lock for good, and the parent's stop.set() then blocked forever.
+    stop = CTX.RawValue("b", 0)
 
     def spawn(role: str) -> multiprocessing.process.BaseProcess:
         target, arg = ROLES[role]
@@ -200,7 +202,7 @@ def test_kill_loop_through_the_layer(layer_prefix: str, tmp_path: Path, request:
             procs[role] = spawn(role)
         time.sleep(0.3)
     finally:
-        stop.set()
+        stop.value = 1
         for proc in procs.values():
             proc.join(20)
             if proc.is_alive():  # pragma: no cover - a hung process fails the test below
