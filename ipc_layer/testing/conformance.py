@@ -784,19 +784,7 @@ class ConformanceTestCase(unittest.TestCase):
             from twisted.internet.pollreactor import PollReactor
         except ImportError:  # pragma: no cover - Twisted is a dependency of the project
             self.skipTest("Twisted is not installed")
-        reactor = PollReactor()  # type: ignore[no-untyped-call]
-        outcome: list[Any] = []
-
-        def begin() -> None:
-            deferred = start(reactor)
-            deferred.addBoth(outcome.append)
-            deferred.addBoth(lambda _: reactor.stop())
-
-        reactor.callWhenRunning(begin)
-        guard = reactor.callLater(timeout, reactor.stop)
-        reactor.run(installSignalHandlers=False)
-        if guard.active():
-            guard.cancel()
+        outcome = run_reactor_until(PollReactor(), start, timeout)  # type: ignore[no-untyped-call]
         if not outcome:
             self.fail(f"receive_twisted did not fire within {timeout} s")
         result = outcome[0]
@@ -909,6 +897,27 @@ class ConformanceTestCase(unittest.TestCase):
                 self.assertIn(extension, self.layer.extensions)
         for extension in self.layer.extensions:
             self.assertIsInstance(extension, str)
+
+
+def run_reactor_until(reactor: Any, start: Callable[[Any], Any], timeout: float = 10.0) -> list[Any]:
+    """Run ``reactor`` (a private one) until the Deferred ``start(reactor)`` returns fires.
+
+    Returns ``[result]`` (a Failure on an error), or ``[]`` when nothing fired
+    within ``timeout`` seconds; the reactor is stopped either way.
+    """
+    outcome: list[Any] = []
+
+    def begin() -> None:
+        deferred = start(reactor)
+        deferred.addBoth(outcome.append)
+        deferred.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(begin)
+    guard = reactor.callLater(timeout, reactor.stop)
+    reactor.run(installSignalHandlers=False)
+    if guard.active():
+        guard.cancel()
+    return outcome
 
 
 def conformance_case(

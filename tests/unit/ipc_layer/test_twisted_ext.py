@@ -13,6 +13,7 @@ from twisted.internet import defer
 from twisted.internet.pollreactor import PollReactor
 
 from ipc_layer import IPCChannelLayer
+from ipc_layer.testing.conformance import run_reactor_until
 from tests.support import make_layer
 
 
@@ -25,19 +26,7 @@ def layer(prefix: str) -> Any:
 
 def run(reactor: Any, start: Callable[[], Any], timeout: float = 10.0) -> list[Any]:
     """Run ``reactor`` until ``start()``'s Deferred fires; what it fired with."""
-    out: list[Any] = []
-
-    def begin() -> None:
-        d = start()
-        d.addBoth(out.append)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(begin)
-    guard = reactor.callLater(timeout, reactor.stop)
-    reactor.run(installSignalHandlers=False)
-    if guard.active():
-        guard.cancel()
-    return out
+    return run_reactor_until(reactor, lambda _: start(), timeout)
 
 
 def test_extension_is_listed(layer: IPCChannelLayer) -> None:
