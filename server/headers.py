@@ -27,12 +27,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 __all__ = [
     "BadRequest",
     "Address",
     "HeaderList",
+    "Scope",
+    "address",
+    "connection_scope",
     "check_header_name",
     "check_header_value",
     "decode_path",
@@ -194,3 +199,40 @@ def root_path_for(headers: Sequence[Sequence[bytes]], default: str) -> str:
     if raw is None:
         return default
     return decode_path(raw).rstrip("/")
+
+
+def address(addr: Any) -> Address:
+    """``[host, port]`` of a Twisted-style address, or None (a UNIX socket has no port)."""
+    host, port = getattr(addr, "host", None), getattr(addr, "port", None)
+    return None if host is None or port is None else [host, port]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What an HTTP request and a WebSocket handshake both derive from the client's head."""
+
+    headers: HeaderList
+    client: Address
+    scheme: str
+    root_path: str
+    #: Header names dropped for holding ``_``.
+    dropped: list[bytes]
+    #: Proxy headers present but ignored, each a sentence naming the header (to log).
+    problems: list[str]
+
+
+def connection_scope(raw: Iterable[tuple[bytes, bytes]], client: Address, scheme: str, *,
+                     proxy_headers: bool, root_path: str) -> Scope:
+    """Headers, client, scheme and root path of a request, by the module's rules.
+
+    Proxy headers (client, scheme) and ``Daphne-Root-Path`` are honoured only
+    with ``proxy_headers``: the root path moves the application's mount point,
+    so only a proxy the operator trusts may set it, never any client.
+    Raises :class:`BadRequest` for a header that must not reach the layer.
+    """
+    headers, dropped = normalize_headers(raw)
+    problems: list[str] = []
+    if proxy_headers:
+        client, scheme, problems = forwarded_peer(headers, client, scheme)
+        root_path = root_path_for(headers, root_path)
+    return Scope(headers, client, scheme, root_path, dropped, problems)

@@ -57,7 +57,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from .context import ServerContext
-from .headers import BadRequest, forwarded_peer, normalize_headers, root_path_for
+from .headers import BadRequest, Scope, address, connection_scope
 from .http_messages import (
     BadReply,
     BodyChunk,
@@ -76,15 +76,6 @@ logger = logging.getLogger(__name__)
 #: Seconds between retries of a body chunk whose channel was full (doubling up to the max).
 _BODY_RETRY_MIN = 0.01
 _BODY_RETRY_MAX = 1.0
-
-
-def address(addr: Any) -> list[object] | None:
-    """``[host, port]`` of a Twisted address, or None (UNIX sockets have no port)."""
-    host = getattr(addr, "host", None)
-    port = getattr(addr, "port", None)
-    if host is None or port is None:
-        return None
-    return [host, port]
 
 
 class _BytesNamedHeaders(Headers):
@@ -201,29 +192,19 @@ class LayerRequest(http.Request):
 
     # -- the request message -----------------------------------------------
 
-    def _headers(self) -> list[list[bytes]]:
+    def _scope(self) -> Scope:
+        """Headers, client, scheme and root path of this request (see :func:`connection_scope`)."""
+        config = self.context.config
         raw = self.raw_headers
         if not raw:  # HTTP/2: Twisted's Headers is all there is
             raw = [(name, value) for name, values in self.requestHeaders.getAllRawHeaders() for value in values]
-        headers, dropped = normalize_headers(raw)
-        if dropped:
-            logger.debug("dropped request headers with '_' in the name: %r", dropped)
-        return headers
-
-    def _scope(self) -> tuple[list[list[bytes]], list[object] | None, str, str]:
-        """Headers, client, scheme and root path of this request (proxy headers applied)."""
-        config = self.context.config
-        headers = self._headers()
-        client = address(self.getClientAddress())
-        scheme = "https" if self.isSecure() else "http"
-        if config.proxy_headers:
-            client, scheme, problems = forwarded_peer(headers, client, scheme)
-            for problem in problems:
-                logger.warning("ignored a proxy header from %s: %s", client, problem)
-        # Daphne-Root-Path moves the application's mount point: only a proxy
-        # the operator trusts (--proxy-headers) may set it, never any client.
-        root_path = root_path_for(headers, config.root_path) if config.proxy_headers else config.root_path
-        return headers, client, scheme, root_path
+        scope = connection_scope(raw, address(self.getClientAddress()), "https" if self.isSecure() else "http",
+                                 proxy_headers=config.proxy_headers, root_path=config.root_path)
+        if scope.dropped:
+            logger.debug("dropped request headers with '_' in the name: %r", scope.dropped)
+        for problem in scope.problems:
+            logger.warning("ignored a proxy header from %s: %s", scope.client, problem)
+        return scope
 
     def _send_request(self, streaming: bool) -> None:
         context = self.context
@@ -234,9 +215,9 @@ class LayerRequest(http.Request):
             self._fail(503, b"Server is shutting down")
             return
         try:
-            headers, client, scheme, root_path = self._scope()
+            scope = self._scope()
             raw_path, self.query_string = split_target(target)
-            self.client_addr = client
+            self.client_addr = scope.client
             http_version = version.split(b"/", 1)[-1].decode("ascii", "replace")
             self.reply_channel = context.router.register(self)
             if streaming:
@@ -248,8 +229,8 @@ class LayerRequest(http.Request):
             self.body = bytearray()
             message = request_message(
                 reply_channel=self.reply_channel, http_version=http_version, method=command, target=target,
-                headers=headers, client=client, server=address(self.getHost()), scheme=scheme,
-                root_path=root_path, body=inline, body_channel=self.body_channel,
+                headers=scope.headers, client=scope.client, server=address(self.getHost()),
+                scheme=scope.scheme, root_path=scope.root_path, body=inline, body_channel=self.body_channel,
             )
             self.message_path = message["path"]
         except BadRequest as exc:

@@ -27,7 +27,7 @@ if nothing was written yet, else closes the connection (the head is gone).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,7 +240,3 @@ class ResponseReader:
         self.state = "BODY" if chunk.more_content else "DONE"
         return chunk
 
-
-def has_header(headers: Iterable[list[bytes]], name: bytes) -> bool:
-    """True if ``headers`` hold ``name`` (compared case-insensitively)."""
-    return any(key.lower() == name for key, _ in headers)

@@ -32,7 +32,7 @@ from autobahn.twisted.websocket import ConnectionDeny, WebSocketServerFactory, W
 from twisted.internet import defer
 
 from .context import ServerContext
-from .headers import BadRequest, decode_path, forwarded_peer, normalize_headers, root_path_for
+from .headers import BadRequest, address, connection_scope, decode_path
 from .http_messages import split_target
 from .ws_messages import (
     Accept,
@@ -54,11 +54,6 @@ logger = logging.getLogger(__name__)
 
 #: The close code when the client went away without one (RFC 6455 7.1.5).
 ABNORMAL = 1006
-
-
-def _address(addr: Any) -> list[object] | None:
-    host, port = getattr(addr, "host", None), getattr(addr, "port", None)
-    return None if host is None or port is None else [host, port]
 
 
 class LayerWebSocket(WebSocketServerProtocol):
@@ -99,29 +94,25 @@ class LayerWebSocket(WebSocketServerProtocol):
         if context.stopping:
             raise ConnectionDeny(503, "Server is shutting down")
         raw = self.raw_headers or [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+        transport: Any = self.transport  # a zope interface, which plain mypy misreads
         try:
-            headers, dropped = normalize_headers(raw)
+            scope = connection_scope(raw, address(transport.getPeer()), "wss" if self.is_secure else "ws",
+                                     proxy_headers=config.proxy_headers, root_path=config.root_path)
             # autobahn's raw request-target (path and query as the client sent them)
             raw_path, query = split_target(self.http_request_uri.encode("latin-1"))
             self.path = decode_path(raw_path)
         except BadRequest as exc:
             logger.info("WebSocket handshake refused with 400: %s", exc)
             raise ConnectionDeny(400, str(exc)[:200]) from None
-        transport: Any = self.transport  # a zope interface, which plain mypy misreads
-        client = _address(transport.getPeer())
-        scheme = "wss" if self.is_secure else "ws"
-        if config.proxy_headers:
-            client, scheme, problems = forwarded_peer(headers, client, scheme)
-            for problem in problems:
-                logger.warning("ignored a proxy header from %s: %s", client, problem)
-        self.client_addr = client
+        for problem in scope.problems:
+            logger.warning("ignored a proxy header from %s: %s", scope.client, problem)
+        self.client_addr = scope.client
         self.offered = list(request.protocols)
         self.reply_channel = context.router.register(self)
         message = connect_message(
-            reply_channel=self.reply_channel, path=self.path, query_string=query, headers=headers,
-            client=client, server=_address(transport.getHost()), scheme=scheme,
-            root_path=root_path_for(headers, config.root_path) if config.proxy_headers else config.root_path,
-            order=self.order.take(),
+            reply_channel=self.reply_channel, path=self.path, query_string=query, headers=scope.headers,
+            client=scope.client, server=address(transport.getHost()), scheme=scope.scheme,
+            root_path=scope.root_path, order=self.order.take(),
         )
         try:
             layer.send("websocket.connect", message)
@@ -132,7 +123,7 @@ class LayerWebSocket(WebSocketServerProtocol):
             raise ConnectionDeny(503, "Connection queue full") from None
         self.connect_sent = True
         context.live.add(self)
-        context.access.websocket(client, "WSCONNECTING", self.path)
+        context.access.websocket(scope.client, "WSCONNECTING", self.path)
         self.connect_call = context.reactor.callLater(config.websocket_connect_timeout, self._connect_timed_out)
         self.handshake = defer.Deferred()
         return self.handshake
