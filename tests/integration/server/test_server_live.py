@@ -1,6 +1,7 @@
 """A real ``ipc-server`` process on the shared-memory layer, a real echo application process, real clients."""
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -79,10 +80,27 @@ class Live:
         return conn
 
 
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
+def _spawn(args: list[str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=pass_fds)
+
+
+_LISTENING = r"Listening on 127\.0\.0\.1:(\d+)"
+
+
+@contextlib.contextmanager
+def _extra_server(*args: str, pass_fds: tuple[int, ...] = ()) -> Iterator[_Lines]:
+    """Another ``ipc-server`` for one test: yields its log; SIGTERM and pipes closed after."""
+    proc = _spawn(["-m", "server", *args], pass_fds)
+    log, out = _Lines(proc.stderr), _Lines(proc.stdout)  # type: ignore[arg-type]
+    try:
+        yield log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        log.close()
+        out.close()
 
 
 @pytest.fixture
@@ -95,7 +113,7 @@ def live(prefix: str) -> Iterator[Live]:
     log, access = _Lines(server.stderr), _Lines(server.stdout)  # type: ignore[arg-type]
     app_out, app_err = _Lines(app.stdout), _Lines(app.stderr)  # type: ignore[arg-type]
     try:
-        port = int(log.wait_for(r"Listening on 127\.0\.0\.1:(\d+)").group(1))
+        port = int(log.wait_for(_LISTENING).group(1))
         udp_port = int(log.wait_for(r"Listening on udp 127\.0\.0\.1:(\d+)").group(1))
         app_out.wait_for("echo app ready")
         state = Live(port, server, app, log, access, [], udp_port)
@@ -167,11 +185,8 @@ def test_headers_arrive_in_order_with_duplicates(live: Live) -> None:
 
 
 def test_unanswered_request_is_503_after_http_timeout(live: Live, prefix: str) -> None:
-    impatient = _spawn(["-m", "server", "-p", "0", "--prefix", prefix, "--http-timeout", "1.5"])
-    log = _Lines(impatient.stderr)  # type: ignore[arg-type]
-    out = _Lines(impatient.stdout)  # type: ignore[arg-type]
-    try:
-        port = int(log.wait_for(r"Listening on 127\.0\.0\.1:(\d+)").group(1))
+    with _extra_server("-p", "0", "--prefix", prefix, "--http-timeout", "1.5") as log:
+        port = int(log.wait_for(_LISTENING).group(1))
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         started = time.monotonic()
         conn.request("GET", "/slow")
@@ -180,11 +195,6 @@ def test_unanswered_request_is_503_after_http_timeout(live: Live, prefix: str) -
         assert b"failed to respond" in response.read()
         assert time.monotonic() - started >= 1.4
         conn.close()
-    finally:
-        impatient.send_signal(signal.SIGTERM)
-        impatient.wait(timeout=15)
-        log.close()
-        out.close()
 
 
 def test_bad_request_is_400_and_the_server_lives_on(live: Live) -> None:
@@ -274,8 +284,6 @@ def _cpu_seconds(pid: int) -> float:
 
 def test_idle_server_with_100_websockets_uses_no_cpu(live: Live, report_line: Callable[[str], None]) -> None:
     """The issue's idle bound: 100 connected, silent WebSocket clients cost the server < 1% of a core."""
-    import contextlib
-
     from websockets.sync.client import connect
 
     with contextlib.ExitStack() as stack:
@@ -324,12 +332,10 @@ def test_http2_over_tls(live: Live, prefix: str, tmp_path: Path) -> None:
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("h2")
     key, cert = _self_signed(tmp_path)
-    tls = _spawn(["-m", "server", "--prefix", prefix, "-e",
-                  f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"])
-    log, out = _Lines(tls.stderr), _Lines(tls.stdout)  # type: ignore[arg-type]
-    try:
-        port = int(log.wait_for(r"Listening on 127\.0\.0\.1:(\d+)").group(1))
-        import ssl
+    import ssl
+
+    with _extra_server("--prefix", prefix, "-e", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}") as log:
+        port = int(log.wait_for(_LISTENING).group(1))
 
         with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=str(cert)), timeout=30) as client:
             response = client.get(f"https://127.0.0.1:{port}/echo?q=2")
@@ -339,11 +345,6 @@ def test_http2_over_tls(live: Live, prefix: str, tmp_path: Path) -> None:
             response = client.post(f"https://127.0.0.1:{port}/echo", content=body)
             assert response.http_version == "HTTP/2" and response.content == body
             assert client.get(f"https://127.0.0.1:{port}/stream").content == b"one,two,three"
-    finally:
-        tls.send_signal(signal.SIGTERM)
-        tls.wait(timeout=15)
-        log.close()
-        out.close()
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -368,12 +369,8 @@ def test_unix_socket_and_inherited_fd(live: Live, prefix: str, tmp_path: Path) -
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     fd_port = listener.getsockname()[1]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--prefix", prefix, "-u", path,
-                             "--fd", str(listener.fileno())], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=[listener.fileno()])
-    log, out = _Lines(proc.stderr), _Lines(proc.stdout)  # type: ignore[arg-type]
-    try:
+    with listener, _extra_server("--prefix", prefix, "-u", path, "--fd", str(listener.fileno()),
+                                 pass_fds=(listener.fileno(),)) as log:
         log.wait_for(r"Listening on .*fd:")
         unix = _UnixHTTPConnection(path)
         unix.request("POST", "/echo", body=b"over unix")
@@ -383,21 +380,13 @@ def test_unix_socket_and_inherited_fd(live: Live, prefix: str, tmp_path: Path) -
         inherited.request("POST", "/echo", body=b"over the fd")
         assert inherited.getresponse().read() == b"over the fd"
         inherited.close()
-    finally:
-        listener.close()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
-        log.close()
-        out.close()
 
 
 def test_full_request_channel_is_503_live(prefix: str) -> None:
     """No worker drains a capacity-1 http.request channel: the first request waits, the second gets 503."""
     config = json.dumps({"prefix": prefix + "bp", "channel_capacity": {"http.request": 1}})
-    proc = _spawn(["-m", "server", "-p", "0", "--layer-config", config, "--http-timeout", "30"])
-    log, out = _Lines(proc.stderr), _Lines(proc.stdout)  # type: ignore[arg-type]
-    try:
-        port = int(log.wait_for(r"Listening on 127\.0\.0\.1:(\d+)").group(1))
+    with _extra_server("-p", "0", "--layer-config", config, "--http-timeout", "30") as log:
+        port = int(log.wait_for(_LISTENING).group(1))
         waiting = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         waiting.request("GET", "/first")
         time.sleep(0.5)  # the first request is in the channel now
@@ -408,8 +397,3 @@ def test_full_request_channel_is_503_live(prefix: str) -> None:
         log.wait_for("http.request is full: 503 for GET /second")
         refused.close()
         waiting.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=15)
-        log.close()
-        out.close()
