@@ -144,14 +144,15 @@ class LayerWebSocket(WebSocketServerProtocol):
             handshake.callback(select_subprotocol(self.offered, self.context.config.ws_protocols))
 
     def _reject(self) -> None:
-        handshake, self.handshake = self.handshake, None
-        if self.connect_call is not None and self.connect_call.active():
-            self.connect_call.cancel()
-        self.connect_call = None
         self.context.access.websocket(self.client_addr, "WSREJECT", self.path)
+        self._deny(403, "Access denied")
+
+    def _deny(self, status: int, reason: str) -> None:
+        """Refuse the held handshake with HTTP ``status``; no more replies or timers for it."""
+        handshake, self.handshake = self.handshake, None
         self._forget()
         if handshake is not None:
-            handshake.errback(ConnectionDeny(403, "Access denied"))
+            handshake.errback(ConnectionDeny(status, reason))
 
     def onOpen(self) -> None:
         context = self.context
@@ -221,9 +222,7 @@ class LayerWebSocket(WebSocketServerProtocol):
         except BadReply as exc:
             logger.error("bad websocket.send for %s: %s", self.path, exc)
             if self.handshake is not None:
-                handshake, self.handshake = self.handshake, None
-                self._forget()
-                handshake.errback(ConnectionDeny(500, "Application sent a bad reply"))
+                self._deny(500, "Application sent a bad reply")
             else:
                 self._close(1011)
             return
@@ -259,9 +258,7 @@ class LayerWebSocket(WebSocketServerProtocol):
     def close_for_shutdown(self) -> None:
         """Graceful stop: 1001 "going away" (or 503 while still in the handshake)."""
         if self.handshake is not None:
-            handshake, self.handshake = self.handshake, None
-            self._forget()
-            handshake.errback(ConnectionDeny(503, "Server is shutting down"))
+            self._deny(503, "Server is shutting down")
         else:
             self._close(1001)
 
