@@ -85,6 +85,13 @@ def _spawn(args: list[str], cpus: set[int]) -> subprocess.Popen[bytes]:
                             preexec_fn=lambda: os.sched_setaffinity(0, cpus))
 
 
+def _remove_segment(prefix: str) -> None:
+    """Remove a shared-memory stack's segment with ``ipc-layer rm`` (bench code never touches _ringbuf)."""
+    with contextlib.suppress(Exception):
+        subprocess.run([sys.executable, "-m", "ipc_layer.cli", "rm", "--prefix", prefix, "--force"], cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=30)
+
+
 @contextlib.contextmanager
 def _stack(name: str, cpus: set[int], redis_url: str | None, worker_spin_us: int = 0) -> Iterator[Stack]:
     port = _free_port()
@@ -130,9 +137,7 @@ def _stack(name: str, cpus: set[int], redis_url: str | None, worker_spin_us: int
             if proc.stderr is not None:
                 proc.stderr.close()
         if name in ("ipc", "ipc_thread"):
-            with contextlib.suppress(Exception):
-                subprocess.run([py, "-m", "ipc_layer.cli", "rm", "--prefix", prefix, "--force"], cwd=ROOT,
-                               env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=30)
+            _remove_segment(prefix)
 
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -247,9 +252,7 @@ def send_costs(redis_url: str | None, count: int = 5000) -> list[dict[str, Any]]
             layer.flush()
             layer.close()
             if name == "ipc":
-                with contextlib.suppress(Exception):
-                    subprocess.run([sys.executable, "-m", "ipc_layer.cli", "rm", "--prefix", config["prefix"],
-                                    "--force"], cwd=ROOT, capture_output=True, timeout=30)
+                _remove_segment(config["prefix"])
     return rows
 
 
