@@ -28,6 +28,9 @@ setup(
         "tests": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "redis>=5", "hiredis>=2",
                   "channels>=4", "channels_redis>=4", "daphne>=4", "matplotlib>=3.6", "msgpack>=1.0",
                   "websockets>=12",
+                  # the worker tests: the test Django site, and a real HTTP client for the
+                  # integration suite (through ipc-server)
+                  "django>=4.2", "httpx>=0.27",
                   # scripts/lint (run by scripts/test); pinned to a minor so a new release's
                   # rules cannot turn CI red on their own.
                   "ruff>=0.17.6,<0.18", "mypy>=2.4,<2.5"],

@@ -26,8 +26,8 @@ import pytest
 
 pytest.importorskip("channels.testing", reason="channels 4 with daphne (channels.testing) is not installed")
 
-import django  # type: ignore[import-untyped]
-from django.conf import settings  # type: ignore[import-untyped]
+import django
+from django.conf import settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -39,8 +39,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer  # type: ignor
 from channels.layers import get_channel_layer  # type: ignore[import-untyped]
 from channels.routing import URLRouter  # type: ignore[import-untyped]
 from channels.testing import WebsocketCommunicator  # type: ignore[import-untyped]
-from django.test import override_settings  # type: ignore[import-untyped]
-from django.urls import path  # type: ignore[import-untyped]
+from django.test import override_settings
+from django.urls import path
 
 urlpatterns: list[Any] = []
 

@@ -1,0 +1,25 @@
+"""URLconf of the test site (other worker helpers append their own patterns here)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("meta/", views.meta, name="meta"),
+    path("form/", views.form, name="form"),
+    path("json/", views.json_echo, name="json"),
+    path("upload/", views.upload, name="upload"),
+    path("body/", views.body, name="body"),
+    path("stream/", views.stream, name="stream"),
+    path("download/", views.download, name="download"),
+    path("missing/", views.not_found, name="not_found"),
+    path("error/", views.error, name="error"),
+    path("go/", views.go, name="go"),
+    path("set-cookie/", views.set_cookie, name="set_cookie"),
+    path("cookies/", views.cookies, name="cookies"),
+    path("session/", views.session, name="session"),
+    path("status/<int:code>/", views.status, name="status"),
+]

@@ -1,0 +1,1 @@
+"""``worker``: the Django side of the split architecture (worker pool, routing, consumers, default HTTP consumer)."""
