@@ -14,6 +14,7 @@ urlpatterns = [
     path("upload/", views.upload, name="upload"),
     path("body/", views.body, name="body"),
     path("stream/", views.stream, name="stream"),
+    path("big/", views.big, name="big"),
     path("download/", views.download, name="download"),
     path("missing/", views.not_found, name="not_found"),
     path("error/", views.error, name="error"),

@@ -133,6 +133,11 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(generate(), content_type="application/octet-stream")
 
 
+def big(request: HttpRequest) -> HttpResponse:
+    """``?size=N``: a plain (non-streaming) response of N bytes, the pattern of ``stream`` chunk 0."""
+    return HttpResponse(_pattern(_int(request, "size", 1000, 64 << 20), 0), content_type="application/octet-stream")
+
+
 def download(request: HttpRequest) -> FileResponse:
     """``?size=N``: a FileResponse of an N-byte temporary file (pattern as in ``stream``)."""
     size = _int(request, "size", 1000, 64 << 20)
