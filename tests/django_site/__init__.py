@@ -14,8 +14,8 @@ variable                   meaning (default)
 ``IPC_TEST_PREFIX``        the layer's ``prefix``: segment prefix, or Redis key prefix
 ``IPC_TEST_REDIS_URL``     the Redis layer's ``url`` (only for a Redis backend)
 ``IPC_TEST_LAYER_CONFIG``  JSON object of further ``CONFIG`` keys (merged last)
-``IPC_TEST_ROUTING``       ``ROUTING`` dotted path (empty by default:
-                           no ``ROUTING`` key, only the default HTTP consumer)
+``IPC_TEST_ROUTING``       ``ROUTING`` dotted path (``tests.django_site.routing.channel_routing``;
+                           empty: no ``ROUTING`` key, only the default consumers)
 ``IPC_TEST_STATE_DIR``     directory of the SQLite database and the session files
                            (a temp directory named after the prefix)
 ``IPC_TEST_DEBUG``         ``1``: ``DEBUG = True`` (technical 500 pages)

@@ -46,7 +46,7 @@ _BACKEND = _env("IPC_TEST_LAYER_BACKEND", _IPC)
 _PREFIX = _env("IPC_TEST_PREFIX", "django_site")
 _STATE_DIR = _env("IPC_TEST_STATE_DIR", os.path.join(tempfile.gettempdir(), f"django_site-{_PREFIX.strip(':')}"))
 os.makedirs(os.path.join(_STATE_DIR, "sessions"), exist_ok=True)
-_ROUTING = _env("IPC_TEST_ROUTING", "")
+_ROUTING = _env("IPC_TEST_ROUTING", "tests.django_site.routing.channel_routing")
 
 DEBUG = _env("IPC_TEST_DEBUG", "0") == "1"
 SECRET_KEY = "tests.django_site: not a secret, never deployed"

@@ -28,23 +28,15 @@ from django.test import override_settings  # noqa: E402
 from ipc_layer import ChannelFull  # noqa: E402
 from ipc_layer.inmemory import InMemoryChannelLayer  # noqa: E402
 from worker.http import ViewConsumer, view_consumer  # noqa: E402
+from worker.message import Message  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
 REPLY = "http.response!c1"
 
 
-class FakeMessage:
-    """What the consumer reads of a ``worker.message.Message``."""
-
-    def __init__(self, content: dict[str, Any], layer: Any, channel: str = "http.request") -> None:
-        self.content = content
-        self.channel_layer = layer
-        self.channel = type("Channel", (), {"name": channel})()
-        self.reply_channel = content.get("reply_channel")
-
-    def __getitem__(self, key: str) -> Any:
-        return self.content[key]
+def make_message(content: dict[str, Any], layer: Any) -> Message:
+    return Message(content, "http.request", layer)
 
 
 class FakeTime:
@@ -103,7 +95,7 @@ def replies(layer: Any) -> list[dict[str, Any]]:
 
 
 def serve(layer: Any, consumer: Any = view_consumer, **overrides: Any) -> list[dict[str, Any]]:
-    consumer(FakeMessage(request(**overrides), layer))
+    consumer(make_message(request(**overrides), layer))
     return replies(layer)
 
 
@@ -359,7 +351,7 @@ def test_bad_message_is_400_naming_the_culprit(layer: Any, caplog: pytest.LogCap
 def test_bad_message_without_reply_channel_is_logged_only(layer: Any, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.ERROR, logger="worker.http"):
         serve(layer, reply_channel=None)
-        view_consumer(FakeMessage({"reply_channel": 7, "path": "/"}, layer))
+        serve(layer, reply_channel="", path=5)
     assert replies(layer) == []
     assert [r.getMessage() for r in caplog.records if "reply_channel" in r.getMessage()]
     assert all("not answered" in r.getMessage() for r in caplog.records if r.name == "worker.http")
@@ -427,7 +419,7 @@ def test_channel_full_retried_with_back_off() -> None:
     fake = FakeTime()
     consumer = ViewConsumer(reply_timeout=10, clock=fake.clock, sleep=fake.sleep)
     layer = FullThenDrained(refusals=6)
-    consumer(FakeMessage(request(path="/stream/", query_string=b"chunks=2&size=4"), layer))
+    consumer(make_message(request(path="/stream/", query_string=b"chunks=2&size=4"), layer))
     assert body_of(replies(layer.inner)) == b"0000" * 2
     assert layer.refused == 6
     # Doubling from retry_initial, bounded by retry_max.
@@ -440,13 +432,13 @@ def test_channel_full_past_the_timeout_drops_and_logs(caplog: pytest.LogCaptureF
     consumer = ViewConsumer(reply_timeout=2, clock=fake.clock, sleep=fake.sleep)
     layer = FullThenDrained(refusals=10**9)
     with caplog.at_level(logging.WARNING, logger="worker.http"):
-        consumer(FakeMessage(request(path="/stream/", query_string=b"chunks=1000&size=4"), layer))
+        consumer(make_message(request(path="/stream/", query_string=b"chunks=1000&size=4"), layer))
     assert replies(layer.inner) == []
     assert sum(fake.sleeps) == pytest.approx(2.0)
     assert any("stayed full for 2.0 s" in r.getMessage() for r in caplog.records)
     # The worker is free again at once: the next request is served normally.
     layer.refusals = 0
-    consumer(FakeMessage(request(path="/"), layer))
+    consumer(make_message(request(path="/"), layer))
     assert body_of(replies(layer.inner)) == b"hello from GET /\n"
 
 
@@ -464,7 +456,7 @@ def test_channel_full_then_drained_mid_stream() -> None:
         original(channel, message)
 
     layer.send = send  # type: ignore[method-assign]
-    consumer(FakeMessage(request(path="/stream/", query_string=b"chunks=5&size=2"), layer))
+    consumer(make_message(request(path="/stream/", query_string=b"chunks=5&size=2"), layer))
     assert body_of(replies(layer.inner)) == b"00" * 5
     assert len(fake.sleeps) == 1
 
@@ -474,3 +466,32 @@ def test_constructor_checks_its_arguments() -> None:
         ViewConsumer(body_timeout=-1)
     with pytest.raises(ValueError, match="reply_timeout"):
         ViewConsumer(reply_timeout="5")  # type: ignore[arg-type]
+
+
+# -- per-URL low-level consumers next to the default one ----------------------------------
+
+def dispatch(router: Any, layer: Any, **overrides: Any) -> list[dict[str, Any]]:
+    """What the worker loop does with one message: route it, run the consumer, flush its sends."""
+    from worker.message import pending_message_store
+
+    message = make_message(request(**overrides), layer)
+    found = router.match(message)
+    assert found is not None
+    consumer, kwargs = found
+    pending_message_store.prepare()
+    consumer(message, **kwargs)
+    pending_message_store.send_and_flush()
+    return replies(layer)
+
+
+def test_site_routing_puts_the_raw_consumer_before_the_views(layer: Any) -> None:
+    from worker.routing import router_from_settings
+
+    router = router_from_settings("default")
+    assert "http.request" in router.channels
+    raw = dispatch(router, layer, path="/x/", method="PUT")
+    assert (raw[0]["status"], body_of(raw)) == (200, b"raw consumer saw PUT /x/\n")
+    assert headers_of(raw)["x-consumer"] == [b"raw_http"]
+    # Any other path reaches Django through the default consumer.
+    assert body_of(dispatch(router, layer, path="/")) == b"hello from GET /\n"
+    assert dispatch(router, layer, path="/x/y/")[0]["status"] == 404
