@@ -1,0 +1,339 @@
+"""Django over the layer for real: a browser-like client -> ``ipc-server`` -> layer -> worker processes.
+
+A real ``ipc-server`` (port 0, ``--proxy-headers`` so a test can set the mount point and the
+scheme the way a proxy would) and two real worker processes running the test site
+(``tests.django_site``) on the shared-memory layer, then the same suite on the Redis layer;
+requests from httpx over TCP. Every case of the HTTP consumer a site depends on: GET,
+POST form, JSON, a 10 MiB upload (which the server streams through a body channel),
+streaming and file responses, 404, 500, redirects, cookies and sessions (shared by the
+worker processes), root_path, a per-URL low-level consumer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import pytest
+
+from tests.django_site.environment import IPC_BACKEND, REDIS_BACKEND, REPO, site_environment
+from tests.support import remove_keys, remove_segment, unique_key_prefix, unique_prefix
+
+httpx = pytest.importorskip("httpx")
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+WORKERS = 2
+_LISTENING = r"Listening on 127\.0\.0\.1:(\d+)"
+
+
+class Lines:
+    """A child's stream, read by a thread so the test never blocks on a pipe."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.stream = stream
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        for line in self.stream:
+            self.queue.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+        raise AssertionError(f"no line matching {pattern!r} within {timeout} s; saw:\n{''.join(self.seen)}")
+
+    def text(self) -> str:
+        while True:
+            try:
+                self.seen.append(self.queue.get_nowait())
+            except queue.Empty:
+                return "".join(self.seen)
+
+    def close(self) -> None:
+        self.thread.join(timeout=5)
+        self.stream.close()
+
+
+@dataclass
+class Site:
+    url: str
+    port: int
+    server_log: Lines
+    worker_logs: list[Lines] = field(default_factory=list)
+
+    def client(self, **kwargs: Any) -> Any:
+        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, *args], cwd=str(REPO), env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+#: The worker processes: the test site's routing on its layer, each message run through the
+#: router, Django's request signals around it (what runworker's loop does).
+WORKER_LOOP = """
+import django
+django.setup()
+from django.core import signals
+from worker.asgi import channel_layers
+from worker.message import Message, pending_message_store
+from worker.routing import router_from_settings
+layer = channel_layers["default"]
+router = router_from_settings("default")
+channels = sorted(router.channels)
+print("worker ready", flush=True)
+while True:
+    channel, content = layer.receive(channels, block=True)
+    if channel is None:
+        continue
+    message = Message(content, channel, layer)
+    found = router.match(message)
+    if found is None:
+        continue
+    consumer, kwargs = found
+    signals.request_started.send(sender=None)
+    try:
+        pending_message_store.prepare()
+        consumer(message, **kwargs)
+        pending_message_store.send_and_flush()
+    finally:
+        signals.request_finished.send(sender=None)
+"""
+
+
+def _stop(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def running_site(env: dict[str, str], backend: str, config: dict[str, Any]) -> Iterator[Site]:
+    server = _spawn(["-m", "server", "-p", "0", "--proxy-headers", "--http-timeout", "60",
+                     "--layer", backend, "--layer-config", json.dumps(config)], env)
+    workers = [_spawn(["-c", WORKER_LOOP], env) for _ in range(WORKERS)]
+    procs = [server, *workers]
+    logs = [Lines(server.stderr), Lines(server.stdout)]  # type: ignore[arg-type]
+    worker_out = [Lines(w.stdout) for w in workers]  # type: ignore[arg-type]
+    worker_err = [Lines(w.stderr) for w in workers]  # type: ignore[arg-type]
+    try:
+        port = int(logs[0].wait_for(_LISTENING).group(1))
+        for out in worker_out:
+            out.wait_for("worker ready")
+        yield Site(f"http://127.0.0.1:{port}", port, logs[0], worker_err)
+    finally:
+        _stop(procs)
+        for lines in [*logs, *worker_out, *worker_err]:
+            lines.close()
+
+
+@pytest.fixture(scope="module", params=["ipc", "redis"])
+def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    state = tmp_path_factory.mktemp("site")
+    if request.param == "ipc":
+        prefix = unique_prefix()
+        # The segment size the site's settings give the workers: whoever creates it, it is the same.
+        config: dict[str, Any] = {"prefix": prefix, "segment_size": 32 << 20}
+        env = site_environment(prefix, state, backend=IPC_BACKEND)
+        try:
+            with running_site(env, IPC_BACKEND, config) as live:
+                yield live
+        finally:
+            remove_segment(prefix)
+    else:
+        import unittest
+
+        from tests.redis_support import redis_url
+
+        try:
+            url = redis_url()
+        except unittest.SkipTest as exc:
+            pytest.skip(str(exc))
+        prefix = unique_key_prefix()
+        env = site_environment(prefix, state, backend=REDIS_BACKEND, redis_url=url)
+        try:
+            with running_site(env, REDIS_BACKEND, {"url": url, "prefix": prefix}) as live:
+                yield live
+        finally:
+            remove_keys(url, prefix)
+
+
+# -- the cases -------------------------------------------------------------------------------
+
+def test_get(site: Site) -> None:
+    with site.client() as client:
+        response = client.get("/")
+    assert (response.status_code, response.text) == (200, "hello from GET /\n")
+    assert response.headers["content-type"] == "text/plain"
+
+
+def test_meta_as_django_sees_it(site: Site) -> None:
+    with site.client() as client:
+        data = client.get("/meta/?a=1&a=2&q=%C3%A9", headers={"X-Thing": "yes", "X_Spoof": "no"}).json()
+    assert data["meta"]["REMOTE_ADDR"] == "127.0.0.1"
+    assert int(data["meta"]["REMOTE_PORT"]) > 0
+    assert data["meta"]["SERVER_PORT"] == str(site.port)
+    assert data["meta"]["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert data["meta"]["QUERY_STRING"] == "a=1&a=2&q=%C3%A9"
+    assert data["get"] == {"a": ["1", "2"], "q": ["é"]}
+    assert data["headers"]["HTTP_X_THING"] == "yes"
+    assert "HTTP_X_SPOOF" not in data["headers"]
+    assert data["host"] == f"127.0.0.1:{site.port}"
+    assert data["is_secure"] is False
+
+
+def test_is_secure_behind_a_tls_proxy(site: Site) -> None:
+    with site.client() as client:
+        data = client.get("/meta/", headers={"X-Forwarded-Proto": "https", "Host": "example.com"}).json()
+    assert (data["is_secure"], data["absolute_uri"]) == (True, "https://example.com/meta/")
+
+
+def test_post_form(site: Site) -> None:
+    with site.client() as client:
+        data = client.post("/form/?via=url", data={"name": ["a", "b"], "x": "é"}).json()
+    assert data["post"] == {"name": ["a", "b"], "x": ["é"]}
+    assert data["get"] == {"via": ["url"]}
+
+
+def test_json(site: Site) -> None:
+    with site.client() as client:
+        data = client.post("/json/", json={"numbers": [1, 2, 3], "nested": {"k": "v"}}).json()
+    assert data == {"echo": {"numbers": [1, 2, 3], "nested": {"k": "v"}}, "sum": 6}
+
+
+def test_ten_mebibyte_upload(site: Site) -> None:
+    payload = os.urandom(10 << 20)
+    with site.client() as client:
+        data = client.post("/upload/", files={"f": ("big.bin", payload, "application/octet-stream")},
+                           data={"note": "ten"}).json()
+    assert data["files"]["f"] == {"name": "big.bin", "size": len(payload),
+                                  "sha256": hashlib.sha256(payload).hexdigest(), "in_memory": False}
+    assert data["post"] == {"note": ["ten"]}
+
+
+def test_raw_body_streamed_in_by_the_client(site: Site) -> None:
+    # A chunked upload (no Content-Length), generated piece by piece.
+    pieces = [bytes([i]) * 100_000 for i in range(30)]
+    with site.client() as client:
+        data = client.post("/body/", content=iter(pieces)).json()
+    body = b"".join(pieces)
+    assert (data["length"], data["sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
+
+
+def test_streaming_response(site: Site) -> None:
+    with site.client() as client, client.stream("GET", "/stream/?chunks=200&size=1000") as response:
+        assert response.status_code == 200
+        assert "content-length" not in response.headers
+        body = b"".join(response.iter_bytes())
+    assert len(body) == 200_000
+    assert body[:9] == b"00000000|" and body[199_000:199_009] == b"00000199|"
+
+
+def test_file_response(site: Site) -> None:
+    with site.client() as client:
+        response = client.get("/download/?size=5000000")
+    assert response.status_code == 200
+    assert response.headers["content-length"] == "5000000"
+    assert response.headers["content-disposition"] == 'attachment; filename="data.bin"'
+    assert len(response.content) == 5_000_000 and response.content[65536:65545] == b"00000001|"
+
+
+def test_large_plain_response(site: Site) -> None:
+    with site.client() as client:
+        response = client.get("/big/?size=3000000")
+    assert len(response.content) == 3_000_000 and response.headers["content-length"] == "3000000"
+
+
+def test_not_found_and_server_error(site: Site) -> None:
+    with site.client() as client:
+        assert client.get("/missing/").status_code == 404
+        assert client.get("/no/such/url/").status_code == 404
+        error = client.get("/error/")
+        assert error.status_code == 500
+        assert "ViewError" not in error.text  # DEBUG is off
+        assert client.get("/").status_code == 200  # the worker lives on
+    logged = "".join(log.text() for log in site.worker_logs)
+    assert "ViewError: the error view failed on purpose" in logged
+
+
+def test_redirects(site: Site) -> None:
+    with site.client() as client:
+        response = client.get("/go/")
+        assert (response.status_code, response.headers["location"]) == (302, "/meta/")
+        assert client.get("/meta").headers["location"] == "/meta/"  # APPEND_SLASH
+    with site.client(follow_redirects=True) as client:
+        response = client.get("/go/")
+    assert response.status_code == 200 and response.json()["path"] == "/meta/"
+
+
+def test_cookies(site: Site) -> None:
+    with site.client() as client:
+        response = client.get("/set-cookie/?flavour=ginger")
+        assert len(response.headers.get_list("set-cookie")) == 2
+        assert client.get("/cookies/").json()["cookies"] == {"flavour": "ginger", "second": "two"}
+
+
+def test_sessions_across_worker_processes(site: Site) -> None:
+    with site.client() as client:
+        answers = [client.get("/session/").json() for _ in range(8)]
+    assert [a["count"] for a in answers] == list(range(1, 9))
+
+
+def test_root_path(site: Site) -> None:
+    with site.client() as client:
+        data = client.get("/mount/meta/", headers={"Daphne-Root-Path": "/mount"}).json()
+        assert (data["script_name"], data["path_info"], data["path"]) == ("/mount", "/meta/", "/mount/meta/")
+        assert data["reverse"] == "/mount/meta/"
+        response = client.get("/mount/go/", headers={"Daphne-Root-Path": "/mount"})
+    assert response.headers["location"] == "/mount/meta/"
+
+
+def test_low_level_consumer_for_one_url(site: Site) -> None:
+    with site.client() as client:
+        response = client.put("/x/")
+        assert (response.status_code, response.text) == (200, "raw consumer saw PUT /x/\n")
+        assert response.headers["x-consumer"] == "raw_http"
+        assert client.get("/x/other/").status_code == 404  # Django's, not the raw consumer's
+
+
+def test_concurrent_requests(site: Site) -> None:
+    def fetch(i: int) -> tuple[int, Any]:
+        with site.client() as client:
+            response = client.get(f"/meta/?i={i}")
+            return response.status_code, response.json()["get"]["i"]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(fetch, range(40)))
+    assert results == [(200, [str(i)]) for i in range(40)]
