@@ -13,15 +13,14 @@ import contextlib
 import functools
 import os
 import secrets
-import signal
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.drivers import AIO_DRIVINGS, AIO_WAKEUPS, LAYERS, REFERENCE_LAYER, LayerSpec
 from bench.machine import machine_record
+from bench.procs import terminate_as_exit
 from bench.redis_server import RedisServer, RedisUnavailable, redis_server_version
 from bench.settings import DEFAULT_MEMBERS, DEFAULT_SIZES, SCENARIOS, Settings
 
@@ -259,20 +258,6 @@ def _hide_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-@contextlib.contextmanager
-def _terminate_as_exit() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so every ``finally`` (Redis, children) runs."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class Run:
     """One bench run: probe the layers, run every case, write the outputs."""
 
@@ -481,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(settings, args.out, args.redis_url, plots=not args.no_plots)
     interrupted = False
     started = time.monotonic()
-    with _terminate_as_exit(), contextlib.ExitStack() as stack:
+    with terminate_as_exit(), contextlib.ExitStack() as stack:
         try:
             run.start_redis(stack)
             layers = run.probe_layers()

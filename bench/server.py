@@ -27,10 +27,7 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,23 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.procs import free_port, remove_segment, spawn, split_cpus, stop, wait_port
+from bench.wrk import fmt_us, run_wrk
+
 __all__ = ["main"]
 
-ROOT = Path(__file__).resolve().parents[1]
 STACKS = ("ipc", "ipc_thread", "ipc_redis", "direct", "daphne", "uvicorn")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpus() -> tuple[set[int], set[int]]:
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return set(cpus), set(cpus)
-    return {cpus[0]}, {cpus[-1]}
 
 
 @dataclass
@@ -67,34 +53,9 @@ class Stack:
     websocket: bool = True
 
 
-def _wait_port(port: int, procs: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
-
-
-def _spawn(args: list[str], cpus: set[int]) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: os.sched_setaffinity(0, cpus))
-
-
-def _remove_segment(prefix: str) -> None:
-    """Remove a shared-memory stack's segment with ``ipc-layer rm`` (bench code never touches _ringbuf)."""
-    with contextlib.suppress(Exception):
-        subprocess.run([sys.executable, "-m", "ipc_layer.cli", "rm", "--prefix", prefix, "--force"], cwd=ROOT,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, timeout=30)
-
-
 @contextlib.contextmanager
 def _stack(name: str, cpus: set[int], redis_url: str | None, worker_spin_us: int = 0) -> Iterator[Stack]:
-    port = _free_port()
+    port = free_port()
     py = sys.executable
     prefix = f"bench_srv_{os.getpid()}"
     procs: list[subprocess.Popen[bytes]] = []
@@ -107,70 +68,27 @@ def _stack(name: str, cpus: set[int], redis_url: str | None, worker_spin_us: int
                 layer = "ipc_layer.redis_layer.RedisChannelLayer"
                 config = {"hosts": [redis_url], "prefix": f"{prefix}:"}
             worker_config = dict(config, spin_us=worker_spin_us) if worker_spin_us and name != "ipc_redis" else config
-            procs.append(_spawn([py, "-m", "bench.server_apps", "worker", "--layer", layer,
+            procs.append(spawn([py, "-m", "bench.server_apps", "worker", "--layer", layer,
                                  "--config", json.dumps(worker_config)], cpus))
             reader = "thread" if name == "ipc_thread" else "auto"
-            procs.append(_spawn([py, "-m", "server", "-p", str(port), "-v", "0", "--layer", layer,
+            procs.append(spawn([py, "-m", "server", "-p", str(port), "-v", "0", "--layer", layer,
                                  "--layer-config", json.dumps(config), "--reader", reader], cpus))
         elif name == "direct":
-            procs.append(_spawn([py, "-m", "bench.server_apps", "direct", "--port", str(port)], cpus))
+            procs.append(spawn([py, "-m", "bench.server_apps", "direct", "--port", str(port)], cpus))
         elif name == "daphne":
-            procs.append(_spawn([py, "-m", "daphne", "-p", str(port), "-b", "127.0.0.1", "-v", "0",
+            procs.append(spawn([py, "-m", "daphne", "-p", str(port), "-b", "127.0.0.1", "-v", "0",
                                  "bench.server_apps:asgi3_app"], cpus))
         elif name == "uvicorn":
-            procs.append(_spawn([py, "-m", "uvicorn", "--port", str(port), "--host", "127.0.0.1",
+            procs.append(spawn([py, "-m", "uvicorn", "--port", str(port), "--host", "127.0.0.1",
                                  "--log-level", "warning", "--no-access-log", "bench.server_apps:asgi3_app"], cpus))
         else:
             raise ValueError(f"unknown stack {name!r}")
-        _wait_port(port, procs)
+        wait_port(port, procs)
         yield Stack(name, port, procs, websocket=name != "direct")
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
+        stop(procs)
         if name in ("ipc", "ipc_thread"):
-            _remove_segment(prefix)
-
-
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
-
-
-def _seconds(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
-    if not match:
-        raise ValueError(f"not a wrk duration: {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def run_wrk(port: int, connections: int, duration: int, cpus: set[int]) -> dict[str, float]:
-    """wrk's requests/s, p50 and p99 (seconds), errors and requests, parsed from ``--latency`` output."""
-    out = subprocess.run(
-        # wrk takes whole seconds
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", f"http://127.0.0.1:{port}/"],
-        capture_output=True, text=True, timeout=duration + 60,
-        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
-    ).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
-    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
-    total = re.search(r"(\d+) requests in", out)
-    if not (rps and p50 and p99 and total):
-        raise RuntimeError(f"cannot read wrk's output:\n{out}")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    bad = int(errors.group(1)) if errors else 0
-    if socket_errors:
-        bad += sum(int(g) for g in socket_errors.groups())
-    return {"rps": float(rps.group(1)), "p50": _seconds(p50.group(1)), "p99": _seconds(p99.group(1)),
-            "requests": float(total.group(1)), "errors": float(bad)}
+            remove_segment(prefix)
 
 
 def ws_round_trips(port: int, count: int) -> dict[str, float]:
@@ -191,25 +109,21 @@ def ws_round_trips(port: int, count: int) -> dict[str, float]:
     return {"ws_p50": statistics.median(samples), "ws_p99": samples[int(0.99 * (len(samples) - 1))]}
 
 
-def _fmt_us(seconds: float) -> str:
-    return f"{seconds * 1e6:,.0f} us"
-
-
 def report(rows: list[dict[str, Any]], reference: str = "daphne") -> str:
     ref = next((row for row in rows if row["stack"] == reference), None)
     lines = ["| stack | req/s | vs daphne | p50 (1 conn) | p99 (1 conn) | p99 (load) | errors | WS echo p50 | WS p99 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         ratio = f"{row['rps'] / ref['rps']:.2f}x" if ref else "-"
-        ws50 = _fmt_us(row["ws_p50"]) if "ws_p50" in row else "-"
-        ws99 = _fmt_us(row["ws_p99"]) if "ws_p99" in row else "-"
-        lines.append(f"| {row['stack']} | {row['rps']:,.0f} | {ratio} | {_fmt_us(row['p50'])} | "
-                     f"{_fmt_us(row['p99'])} | {_fmt_us(row['load_p99'])} | {row['errors']:.0f} | {ws50} | {ws99} |")
+        ws50 = fmt_us(row["ws_p50"]) if "ws_p50" in row else "-"
+        ws99 = fmt_us(row["ws_p99"]) if "ws_p99" in row else "-"
+        lines.append(f"| {row['stack']} | {row['rps']:,.0f} | {ratio} | {fmt_us(row['p50'])} | "
+                     f"{fmt_us(row['p99'])} | {fmt_us(row['load_p99'])} | {row['errors']:.0f} | {ws50} | {ws99} |")
     direct = next((row for row in rows if row["stack"] == "direct"), None)
     ipc = next((row for row in rows if row["stack"] == "ipc"), None)
     if direct and ipc:
         lines.append("")
-        lines.append(f"Layer hop (ipc p50 - direct p50, one connection): {_fmt_us(ipc['p50'] - direct['p50'])}.")
+        lines.append(f"Layer hop (ipc p50 - direct p50, one connection): {fmt_us(ipc['p50'] - direct['p50'])}.")
     return "\n".join(lines)
 
 
@@ -252,7 +166,7 @@ def send_costs(redis_url: str | None, count: int = 5000) -> list[dict[str, Any]]
             layer.flush()
             layer.close()
             if name == "ipc":
-                _remove_segment(config["prefix"])
+                remove_segment(config["prefix"])
     return rows
 
 
@@ -288,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.quick:
         args.duration, args.ws_round_trips = 2, 300
-    server_cpus, load_cpus = _cpus()
+    server_cpus, load_cpus = split_cpus()
     if args.no_pin:
         server_cpus = load_cpus = set(os.sched_getaffinity(0))
     rows: list[dict[str, Any]] = []
