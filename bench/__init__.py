@@ -16,6 +16,13 @@ Modules, one job each:
 - :mod:`bench.machine`      -- the machine record (CPU, kernel, versions).
 - :mod:`bench.report`       -- markdown tables, ratios, JSON lines.
 - :mod:`bench.plots`        -- matplotlib (Agg) figures.
+- :mod:`bench.procs`        -- the HTTP benches' processes: start pinned, wait, stop, CPU time.
+- :mod:`bench.wrk`          -- ``wrk`` as the HTTP load generator, its report parsed.
+
+``python -m bench server`` (:mod:`bench.server`, :mod:`bench.server_apps`) measures the
+protocol server; ``python -m bench stack`` (:mod:`bench.stack`, :mod:`bench.stack_report`,
+:mod:`bench.stack_profile`, the Django project :mod:`bench.stack_site`) the whole stack
+against gunicorn, Daphne 4 and uvicorn.
 
 ``python -m bench.core`` (:mod:`bench.core`, kept with the ``_ringbuf`` core) prints the
 raw core's own figures; ``python -m bench`` compares layers.

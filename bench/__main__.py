@@ -1,4 +1,5 @@
-"""``python -m bench``: see :func:`bench.cli.main`; ``python -m bench server``: :func:`bench.server.main`."""
+"""``python -m bench``: :func:`bench.cli.main`; ``python -m bench server``: :func:`bench.server.main`;
+``python -m bench stack``: :func:`bench.stack.main`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ if __name__ == "__main__":
         from bench.server import main as server_main
 
         raise SystemExit(server_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["stack"]:
+        from bench.stack import main as stack_main
+
+        raise SystemExit(stack_main(sys.argv[2:]))
     from bench.cli import main
 
     raise SystemExit(main())

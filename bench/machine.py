@@ -65,8 +65,9 @@ def _memory_gib() -> float | None:
     return None
 
 
-def machine_record(redis_version: str | None) -> dict[str, Any]:
-    versions: dict[str, str | None] = {name: _version(name) for name in _PACKAGES}
+def machine_record(redis_version: str | None, packages: tuple[str, ...] = _PACKAGES) -> dict[str, Any]:
+    """What produced the figures; ``packages``: the distributions whose versions matter to the run."""
+    versions: dict[str, str | None] = {name: _version(name) for name in packages}
     versions["redis-server"] = redis_version
     versions["ipc_layer"] = _ipc_layer_version()
     return {

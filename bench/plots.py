@@ -9,7 +9,7 @@ from typing import Any
 from bench.drivers import LAYERS
 from bench.report import layer_label
 
-__all__ = ["write_plots"]
+__all__ = ["grouped_bars", "write_plots"]
 
 _COLORS = ["#1b9e77", "#66a61e", "#7570b3", "#d95f02", "#e7298a", "#666666", "#a6761d"]
 
@@ -42,7 +42,7 @@ def _size_label(size: int) -> str:
     return size_label(size)
 
 
-def _grouped_bars(ax: Any, groups: list[str], series: list[tuple[str, list[float], str]]) -> None:
+def grouped_bars(ax: Any, groups: list[str], series: list[tuple[str, list[float], str]]) -> None:
     width = 0.8 / max(1, len(series))
     for i, (name, values, color) in enumerate(series):
         xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
@@ -66,7 +66,7 @@ def _latency(plt: Any, rows: list[dict[str, Any]], path: str) -> bool:
             (title, [by_layer[layer]["metrics"].get(key) or float("nan") for layer in present], shade)
             for (key, title), shade in zip(keys, shades, strict=True)
         ]
-        _grouped_bars(ax, [layer_label(layer).replace(" ", "\n", 1) for layer in present], series)
+        grouped_bars(ax, [layer_label(layer).replace(" ", "\n", 1) for layer in present], series)
         ax.set_yscale("log")
         ax.set_title(f"round trip, {_size_label(size)}")
         ax.set_ylabel("microseconds (log)")
@@ -93,7 +93,7 @@ def _throughput(plt: Any, rows: list[dict[str, Any]], path: str) -> bool:
             (layer_label(layer), [metric.get((layer, s)) or float("nan") for s in sizes], _color(layer))
             for layer in layers
         ]
-        _grouped_bars(ax, [_size_label(s) for s in sizes], series)
+        grouped_bars(ax, [_size_label(s) for s in sizes], series)
         ax.set_yscale("log")
         p = srows[0]["params"]
         title = "one producer -> one consumer" if scenario == "oneway" else (
@@ -160,7 +160,7 @@ def _mixed(plt: Any, rows: list[dict[str, Any]], path: str) -> bool:
         (title, [by_layer[layer]["metrics"].get(key) or float("nan") for layer in layers], shade)
         for (key, title), shade in zip(keys, shades, strict=True)
     ]
-    _grouped_bars(ax, [layer_label(layer) for layer in layers], series)
+    grouped_bars(ax, [layer_label(layer) for layer in layers], series)
     ax.set_yscale("log")
     ax.set_ylabel("one-way latency, microseconds (log)")
     rate = rows[0]["params"].get("rate")
