@@ -16,7 +16,8 @@ ROOT_URLCONF = "bench.stack_site.urls"
 WSGI_APPLICATION = "bench.stack_site.wsgi.application"
 ASGI_APPLICATION = "bench.stack_site.asgi.application"
 
-INSTALLED_APPS: list[str] = []
+# worker: the app that brings `manage.py runworker` (the pre-forking worker pool).
+INSTALLED_APPS = ["worker"]
 
 # What `startproject` enables, minus what needs a database (sessions, auth, messages):
 # every stack runs the same request path through Django.
