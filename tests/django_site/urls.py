@@ -13,6 +13,7 @@ urlpatterns = [
     path("json/", views.json_echo, name="json"),
     path("upload/", views.upload, name="upload"),
     path("body/", views.body, name="body"),
+    path("slow/body/", views.body, name="slow_body"),  # routed to a ViewConsumer(body_timeout=2)
     path("stream/", views.stream, name="stream"),
     path("big/", views.big, name="big"),
     path("download/", views.download, name="download"),

@@ -18,6 +18,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -337,3 +338,46 @@ def test_concurrent_requests(site: Site) -> None:
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(fetch, range(40)))
     assert results == [(200, [str(i)]) for i in range(40)]
+
+
+def test_head(site: Site) -> None:
+    with site.client() as client:
+        response = client.head("/big/?size=1000")
+    assert response.status_code == 200 and response.content == b""
+    assert response.headers["content-length"] == "1000"
+
+
+def _raw_upload(site: Site, path: str, declared: int, sent: int) -> socket.socket:
+    """A client that declares ``declared`` body bytes and sends only ``sent`` (past the inline part)."""
+    sock = socket.create_connection(("127.0.0.1", site.port), timeout=60)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\n"
+                 f"Content-Length: {declared}\r\n\r\n".encode("ascii"))
+    sock.sendall(b"x" * sent)
+    return sock
+
+
+def test_stalled_upload_is_408(site: Site) -> None:
+    # /slow/ is routed to ViewConsumer(body_timeout=2); the body goes past the server's
+    # inline part (256 KiB), so the worker is waiting on the body channel when it stalls.
+    with _raw_upload(site, "/slow/body/", 1_000_000, 400_000) as sock:
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            data = sock.recv(65536)
+            if not data:
+                break
+            reply += data
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:200]
+    with site.client() as client:
+        assert client.get("/").status_code == 200
+
+
+def test_client_gone_mid_upload_gets_no_reply_and_the_worker_lives_on(site: Site) -> None:
+    sock = _raw_upload(site, "/body/", 1_000_000, 400_000)
+    sock.close()
+    pattern = r"POST /body/: the client went away during the upload; not answered"
+    deadline = time.monotonic() + 60
+    while not any(re.search(pattern, log.text()) for log in site.worker_logs):
+        assert time.monotonic() < deadline, "no worker logged the aborted upload"
+        time.sleep(0.1)
+    with site.client() as client:
+        assert client.get("/").status_code == 200
