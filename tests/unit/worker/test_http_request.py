@@ -245,3 +245,21 @@ def test_bad_body_chunks(chunk: object, culprit: str) -> None:
         body.feed(chunk)
     assert culprit in str(info.value) and body.state == "BAD"
     body.close()
+
+
+@pytest.mark.parametrize("module", ["http_request", "http_response", "http_body"])
+def test_sans_io_modules_import_no_framework(module: str) -> None:
+    """The translation modules stay pure: no Django, no layer, no sockets (the adapter is worker.http)."""
+    import ast
+    import pathlib
+
+    import worker
+
+    source = pathlib.Path(worker.__file__).with_name(f"{module}.py").read_text(encoding="utf-8")
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module.split(".")[0])
+    assert not imported & {"django", "ipc_layer", "socket", "twisted", "redis"}, imported
