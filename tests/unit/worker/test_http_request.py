@@ -256,7 +256,7 @@ def test_sans_io_modules_import_no_framework(module: str) -> None:
     import worker
 
     source = pathlib.Path(worker.__file__).with_name(f"{module}.py").read_text(encoding="utf-8")
-    imported = set()
+    imported: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)
