@@ -39,6 +39,7 @@ __all__ = [
     "cpu_seconds",
     "free_port",
     "remove_segment",
+    "sched_times",
     "session_members",
     "spawn",
     "split_cpus",
@@ -221,4 +222,29 @@ def cpu_seconds(pids: Iterable[int]) -> dict[int, float]:
         if fields is not None:
             # After the name: state is field 3, so utime (14) and stime (15) are [11], [12].
             out[pid] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    return out
+
+
+def sched_times(pids: Iterable[int]) -> dict[int, tuple[float, float]]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of each live process, all its threads.
+
+    From ``/proc/PID/task/*/schedstat`` (nanoseconds): what a sampling
+    profiler cannot tell apart, since both are the "running" state.
+    """
+    out: dict[int, tuple[float, float]] = {}
+    for pid in pids:
+        run = wait = 0
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                    fields = fh.read().split()
+            except OSError:
+                continue  # a thread that just ended
+            run += int(fields[0])
+            wait += int(fields[1])
+        out[pid] = (run / 1e9, wait / 1e9)
     return out

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench.stack import STACKS
-from bench.stack_profile import OTHER, category, parse_raw, split
+from bench.stack_profile import OTHER, category, cpu_split, parse_raw, split
 from bench.stack_report import goal_lines
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -151,22 +151,43 @@ loop (worker/loop.py:50) 1
 run (twisted/internet/base.py:1300);dataReceived (server/http.py:40) 4
 run (twisted/internet/base.py:1300);doRead (twisted/internet/tcp.py:250) 5
 <module> (<frozen runpy>:198) 7
+loop (worker/loop.py:50);receive (ipc_layer/layer.py:280);receive_once (_ringbuf/binding.py:577) 20
+run (twisted/internet/base.py:1300);EPollReactor.doPoll (twisted/internet/epollreactor.py:227) 10
 """
 
 
 def test_profile_split_charges_the_innermost_known_frame() -> None:
     samples = parse_raw(RAW)
-    assert len(samples) == 7 and samples[0][1] == 6
+    assert len(samples) == 9 and samples[0][1] == 6
     assert category(samples[0][0]) == "Django handler"  # re below Django is Django's time
     assert category(samples[1][0]) == "layer send/receive"
     assert category(samples[2][0]) == "consumer translation"  # the stdlib below our consumer
     assert category(samples[6][0]) == OTHER
-    by_category, hot = split(samples)
+    by_category, waiting, hot = split(samples)
     assert by_category == {"Django handler": 6, "layer send/receive": 3, "consumer translation": 2,
                            "worker loop": 1, "server translation": 4, "Twisted": 5, OTHER: 7}
+    # The blocking receive and the reactor's poll are wait-prone: counted apart, never hot spots.
+    assert waiting == {"layer send/receive": 20, "Twisted": 10}
+    assert "receive_once (_ringbuf/binding.py)" not in hot
     assert hot["send (ipc_layer/layer.py)"] == 3
     assert hot["consume (worker/http.py)"] == 2
     assert "get (django/base.py)" not in hot  # not our code
+
+
+def test_cpu_split_counts_wait_prone_samples_only_beyond_the_wait() -> None:
+    from collections import Counter
+
+    active = Counter({"Django handler": 30, "layer send/receive": 10})
+    prone = Counter({"layer send/receive": 60})
+    # 100 samples for 1.0 s on a CPU + 1.0 s waiting: 20 ms each. The 60 prone ones are 1.2 s,
+    # of which 1.0 s was waiting: 0.2 s of CPU; the other 0.8 s goes 3:1 by the active samples.
+    split_s = cpu_split(active, prone, run=1.0, wait=1.0)
+    assert split_s["Django handler"] == pytest.approx(0.6)
+    assert split_s["layer send/receive"] == pytest.approx(0.2 + 0.2)
+    assert sum(split_s.values()) == pytest.approx(1.0)
+    # More waiting than prone samples: they are no CPU at all; nothing is ever negative.
+    assert cpu_split(active, prone, run=1.0, wait=5.0)["layer send/receive"] == pytest.approx(0.25)
+    assert cpu_split(Counter(), Counter(), run=1.0, wait=0.0) == {}
 
 
 def test_goal_lines_compare_in_the_same_run() -> None:
