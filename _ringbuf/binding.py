@@ -932,7 +932,7 @@ def list_segments(*, trusted_uids: Sequence[int] = (),
     except FileNotFoundError:
         return out
     for entry in entries:
-        if not entry.startswith(SEGMENT_FILE_PREFIX) or "~init~" in entry or "~w~" in entry:
+        if not entry.startswith(SEGMENT_FILE_PREFIX) or "~" in entry:  # "~": a companion file
             continue
         prefix = entry[len(SEGMENT_FILE_PREFIX):]
         path = os.path.join(SHM_DIR, entry)

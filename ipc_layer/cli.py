@@ -22,6 +22,7 @@ after ``--lock-timeout`` seconds (default 1) instead of hanging.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import os
@@ -36,9 +37,10 @@ import _ringbuf
 from _ringbuf import LockTimeout, RingBufError, Segment, SegmentBusy, SegmentNotFound
 from _ringbuf.binding import SEGMENT_FILE_PREFIX, SHM_DIR
 
+from .hybrid_facts import hybrid_report, is_fact
 from .layer import validate_prefix
 
-__all__ = ["collect", "main", "render_ls", "render_stats"]
+__all__ = ["collect", "main", "render_hybrid", "render_ls", "render_stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +139,9 @@ def collect(prefix: str, trusted_uids: Sequence[int] = (),
             })
         groups: list[dict[str, Any]] = []
         for name in seg.list_sets():
-            groups.append({"group": name.decode("ascii", "replace"), "members": len(seg.set_members(name))})
+            if not is_fact(name):
+                groups.append({"group": name.decode("ascii", "replace"), "members": len(seg.set_members(name))})
+        hybrid = hybrid_report(seg, channels)
     except LockTimeout as exc:
         raise SegmentLocked(prefix, exc) from None
     except RingBufError as exc:
@@ -146,7 +150,10 @@ def collect(prefix: str, trusted_uids: Sequence[int] = (),
         seg.close()
     channels.sort(key=lambda row: (-row["pending"], row["channel"]))
     groups.sort(key=lambda row: (-row["members"], row["group"]))
-    return {"prefix": prefix, "time": time.time(), "info": info, "channels": channels, "groups": groups}
+    snapshot = {"prefix": prefix, "time": time.time(), "info": info, "channels": channels, "groups": groups}
+    if hybrid is not None:
+        snapshot["hybrid"] = hybrid
+    return snapshot
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -236,6 +243,22 @@ def render_stats(snapshot: dict[str, Any], rates: dict[str, float] | None = None
         lines += _table(["GROUP", "MEMBERS"], [[g["group"], g["members"]] for g in groups], right={1})
     else:
         lines.append("no groups")
+    hybrid = snapshot.get("hybrid")
+    if hybrid is not None:
+        lines += ["", *render_hybrid(hybrid)]
+    return lines
+
+
+def render_hybrid(hybrid: dict[str, Any]) -> list[str]:
+    """The hybrid layer's facts of a segment (``ipc_layer.hybrid_facts``), misconfigurations first."""
+    lines = [f"hybrid layer: host {', '.join(map(repr, hybrid['hosts']))}; forwarder: "
+             + (", ".join(hybrid["forwarders"]) if hybrid["forwarders"] else
+                "NONE (no process of this host receives: messages from other hosts wait in Redis)")]
+    for channel in hybrid["unconsumed"]:
+        lines.append(f"WARNING: local channel {channel!r} holds messages and nobody consumes it on this "
+                     "host: drop it from local_channels or run its consumers here")
+    if hybrid["consumers"]:
+        lines.append(f"local channels consumed here: {', '.join(hybrid['consumers'])}")
     return lines
 
 
@@ -327,6 +350,13 @@ def cmd_rm(args: argparse.Namespace, out: TextIO) -> int:
         ) from None
     except (RingBufError, OSError) as exc:
         raise CommandError(f"cannot remove the segment for prefix {prefix!r}: {exc}") from None
+    # The hybrid layer's forwarder lock files (ipc_layer.hybrid): nobody uses them once
+    # the segment is gone (a process still attached keeps its open one).
+    for path in glob.glob(os.path.join(SHM_DIR, glob.escape(SEGMENT_FILE_PREFIX + prefix) + "~fwd~*")):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
     out.write(f"removed segment {prefix!r}\n")
     return EXIT_OK
 

@@ -51,14 +51,19 @@ __all__ = [
     "CLOCK",
     "EXPIRY",
     "GROUP_EXPIRY",
+    "HOST",
     "HOSTS",
+    "INBOX_CAPACITY",
+    "IPC_OPTIONS",
     "KINDS",
+    "LOCAL_CHANNELS",
     "LOCK_TIMEOUT",
     "MAX_MESSAGE_SIZE",
     "MESSAGE_SIZE_MAX",
     "MODE",
     "OPTIONS",
     "PREFIX",
+    "REDIS_OPTIONS",
     "REDIS_PREFIX",
     "SEGMENT_SIZE",
     "SLOTS",
@@ -93,9 +98,12 @@ KINDS: dict[str, str] = {
     "aio": "ipc_layer.aio.IPCChannelLayer",
     "inmemory": "ipc_layer.InMemoryChannelLayer",
     "redis": "ipc_layer.redis_layer.RedisChannelLayer",
+    "hybrid": "ipc_layer.hybrid.HybridChannelLayer",
 }
 _SHARED = frozenset(KINDS)
 _SEGMENT = frozenset({"ipc", "aio"})
+#: Options of the shared-memory layer that the hybrid layer takes at its top level.
+_SEGMENT_AND_HYBRID = _SEGMENT | {"hybrid"}
 
 # -- limits, and where each comes from ---------------------------------------------
 
@@ -397,7 +405,7 @@ class Option(Generic[T]):
 PREFIX: Option[str] = Option(
     "prefix", "ipc", Rule(_check_segment_prefix, "1..100 of A-Z a-z 0-9 _ . -", str),
     "names the segment /dev/shm/rbuf.<prefix>; every layer with the same prefix shares all state",
-    _SEGMENT)
+    _SEGMENT_AND_HYBRID)
 REDIS_PREFIX: Option[str] = Option(
     "prefix", "asgi:", Rule(_check_key_prefix, "non-empty str (':' appended if missing)", str),
     "every Redis key of the layer starts with it; flush() deletes only these keys",
@@ -423,7 +431,7 @@ MAX_MESSAGE_SIZE: Option[int] = Option(
 BLOCKING_TIMEOUT: Option[float] = Option(
     "blocking_timeout", 5.0, seconds(BLOCKING_TIMEOUT_MAX, "1 day"),
     "longest receive(block=True) waits before returning (None, None)",
-    frozenset({"base", "ipc", "inmemory", "redis"}))
+    frozenset({"base", "ipc", "inmemory", "redis", "hybrid"}))
 SPIN_US: Option[int] = Option(
     "spin_us", 0, integer(0, SPIN_US_MAX, "1 minute"),
     "microseconds a receive keeps looking before it sleeps (0: sleep at once); CPU for latency",
@@ -468,11 +476,96 @@ HOSTS: Option[Sequence[Any] | None] = Option(
     "hosts", None, Rule(_check_hosts, "list of one URL, (host, port) or dict of options"),
     "instead of url, channels_redis' shape", frozenset({"redis"}), flag=None)
 
+#: A hybrid host name: what process and single-reader channel names carry to say
+#: where they are received (``ipc_layer.hybrid``); short, so names keep room.
+HOST_NAME_MAX = 24
+_HOST_RE = re.compile(rf"[A-Za-z0-9-]{{1,{HOST_NAME_MAX}}}", re.ASCII)
+
+
+def _check_host(what: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str or None, not {_type_name(value)}: {value!r}")
+    if _HOST_RE.fullmatch(value) is None:
+        raise ValueError(f"{what} {value!r} must be 1..{HOST_NAME_MAX} ASCII letters, digits or '-' "
+                         "(it is written into channel names)")
+    return value
+
+
+def _check_globs(what: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{what} must be a list of channel-name globs, not {_type_name(value)}: {value!r}")
+    globs = tuple(value)
+    for glob in globs:
+        if not isinstance(glob, str) or not glob or any(char.isspace() for char in glob):
+            raise ValueError(f"{what}: {glob!r} is not a channel-name glob (a non-empty str without spaces)")
+    return globs
+
+
+def _parse_globs(text: str) -> tuple[str, ...]:
+    """``"http.*,websocket.*"``: globs, comma-separated."""
+    return tuple(filter(None, (part.strip() for part in text.split(","))))
+
+
+def _sub_options(kind: str, left_out: frozenset[str]) -> Callable[[str, object], dict[str, Any] | None]:
+    """A check for a mapping of layer ``kind``'s options, each checked by its own rule."""
+
+    def check(what: str, value: object) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{what} must be a mapping of {KINDS[kind]} options, or None, "
+                            f"not {_type_name(value)}: {value!r}")
+        declared = _kind(kind)
+        allowed = sorted(name for name in declared if name not in left_out)
+        checked: dict[str, Any] = {}
+        for name, item in value.items():
+            if name in left_out:
+                raise TypeError(f"{what}[{name!r}]: set {name!r} at the top level of the hybrid layer's "
+                                "config (it applies to both sides)")
+            if name not in declared:
+                raise TypeError(f"{what} got unknown option {name!r}; {KINDS[kind]} takes {allowed!r}")
+            checked[name] = declared[name].validate(item)
+        return checked
+
+    return check
+
+
+#: The hybrid layer sets these for both of its sides itself.
+_HYBRID_SHARED = frozenset({"expiry", "group_expiry", "capacity", "channel_capacity", "max_message_size",
+                            "blocking_timeout"})
+
+HOST: Option[str | None] = Option(
+    "host", None, Rule(_check_host, f"None or 1..{HOST_NAME_MAX} of A-Z a-z 0-9 -", str),
+    "this host's name in the hybrid layer (every process sharing the segment must agree); "
+    "None: the machine's host name plus a hash of it and prefix",
+    frozenset({"hybrid"}), default_text="None (<hostname>-<hash>)")
+LOCAL_CHANNELS: Option[tuple[str, ...]] = Option(
+    "local_channels", ("http.*", "websocket.*"),
+    Rule(_check_globs, "list of globs (command line: comma-separated)", _parse_globs),
+    "normal channels consumed on every host, kept in this host's shared memory; the others go "
+    "through Redis to any host's consumer", frozenset({"hybrid"}))
+INBOX_CAPACITY: Option[int] = Option(
+    "inbox_capacity", 10000, _CAPACITY_RULE,
+    "messages waiting in Redis for one host's forwarder before senders to that host get "
+    "ChannelFull (group sends skip the host)", frozenset({"hybrid"}))
+IPC_OPTIONS: Option[dict[str, Any] | None] = Option(
+    "ipc", None, Rule(_sub_options("ipc", _HYBRID_SHARED | {"prefix"}),
+                      "None or {option: value} of the shared-memory layer"),
+    "the shared-memory side's other options (segment_size, spin_us, mode, ...)",
+    frozenset({"hybrid"}), flag=None)
+REDIS_OPTIONS: Option[dict[str, Any] | None] = Option(
+    "redis", None, Rule(_sub_options("redis", _HYBRID_SHARED),
+                        "None or {option: value} of the Redis layer"),
+    "the Redis side's options (url or hosts, prefix, ...); every host of a site uses the same",
+    frozenset({"hybrid"}), flag=None)
+
 #: Every declaration, in the order of the docs.
 OPTIONS: tuple[Option[Any], ...] = (
     PREFIX, REDIS_PREFIX, EXPIRY, GROUP_EXPIRY, CAPACITY, CHANNEL_CAPACITY, MAX_MESSAGE_SIZE,
     BLOCKING_TIMEOUT, SPIN_US, SEGMENT_SIZE, MODE, SLOTS, WAITERS, TRUSTED_UIDS, LOCK_TIMEOUT,
-    WAKEUP, CLOCK, URL, HOSTS,
+    WAKEUP, CLOCK, URL, HOSTS, HOST, LOCAL_CHANNELS, INBOX_CAPACITY, IPC_OPTIONS, REDIS_OPTIONS,
 )
 
 
@@ -629,7 +722,7 @@ def config_from_args(namespace: argparse.Namespace, kind: str) -> dict[str, Any]
 # -- docs ---------------------------------------------------------------------------------
 
 #: Short column heads of the README table, one per layer kind (``base`` is implied).
-_HEADS = {"ipc": "ipc", "aio": "aio", "inmemory": "mem", "redis": "redis"}
+_HEADS = {"ipc": "ipc", "aio": "aio", "inmemory": "mem", "redis": "redis", "hybrid": "hybrid"}
 
 
 def render_table() -> str:

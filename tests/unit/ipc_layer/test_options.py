@@ -383,6 +383,12 @@ def _layer_classes() -> list[Any]:
         classes.append(RedisChannelLayer)
     except ImportError:
         pass
+    try:
+        from ipc_layer.hybrid import HybridChannelLayer
+
+        classes.append(HybridChannelLayer)
+    except ImportError:
+        pass
     return classes
 
 
