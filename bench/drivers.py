@@ -758,6 +758,34 @@ def _make_ipc_redis(spec: LayerSpec) -> Driver:
     return Asgi1Driver("ipc_redis", layer, spec.prefix, None)
 
 
+def _hybrid_layer(spec: LayerSpec, prefix: str, host: str, local_channels: list[str]) -> Any:
+    mod = _import("ipc_layer.hybrid", "this project's hybrid layer")
+    if not spec.redis_url:
+        raise Unavailable("no Redis server (redis-server not found and no --redis-url)")
+    ipc: dict[str, Any] = {"segment_size": spec.segment_size}
+    if spec.spin_us is not None:
+        ipc["spin_us"] = spec.spin_us
+    return mod.HybridChannelLayer(
+        prefix=prefix, host=host, local_channels=local_channels, capacity=spec.capacity,
+        blocking_timeout=_BLOCKING_TIMEOUT, ipc=ipc,
+        redis={"hosts": [spec.redis_url], "prefix": spec.prefix},
+    )
+
+
+def _make_hybrid(spec: LayerSpec) -> Driver:
+    """Every process on one host: the bench's channels local, so only groups cross Redis."""
+    layer = _hybrid_layer(spec, spec.prefix, "bench", ["bench.*"])
+    return Asgi1Driver("hybrid", layer, spec.prefix, lambda: _unlink_segments(spec.prefix))
+
+
+def _make_hybrid_xhost(spec: LayerSpec) -> Driver:
+    """Every process its own host (its own segment): every message crosses Redis, replies and
+    group copies through the receiving host's inbox and forwarder."""
+    pid = os.getpid()
+    layer = _hybrid_layer(spec, f"{spec.prefix}x{pid}", f"p{pid}", [])
+    return Asgi1Driver("hybrid_xhost", layer, spec.prefix, lambda: _unlink_segments(spec.prefix))
+
+
 def _channels_full() -> tuple[type[BaseException], ...]:
     try:
         from channels.exceptions import ChannelFull  # type: ignore[import-untyped]
@@ -813,6 +841,18 @@ LAYERS: dict[str, LayerInfo] = {
             "ipc_redis",
             _make_ipc_redis,
             "ipc_layer.redis_layer.RedisChannelLayer (ASGI 1, Redis)",
+            needs_redis=True,
+        ),
+        LayerInfo(
+            "hybrid",
+            _make_hybrid,
+            "ipc_layer.hybrid.HybridChannelLayer, all processes on one host (ASGI 1)",
+            needs_redis=True,
+        ),
+        LayerInfo(
+            "hybrid_xhost",
+            _make_hybrid_xhost,
+            "ipc_layer.hybrid.HybridChannelLayer, every process its own host (ASGI 1)",
             needs_redis=True,
         ),
         LayerInfo(

@@ -343,7 +343,7 @@ def test_a_blocking_twisted_receive_is_woken_by_another_hosts_message(site: Site
             reactor.callLater(0.1, a.send, b.channel, {"cmd": "echo", "n": 3, "reply_to": mine + "tw"})
             return a.receive_twisted([mine], reactor)
 
-        outcome = run_reactor_until(PollReactor(), start, timeout=30)  # type: ignore[no-untyped-call]
+        outcome = run_reactor_until(PollReactor(), start, timeout=30)
         assert outcome and tuple(outcome[0]) == (mine + "tw", {"echo": 3, "host": "hostB"})
     finally:
         a.close()
