@@ -16,7 +16,9 @@ setup(
     packages=find_packages(include=["_ringbuf", "ipc_layer", "ipc_layer.*", "server", "server.*",
                                     "worker", "worker.*", "bench", "bench.*"]),
     package_data={"_ringbuf": ["cdef.h", "include/*.h", "src/*.c", "src/*.h", "Makefile"],
-                  "ipc_layer": ["py.typed"]},
+                  "ipc_layer": ["py.typed"],
+                  # the browser side of worker.generic.websockets (Django's staticfiles finds it)
+                  "worker": ["static/worker/js/*.js"]},
     include_package_data=True,
     setup_requires=["cffi>=1.15"],
     cffi_modules=["_ringbuf/build_ffi.py:ffibuilder"],

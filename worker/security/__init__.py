@@ -1,0 +1,1 @@
+"""Security checks for consumers (Channels 1.x's ``channels.security``)."""
