@@ -945,13 +945,29 @@ class HybridChannelLayer(BaseChannelLayer):
         self._closed = True
         _LAYERS.discard(self)
         self._forwarder.close()
-        for plan in list(self._plans.values()):
-            if plan.pump is not None:
-                plan.pump.close()
+        pumps = [plan.pump for plan in list(self._plans.values()) if plan.pump is not None]
+        for pump in pumps:
+            pump.close()
         try:
-            self._redis.close()  # wakes threads blocked in Redis (their sockets close)
+            self._redis.close()  # wakes threads blocked in Redis (their sockets are shut down)
         finally:
-            self._local.close()
+            # A thread of ours inside a segment call must be out of it before the
+            # segment is unmapped. One waiting for the forwarder lock never touches
+            # the segment again (it sees the layer closed), so it is not waited for.
+            threads = [pump.thread for pump in pumps]
+            if self._forwarder.state == "ACTIVE":
+                threads.append(self._forwarder.thread)
+            deadline = _monotonic() + min(self.blocking_timeout, 5.0) + 1.0
+            for thread in threads:
+                if thread is not None and thread is not threading.current_thread():
+                    thread.join(max(0.0, deadline - _monotonic()))
+            if any(thread is not None and thread.is_alive() for thread in threads):
+                # Unmapping under a running call could crash the process; the
+                # mapping goes with the process instead.
+                logger.warning("%r: a forwarder or pump thread is still running; the segment stays "
+                               "mapped until the process exits", self)
+            else:
+                self._local.close()
 
     def __repr__(self) -> str:
         return (
