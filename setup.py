@@ -51,6 +51,7 @@ setup(
             "ipc-bench = bench.cli:main",
             "ipc-layer = ipc_layer.cli:main",
             "ipc-server = server.cli:main",
+            "ipc-worker = worker.cli:main",
         ],
     },
     zip_safe=False,

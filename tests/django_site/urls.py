@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -24,4 +24,6 @@ urlpatterns = [
     path("cookies/", views.cookies, name="cookies"),
     path("session/", views.session, name="session"),
     path("status/<int:code>/", views.status, name="status"),
+    # the worker pool's process tests (pool)
+    path("pool/", include("tests.django_site.pool_views")),
 ]
