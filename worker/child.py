@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import faulthandler
-import importlib
 import json
 import logging
 import os
@@ -146,19 +145,7 @@ def boot(spec: ChildSpec, progress: Progress, notify: _Notifier, master_pid: int
     progress.point()
 
     from .asgi import channel_layers
-    try:
-        consume = importlib.import_module("worker.dispatch").consume
-    except ImportError:  # TEMPORARY until worker.dispatch lands
-        from .message import pending_message_store
-
-        def consume(consumer: Any, message: Any, kwargs: Any) -> None:
-            pending_message_store.prepare()
-            try:
-                consumer(message, **kwargs)
-            except BaseException:
-                pending_message_store.discard()
-                raise
-            pending_message_store.send_and_flush()
+    from .dispatch import consume
     from .loop import WorkerLoop, served_channels
     from .message import Message
     from .routing import router_from_settings

@@ -132,6 +132,9 @@ class WorkerLoop:
         if self.threads == 1:
             self.serve()
             return
+        # The main thread only waits from here on: its boot-time progress point must not hold
+        # the stamp back (the serving threads' points make it).
+        self.progress.leave()
         # Daemon threads: a fast stop (QUIT) leaves without joining them.
         workers = [threading.Thread(target=self.serve, name=f"worker-{n}", daemon=True)
                    for n in range(self.threads)]

@@ -165,18 +165,26 @@ def test_threads_each_take_messages_and_all_stop() -> None:
     layer = InMemoryChannelLayer(blocking_timeout=0.02)
     names: set[str] = set()
     both = threading.Barrier(2, timeout=20)
+    clock = [100.0]
 
     def consumer(message: Message, **kwargs: Any) -> None:
         names.add(threading.current_thread().name)
         both.wait()  # two messages in flight at once: two threads
         loop.stop()
 
-    loop, _ = make_loop(layer, FakeRouter({"a": consumer}), ["a"], threads=2)
+    stamps = Stamps()
+    progress = Progress(stamps, clock=lambda: clock[0])
+    progress.point()  # the main thread's boot-time point (worker.child makes it)
+    clock[0] = 200.0
+    loop = WorkerLoop(layer, FakeRouter({"a": consumer}), ["a"], message_class=Message, consume=plain_consume,
+                      progress=progress, threads=2)
     layer.send("a", {})
     layer.send("a", {})
     loop.run()
     assert names == {"worker-0", "worker-1"}
     assert loop.handled == 2
+    # The main thread only waited: its boot-time point did not hold the stamp at 100.
+    assert 100.0 not in stamps.written[1:] and progress.stamp() == 200.0
 
 
 # -- the heartbeat -----------------------------------------------------------------------------

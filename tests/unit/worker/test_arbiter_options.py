@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,11 @@ def test_the_rst_table_lists_every_option_and_default() -> None:
         assert f"``{option.flags[0]}" in table
         assert f"     - {option.default_doc}\n" in table
     assert "``--only-channels GLOB ...``" in table
+
+
+def test_the_readme_holds_the_table_as_the_code_declares_it() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.rst").read_text(encoding="utf-8")
+    start, end = ".. runworker-options-start\n\n", "\n.. runworker-options-end"
+    assert start in readme and end in readme, "the README lost its runworker option markers"
+    documented = readme.split(start, 1)[1].split(end, 1)[0]
+    assert documented == rst_table(), "README.rst's runworker table is stale: paste `python -m worker.config`"
