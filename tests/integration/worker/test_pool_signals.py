@@ -14,9 +14,10 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,7 +94,7 @@ def _code_module(tmp_path: Path, value: str) -> tuple[Path, dict[str, str]]:
     return path, env
 
 
-def _get(pool: Pool, path: str) -> httpx.Response:
+def _get(pool: Pool, path: str) -> Any:
     return httpx.get(pool.url + path, timeout=60)
 
 
@@ -148,7 +149,7 @@ def test_hup_reloads_changed_code_under_load_with_no_failed_request(layer: Layer
         assert pool.stop() == 0
 
 
-def _in_flight(tmp_path: Path, seconds: float, count: int, pool: Pool) -> tuple[list[object], ThreadPoolExecutor]:
+def _in_flight(tmp_path: Path, seconds: float, count: int, pool: Pool) -> tuple[list[Future[Any]], ThreadPoolExecutor]:
     executor = ThreadPoolExecutor(count)
     futures = [executor.submit(_get, pool, f"/pool/slow/?s={seconds}&mark={tmp_path / f'started-{n}'}")
                for n in range(count)]
@@ -163,7 +164,7 @@ def test_term_lets_in_flight_requests_finish(layer: LayerUnderTest, tmp_path: Pa
     with running_pool(layer, tmp_path, workers=2, layer_config=FAST_WAKE) as pool:
         futures, executor = _in_flight(tmp_path, 3, 2, pool)
         pool.send_signal(signal.SIGTERM)
-        responses = [f.result(timeout=60) for f in futures]  # type: ignore[attr-defined]
+        responses = [f.result(timeout=60) for f in futures]
         executor.shutdown()
         assert [(r.status_code, r.text.split(" in ")[0]) for r in responses] == [(200, "slept 3")] * 2
         assert pool.stop() == 0
@@ -176,7 +177,7 @@ def test_a_request_longer_than_the_graceful_timeout_is_killed(prefix: str, tmp_p
         futures, executor = _in_flight(tmp_path, 60, 1, pool)
         assert pool.stop(timeout=30) == 0
         pool.log.wait_for(r"still running after --graceful-timeout: SIGKILL")
-        assert futures[0].result(timeout=60).status_code == 503  # type: ignore[attr-defined]
+        assert futures[0].result(timeout=60).status_code == 503
         executor.shutdown()
 
 
@@ -191,7 +192,7 @@ def test_a_hung_worker_is_aborted_with_its_stack_and_replaced(prefix: str, tmp_p
         pool.log.wait_for(r'File ".*pool_views\.py", line \d+ in slow', since=mark)
         (replacement,) = [int(m.group(2)) for m in pool.log.wait_for(READY, since=mark)]
         assert _get(pool, "/pool/pid/").text == str(replacement)
-        assert futures[0].result(timeout=60).status_code == 503  # type: ignore[attr-defined]
+        assert futures[0].result(timeout=60).status_code == 503
         executor.shutdown()
         assert pool.stop() == 0
     assert f"(pid {hung}) exited (killed by SIGABRT)" in pool.log.text()
