@@ -880,6 +880,8 @@ class HybridChannelLayer(BaseChannelLayer):
         self._local.flush()
         self._redis.flush()
         self._claim_segment()
+        for plan in list(self._plans.values()):
+            plan.refresh_at = 0.0  # the consumer registrations went too: renew at the next receive
 
     def global_statistics(self) -> dict[str, int]:
         """This host's segment plus Redis, without this host's inbox (counted again here)."""

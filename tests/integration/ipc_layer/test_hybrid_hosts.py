@@ -396,3 +396,38 @@ def test_this_hosts_traffic_goes_on_while_redis_is_down(site: Site) -> None:
     finally:
         layer.close()
         server.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _idle_receiver(config: dict[str, Any], channels: list[str], out: Any) -> None:
+    layer = HybridChannelLayer(**config)
+    layer.receive(channels)  # the forwarder volunteers, caches warm
+    out.put("ready")
+    while True:
+        layer.receive(channels, block=True)
+
+
+@pytest.mark.parametrize("channels", [["http.request"], ["http.request", "tasks"]], ids=["local", "mixed"])
+def test_an_idle_receiver_and_its_forwarder_and_pump_use_no_cpu(site: Site, channels: list[str]) -> None:
+    # The process waits on the segment's futex, its forwarder in Redis on the inbox,
+    # and for the mixed list its pump in Redis on "tasks": all asleep, none polling.
+    out = _SPAWN.Queue()
+    process = _SPAWN.Process(target=_idle_receiver, args=(site.config("hostA"), channels, out), daemon=True)
+    process.start()
+    try:
+        assert out.get(timeout=60) == "ready"
+        time.sleep(0.2)
+        pid = process.pid
+        assert pid is not None
+        before = _cpu_seconds(pid)
+        time.sleep(2.0)
+        used = _cpu_seconds(pid) - before
+        assert used < 0.04, f"an idle hybrid receiver on {channels} used {used:.3f} s of CPU in 2 s"
+    finally:
+        process.kill()
+        process.join(10)

@@ -197,3 +197,14 @@ def test_a_mixed_receive_takes_nothing_from_redis_while_nobody_waits(
     # And a waiting mixed receive gets a Redis message at once, without polling.
     layer.send("tasks", {"job": 2})
     assert layer.receive(["http.request", "tasks"], block=True) == ("tasks", {"job": 2})
+
+
+def test_consumers_register_again_after_a_flush(layer: HybridChannelLayer) -> None:
+    from ipc_layer.hybrid_facts import CONSUMERS_SET
+
+    layer.receive(["http.request"])
+    assert layer.segment.set_members(CONSUMERS_SET) == [b"http.request"]
+    layer.flush()
+    assert layer.segment.set_members(CONSUMERS_SET) == []
+    layer.receive(["http.request"])  # within the refresh period, yet registered again
+    assert layer.segment.set_members(CONSUMERS_SET) == [b"http.request"]
