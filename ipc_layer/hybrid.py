@@ -32,7 +32,8 @@ channel                                    path
 =========================================  =======================================
 ``!``/``?`` channel of this host           this host's shared memory
 normal channel matching ``local_channels``  this host's shared memory
-(default ``http.*``, ``websocket.*``)
+(default ``http.*``, ``websocket.*``,
+``__wait__.*``)
 ``!``/``?`` channel of host H               H's *inbox* in Redis, channel
                                            ``hybrid.<H>!``, the target's name in
                                            the message's ``__asgi_channel__``

@@ -542,10 +542,11 @@ HOST: Option[str | None] = Option(
     "None: the machine's host name plus a hash of it and prefix",
     frozenset({"hybrid"}), default_text="None (<hostname>-<hash>)")
 LOCAL_CHANNELS: Option[tuple[str, ...]] = Option(
-    "local_channels", ("http.*", "websocket.*"),
+    "local_channels", ("http.*", "websocket.*", "__wait__.*"),
     Rule(_check_globs, "list of globs (command line: comma-separated)", _parse_globs),
-    "normal channels consumed on every host, kept in this host's shared memory; the others go "
-    "through Redis to any host's consumer", frozenset({"hybrid"}))
+    "normal channels consumed on every host, kept in this host's shared memory (the protocol "
+    "server's and enforce_ordering's); the others go through Redis to any host's consumer",
+    frozenset({"hybrid"}))
 INBOX_CAPACITY: Option[int] = Option(
     "inbox_capacity", 10000, _CAPACITY_RULE,
     "messages waiting in Redis for one host's forwarder before senders to that host get "

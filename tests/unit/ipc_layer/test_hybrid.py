@@ -92,6 +92,8 @@ def test_default_host_is_per_machine_and_prefix() -> None:
 
 def test_where_each_channel_goes(layer: HybridChannelLayer) -> None:
     assert layer.is_local("http.request") and layer.is_local("websocket.receive")
+    # enforce_ordering parks a socket's messages there; the socket's host's workers use it.
+    assert layer.is_local("__wait__.0123456789abcdef0123456789abcdef")
     assert not layer.is_local("thumbnails")
     assert not layer.is_local("server.h-hostB.AbCdEfGhIjKl!x")
     assert not layer.is_local("daphne.response.AbCdEfGhIj!x")
