@@ -62,9 +62,11 @@ __all__ = [
     "MESSAGE_SIZE_MAX",
     "MODE",
     "OPTIONS",
+    "OUTAGE_ERROR_AFTER",
     "PREFIX",
     "REDIS_OPTIONS",
     "REDIS_PREFIX",
+    "RETRY_TIMEOUT",
     "SEGMENT_SIZE",
     "SLOTS",
     "SPIN_US",
@@ -140,6 +142,11 @@ WAKEUPS = ("fd", "thread")
 TRUSTED_MAX = 16
 #: Uids are u32; (uid_t)-1 means "no uid" to chown(2), so it is not one.
 UID_MAX = (1 << 32) - 2
+#: Most shards of the Redis layer: channels_redis' ring has 4096 points, and a
+#: shard needs at least one.
+HOSTS_MAX = 4096
+#: Longest ``retry_timeout`` / ``outage_error_after``: one hour.
+REDIS_WAIT_MAX = 3600
 #: Longest ``lock_timeout``: one day (the binding's ``LOCK_TIMEOUT_MAX``; a
 #: lock held that long by a live process is not coming back by itself).
 LOCK_TIMEOUT_MAX = 86400
@@ -351,9 +358,18 @@ def _check_optional_str(what: str, value: object) -> str | None:
 
 
 def _check_hosts(what: str, value: object) -> Sequence[Any] | None:
-    # The entries' shapes are checked where the pool is built (redis_layer).
-    if value is not None and (isinstance(value, (str, bytes)) or not isinstance(value, Sequence)):
-        raise TypeError(f"{what} must be a list of one Redis address, not {_type_name(value)}: {value!r}")
+    # The entries' shapes are checked, each named hosts[i], where its pool is
+    # built (ipc_layer.redis_shards.decode_host).
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{what} must be a list of Redis addresses (one per shard), even for one server, "
+                        f"not {_type_name(value)}: {value!r}")
+    if not value:
+        raise ValueError(f"{what} is empty; list at least one Redis server")
+    if len(value) > HOSTS_MAX:
+        raise ValueError(f"{what} lists {len(value)} servers; at most {HOSTS_MAX} (the consistent-hash ring "
+                         "has 4096 points)")
     return value
 
 
@@ -473,8 +489,17 @@ URL: Option[str | None] = Option(
     "the Redis server; None: redis://127.0.0.1:6379/0 (query options reach redis-py)",
     frozenset({"redis"}), flag="--redis-url")
 HOSTS: Option[Sequence[Any] | None] = Option(
-    "hosts", None, Rule(_check_hosts, "list of one URL, (host, port) or dict of options"),
-    "instead of url, channels_redis' shape", frozenset({"redis"}), flag=None)
+    "hosts", None, Rule(_check_hosts, f"list of 1..{HOSTS_MAX} URLs, (host, port) pairs or dicts of options"),
+    "instead of url, channels_redis' shape; several entries shard the layer (a dict may hold "
+    "'sentinels' and 'master_name')", frozenset({"redis"}), flag=None)
+RETRY_TIMEOUT: Option[float] = Option(
+    "retry_timeout", 1.0, seconds(REDIS_WAIT_MAX, "1 hour"),
+    "seconds an operation other than a blocking receive keeps reconnecting to a down Redis "
+    "before it raises ShardDown", frozenset({"redis"}))
+OUTAGE_ERROR_AFTER: Option[float] = Option(
+    "outage_error_after", 10.0, seconds(REDIS_WAIT_MAX, "1 hour"),
+    "seconds a Redis outage lasts before it is logged as an ERROR (once; the first failure is a "
+    "WARNING)", frozenset({"redis"}))
 
 #: A hybrid host name: what process and single-reader channel names carry to say
 #: where they are received (``ipc_layer.hybrid``); short, so names keep room.
@@ -566,7 +591,8 @@ REDIS_OPTIONS: Option[dict[str, Any] | None] = Option(
 OPTIONS: tuple[Option[Any], ...] = (
     PREFIX, REDIS_PREFIX, EXPIRY, GROUP_EXPIRY, CAPACITY, CHANNEL_CAPACITY, MAX_MESSAGE_SIZE,
     BLOCKING_TIMEOUT, SPIN_US, SEGMENT_SIZE, MODE, SLOTS, WAITERS, TRUSTED_UIDS, LOCK_TIMEOUT,
-    WAKEUP, CLOCK, URL, HOSTS, HOST, LOCAL_CHANNELS, INBOX_CAPACITY, IPC_OPTIONS, REDIS_OPTIONS,
+    WAKEUP, CLOCK, URL, HOSTS, RETRY_TIMEOUT, OUTAGE_ERROR_AFTER, HOST, LOCAL_CHANNELS, INBOX_CAPACITY,
+    IPC_OPTIONS, REDIS_OPTIONS,
 )
 
 

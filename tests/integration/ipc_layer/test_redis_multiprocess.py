@@ -282,13 +282,13 @@ def test_blocked_receiver_wakes_on_send_from_another_process(url: str, prefix: s
 def child_uses_inherited_layer(layer: RedisChannelLayer) -> list[Any]:
     layer.send("fk.from-child", {"pid": os.getpid()})
     got = layer.receive(["fk.to-child"], block=True)
-    return [got, len(layer._pool._available_connections) + len(layer._pool._in_use_connections)]
+    return [got, len(layer._shards[0].pool._available_connections) + len(layer._shards[0].pool._in_use_connections)]
 
 
 def test_fork_safety(url: str, prefix: str) -> None:
     with layer_for(url, prefix, blocking_timeout=2.0) as layer:
         layer.send("fk.to-child", {"from": "parent"})  # opens the parent's connection
-        parent_conns = list(layer._pool._available_connections)
+        parent_conns = list(layer._shards[0].pool._available_connections)
         assert len(parent_conns) == 1
         [(got, child_conns)] = run_all([(child_uses_inherited_layer, (layer,))])
         assert got == ("fk.to-child", {"from": "parent"})
@@ -296,7 +296,7 @@ def test_fork_safety(url: str, prefix: str) -> None:
         # The parent's pooled socket still works and is the same one.
         _, from_child = layer.receive(["fk.from-child"])
         assert from_child is not None and from_child["pid"] != os.getpid()
-        assert layer._pool._available_connections == parent_conns
+        assert layer._shards[0].pool._available_connections == parent_conns
         for _ in range(20):
             layer.send("fk.after", {"n": 1})
             assert layer.receive(["fk.after"]) == ("fk.after", {"n": 1})

@@ -161,7 +161,7 @@ class RedisMaker(Maker):
     def close(self) -> None:
         for made in self.made:
             made.close()
-        if any(made._server_checked for made in self.made):
+        if any(shard._checked for made in self.made for shard in made._shards):
             from tests.redis_support import redis_url
             from tests.support import remove_keys
 
