@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 
 __all__ = ["RedisServer", "RedisUnavailable", "redis_server_version"]
 
@@ -57,12 +58,18 @@ def redis_server_version(binary: str = "redis-server") -> str | None:
 class RedisServer:
     """``with RedisServer() as server: server.url`` -> ``redis://127.0.0.1:<port>/0``."""
 
-    def __init__(self, binary: str = "redis-server", start_timeout: float = 15.0):
+    def __init__(self, binary: str = "redis-server", start_timeout: float = 15.0,
+                 extra_args: Sequence[str] = (), port: int = 0, config_file: str | None = None):
+        """``extra_args`` go after the defaults (``--requirepass x``, ``--sentinel``...);
+        ``port`` 0 picks a free one (and keeps it across :meth:`restart`); ``config_file``
+        comes first on the command line (a Sentinel needs a writable one)."""
         self.binary = binary
         self.start_timeout = start_timeout
+        self.extra_args = list(extra_args)
+        self.config_file = config_file
         self.proc: subprocess.Popen[bytes] | None = None
         self.tmpdir: str | None = None
-        self.port = 0
+        self.port = port
 
     @property
     def url(self) -> str:
@@ -78,14 +85,18 @@ class RedisServer:
             raise RedisUnavailable(
                 f"{self.binary} not found on PATH (apt-get install redis-server, or pass --redis-url)"
             )
-        self.tmpdir = tempfile.mkdtemp(prefix="bench-redis-")
-        atexit.register(self.stop)
+        if self.tmpdir is None:
+            self.tmpdir = tempfile.mkdtemp(prefix="bench-redis-")
+            atexit.register(self.stop)
+        fixed = self.port != 0
         last_error = ""
-        for _ in range(3):  # the free port may be taken between probe and bind: retry
-            self.port = _free_port()
+        for _ in range(1 if fixed else 3):  # a free port may be taken between probe and bind: retry
+            if not fixed:
+                self.port = _free_port()
             self.proc = subprocess.Popen(
                 [
                     path,
+                    *([self.config_file] if self.config_file else []),
                     "--port", str(self.port),
                     "--bind", "127.0.0.1",
                     "--save", "",
@@ -95,6 +106,7 @@ class RedisServer:
                     "--protected-mode", "yes",
                     "--loglevel", "warning",
                     "--logfile", "redis.log",
+                    *self.extra_args,
                 ],
                 cwd=self.tmpdir,
                 stdin=subprocess.DEVNULL,
@@ -117,7 +129,8 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
+                    # -NOAUTH: up, with requirepass (tests of the password options).
+                    if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):
                         return True
             except OSError:
                 pass
@@ -140,6 +153,18 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5.0)
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no shutdown), keeping its port and directory."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5.0)
+
+    def restart(self) -> RedisServer:
+        """Start the server again on the same port (after :meth:`kill`)."""
+        self.kill()
+        return self.start()
 
     def stop(self) -> None:
         """Stop the server and remove its directory (idempotent)."""

@@ -62,30 +62,35 @@ cannot contain ``:``, so the families below never collide)::
   entry takes its payload from the batch's reply when the batch fetched the
   same payload (the reference decrement it owes goes out ahead of the next
   pipeline), else with one more round trip.
-* **Sharding** (``hosts`` with several entries): ``name!`` queues, ``name?x``
-  channels and groups live on the shard :func:`~ipc_layer.redis_shards.consistent_hash`
-  picks for the name (channels_redis' ring); a send to a normal channel goes
-  to the next shard in turn. A receive lists each pinned queue on its shard
-  and normal channels on every shard; a blocking one over several shards
-  writes one ``BLPOP`` pipeline per shard, waits for the first socket to be
-  readable (``select``), then ends the other waits at once with ``CLIENT
-  UNBLOCK`` (their connection ids are asked in the same pipelines); an entry
-  one of them popped in the meantime is pushed back to the head of its queue
-  (``LPUSH``, order kept). No shard is polled. ``send_group`` reads the
-  members on the group's shard and fans out with one script per shard
-  holding members (in parallel: all written, then all read); a member
-  queue's shard is its consistent hash. A normal channel's capacity then
-  holds per shard.
-* **Changing the host list** moves names: with ``n`` shards a pinned name
-  lives on shard ``hash(name) * n / 4096``, so a different count (or order)
-  sends new messages for a ``name!`` queue, a ``name?x`` channel or a group
-  to another server than the one holding what was already there. Messages
-  waiting on the old shard are not delivered (they expire), and group
-  memberships made before the change are not seen (they must be added
-  again; Channels re-adds on each connection). Normal channels only lose
-  what waits on a removed server. Change the list with every process
-  stopped, or accept that loss; every process must list the same hosts in
-  the same order.
+* **Sharding** (``hosts`` with several entries): every queue (``name!``,
+  ``name?x`` and normal channels alike) and every group lives on the shard
+  :func:`~ipc_layer.redis_shards.consistent_hash` picks for its name
+  (channels_redis' ring), so one channel keeps its FIFO order and its exact,
+  atomic capacity, and the channels of a site spread over the shards. (One
+  channel's traffic stays on one server; channels_redis spreads a normal
+  channel's sends round robin, at the price of its capacity being per server
+  and of its receive visiting one server per ``brpop_timeout``.) A receive
+  over channels on several shards writes one ``BLPOP`` pipeline per shard,
+  each with the ``CLIENT ID`` of its connection, waits for the first socket
+  to become readable (``select``), then ends the other waits at once with
+  ``CLIENT UNBLOCK`` (on another connection of that shard); an entry one of
+  them popped in the meantime is pushed back to the head of its queue
+  (``LPUSH``: its order is kept). No shard is polled, and the wait costs one
+  ``BLPOP`` per shard. ``send_group`` reads the members on the group's shard
+  and fans out with one script per shard holding member queues, written to
+  all of them before any reply is read, so the shards work in parallel;
+  each shard's part is atomic, the whole is not.
+* **Changing the host list** moves names: with ``n`` shards a name lives on
+  shard ``(crc32(name) & 0xFFF) * n // 4096``, so a different count (or
+  order) sends new messages for a queue, and group operations, to another
+  server than the one holding what was already there: messages waiting on
+  the old shard are not delivered (they expire) and memberships made before
+  the change are not seen (they must be added again; Channels re-adds on
+  each connection). The ring is split into equal arcs, so a new count
+  moves a large part of the names (half of them from 3 shards to 4).
+  Change the list with every process stopped (and
+  the queues drained), or accept that loss; every process must list the same
+  hosts in the same order.
 * **Delivery is at most once**: a command is repeated only when Redis
   cannot have run it (see :mod:`ipc_layer.redis_shards`); a receiver that
   dies after its pop loses what it popped (its batch, for batched queues).
@@ -635,10 +640,9 @@ class RedisChannelLayer(BaseChannelLayer):
         self._group_expiry_ms = _ms(self.group_expiry)
         self._stats_ttl_ms = _ms(max(STATS_TTL, self.expiry))
         self._stats_key = self._prefix + "stats"
-        # Round robin for normal-channel sends and for which shard a receive
-        # looks at first; itertools.count is atomic under the GIL.
+        # Rotates which shard a receive looks at first and BLPOP's key order;
+        # itertools.count is atomic under the GIL.
         self._rotation = itertools.count()
-        self._send_turn = itertools.count()
         # Batched deliveries of pinned queues: queue -> (local deadline, channel, payload).
         self._buffer: dict[str, collections.deque[tuple[float, str, bytes]]] = {}
         self._buffer_lock = threading.Lock()
@@ -685,22 +689,15 @@ class RedisChannelLayer(BaseChannelLayer):
         return [f"{self._prefix}g:{group}", f"{self._prefix}gc:{group}"]
 
     def _shard_of(self, name: str) -> Shard:
-        """The shard a pinned queue, a group, or a group member's queue lives on."""
+        """The shard a queue or a group lives on."""
         return self._shards[consistent_hash(name, len(self._shards))]
 
-    def _send_shard(self, queue: str) -> Shard:
-        if _pinned(queue) or len(self._shards) == 1:
-            return self._shard_of(queue)
-        return self._shards[next(self._send_turn) % len(self._shards)]
-
     def _plan(self, wanted: list[str]) -> list[tuple[Shard, list[str]]]:
-        """Which queues to look at on which shard: pinned ones on theirs, normal ones everywhere."""
+        """The queues to look at, by shard; the first shard rotates between calls."""
         count = len(self._shards)
         by_shard: dict[int, list[str]] = {}
         for queue in wanted:
-            targets = [consistent_hash(queue, count)] if _pinned(queue) or count == 1 else range(count)
-            for index in targets:
-                by_shard.setdefault(index, []).append(queue)
+            by_shard.setdefault(consistent_hash(queue, count), []).append(queue)
         start = next(self._rotation)
         order = sorted(by_shard, key=lambda index: (index - start) % count)
         return [(self._shards[index], by_shard[index]) for index in order]
@@ -726,7 +723,7 @@ class RedisChannelLayer(BaseChannelLayer):
         queue, local_part = names.split_process_channel(channel)
         capacity = self.capacities.get(queue)
         queued = self._script(
-            self._send_shard(queue), SEND_SCRIPT,
+            self._shard_of(queue), SEND_SCRIPT,
             [self._queue_key(queue), self._queue_stats_key(queue), self._stats_key],
             [local_part, payload, capacity, self._expiry_ms, self._stats_ttl_ms],
         )
@@ -876,7 +873,9 @@ class RedisChannelLayer(BaseChannelLayer):
                     payload_id = body[1:]
                     if payload_id in payloads:
                         payload = payloads[payload_id]
-                        shard.owe((RELEASE_SCRIPT, [], [self._prefix, payload_id]))
+                        # EVAL with the source (~0.2 kB): an owed command's
+                        # reply is never seen, so it cannot fall back on NOSCRIPT.
+                        shard.owe(("EVAL", RELEASE_SCRIPT.source, 0, self._prefix, payload_id))
                     else:
                         payload = self._script(shard, FETCH_SCRIPT, [], [self._prefix, payload_id])
                 if payload is not None:
@@ -1032,7 +1031,7 @@ class RedisChannelLayer(BaseChannelLayer):
     def channel_statistics(self, channel: str) -> dict[str, int]:
         names.validate_channel(channel)
         queue = names.non_local_name(channel)
-        shards = [self._shard_of(queue)] if _pinned(queue) else self._shards
+        shards = [self._shard_of(queue)]
         totals = {"messages_count": 0, "messages_pending": 0, "messages_max_age": 0, "channel_full_count": 0}
         for shard in shards:
             messages, pending, age_ms, full = self._script(
@@ -1049,11 +1048,16 @@ class RedisChannelLayer(BaseChannelLayer):
     def close(self) -> None:
         """Send what this instance owes, close its connections; the data stays in Redis."""
         for shard in self._shards:
-            if shard.owed:
+            # Twice: a server without the script answers NOSCRIPT, and the
+            # command is owed again, with its source.
+            for _ in range(2):
+                if not shard.owed:
+                    break
                 try:
                     shard.start([], time.monotonic()).finish()
                 except redis.RedisError as exc:  # the payload keys' TTLs clean up instead
                     logger.debug("close: could not release payloads on %s: %s", shard.location, exc)
+                    break
             shard.pool.disconnect()
 
     @property

@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import os
 import unittest
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ENV_VAR", "redis_url"]
+if TYPE_CHECKING:
+    from bench.redis_server import RedisServer as RedisServerType
+
+__all__ = ["ENV_VAR", "private_servers", "redis_url", "stop_servers"]
 
 ENV_VAR = "IPC_TEST_REDIS_URL"
 
@@ -71,3 +75,35 @@ def redis_url() -> str:
     _server = server  # kept alive; RedisServer.start registered its atexit stop
     _url = server.url
     return _url
+
+
+def private_servers(count: int, **options: Any) -> list[RedisServerType]:
+    """``count`` private ``redis-server`` processes on free loopback ports (``options`` go to
+    ``bench.redis_server.RedisServer``: ``extra_args``, ``port``, ``config_file``).
+
+    The caller stops them (:func:`stop_servers`); each also dies with the test
+    process. :class:`unittest.SkipTest` when no ``redis-server`` can start.
+    """
+    try:
+        import hiredis  # noqa: F401
+        import redis  # noqa: F401
+    except ImportError as exc:
+        raise unittest.SkipTest(f"Redis layer tests need redis-py and hiredis: {exc}") from None
+    from bench.redis_server import RedisServer, RedisUnavailable
+
+    servers: list[RedisServerType] = []
+    try:
+        for _ in range(count):
+            servers.append(RedisServer(**options).start())
+    except RedisUnavailable as exc:
+        stop_servers(servers)
+        raise unittest.SkipTest(f"no redis-server for this test: {exc}") from None
+    except BaseException:
+        stop_servers(servers)
+        raise
+    return servers
+
+
+def stop_servers(servers: list[RedisServerType]) -> None:
+    for server in servers:
+        server.stop()

@@ -229,20 +229,6 @@ def test_blocking_receive_of_only_expired_times_out(make: Any) -> None:
     assert 0.3 < time.monotonic() - started < 1.5
 
 
-def test_blocking_receive_does_not_poll(make: Any, client: redis.Redis) -> None:
-    layer = make(blocking_timeout=1.0)
-    layer.global_statistics()  # connect and check the server first
-    before = {name: commandstats(client, name) for name in ("blpop", "evalsha", "eval")}
-    started = time.monotonic()
-    assert layer.receive(["np.a", "np.b", "np.c!"], block=True) == (None, None)
-    assert 0.9 < time.monotonic() - started < 2.0
-    after = {name: commandstats(client, name) for name in ("blpop", "evalsha", "eval")}
-    # One BLPOP for the whole second: the wait happens inside Redis; the one
-    # script is the batch pipelined after it for the pinned queue np.c!.
-    assert after["blpop"] - before["blpop"] == 1
-    assert after["evalsha"] - before["evalsha"] + after["eval"] - before["eval"] == 1
-
-
 def test_blocking_receive_is_fair(make: Any) -> None:
     layer = make(capacity=50)
     for n in range(20):
@@ -330,6 +316,134 @@ def test_many_expired_group_members_are_pruned(make: Any, client: redis.Redis) -
     assert layer.group_channels("pr-g") == ["pr.live"]
     assert client.hkeys(layer._group_keys("pr-g")[1]) == [b"pr.live"]
     assert layer.receive(["pr.live"]) == ("pr.live", {"n": 1})
+
+
+# -- group delivery: one payload, one round trip per receiving process --------------
+
+
+@pytest.fixture(scope="module")
+def private() -> Iterator[Any]:
+    """A redis-server of this module's own, where command counters see only these tests."""
+    import unittest
+
+    from tests.redis_support import private_servers, stop_servers
+
+    try:
+        servers = private_servers(1)
+    except unittest.SkipTest as exc:
+        pytest.skip(str(exc))
+    yield servers[0]
+    stop_servers(servers)
+
+
+def test_group_payload_is_stored_once_and_drained_in_one_round_trip(private: Any) -> None:
+    client = redis.Redis.from_url(private.url)
+    layer = RedisChannelLayer(private.url, prefix=unique_key_prefix(), capacity=200)
+    try:
+        base = layer.new_process_channel("gd")
+        for i in range(100):
+            layer.group_add("gd-g", f"{base}{i}")
+        body = bytes(range(256)) * 256  # 64 KiB
+        layer.receive([base])  # the scripts are loaded: no NOSCRIPT below
+        layer.send_group("gd-g", {"body": body})
+        p = layer._prefix
+        payloads = [key for key in client.scan_iter(match=p + "d:*")]
+        assert len(payloads) == 1
+        assert client.hget(payloads[0], "r") == b"100"
+        # 100 entries that reference the payload, not 100 copies of it.
+        assert (client.memory_usage(f"{p}q:{base}") or 0) < len(body)
+        before = {name: commandstats(client, name) for name in ("blpop", "evalsha", "eval")}
+        got = [layer.receive([base], block=True) for _ in range(100)]
+        after = {name: commandstats(client, name) for name in ("blpop", "evalsha", "eval")}
+        # (Members joined in the same millisecond come in name order: a group has no order.)
+        assert sorted(got, key=lambda item: int(str(item[0])[len(base):])) == [
+            (f"{base}{i}", {"body": body}) for i in range(100)]
+        # One BLPOP and the batch pipelined behind it: one round trip for 100 deliveries.
+        assert after["blpop"] - before["blpop"] == 1
+        assert after["evalsha"] - before["evalsha"] + after["eval"] - before["eval"] == 1
+        # 99 references were taken by the batch; the BLPOP's one is owed until the next command.
+        assert client.hget(payloads[0], "r") == b"1"
+        assert layer.receive([base]) == (None, None)
+        assert not client.exists(payloads[0])
+    finally:
+        layer.flush()
+        layer.close()
+        client.close()
+
+
+def test_blocking_receive_does_not_poll(private: Any) -> None:
+    # On a server of its own: the shared one's counters also count other test runs.
+    client = redis.Redis.from_url(private.url)
+    layer = RedisChannelLayer(private.url, prefix=unique_key_prefix(), blocking_timeout=1.0)
+    layer.global_statistics()  # connect and check the server first
+    before = {name: commandstats(client, name) for name in ("blpop", "evalsha", "eval")}
+    started = time.monotonic()
+    assert layer.receive(["np.a", "np.b", "np.c!"], block=True) == (None, None)
+    assert 0.9 < time.monotonic() - started < 2.0
+    after = {name: commandstats(client, name) for name in ("blpop", "evalsha", "eval")}
+    # One BLPOP for the whole second: the wait happens inside Redis; the one
+    # script is the batch pipelined after it for the pinned queue np.c!.
+    assert after["blpop"] - before["blpop"] == 1
+    assert after["evalsha"] - before["evalsha"] + after["eval"] - before["eval"] == 1
+    layer.close()
+    client.close()
+
+
+def test_small_group_payloads_are_copied(make: Any, client: redis.Redis) -> None:
+    layer = make()
+    for local in "abc":
+        layer.group_add("gs-g", f"gs.p!{local}")
+    layer.send_group("gs-g", {"n": 1})
+    assert list(client.scan_iter(match=layer._prefix + "d:*")) == []
+    assert {layer.receive(["gs.p!"])[0] for _ in range(3)} == {"gs.p!a", "gs.p!b", "gs.p!c"}
+
+
+def test_buffered_deliveries_expire(make: Any) -> None:
+    layer = make(expiry=0.3)
+    for local in "abc":
+        layer.group_add("ge-g", f"ge.p!{local}")
+    layer.send_group("ge-g", {"n": 1})
+    assert layer.receive(["ge.p!"])[0] == "ge.p!a"  # b and c are now in this instance's buffer
+    assert layer._buffer
+    time.sleep(0.45)
+    assert layer.receive(["ge.p!"]) == (None, None)
+
+
+def test_flush_empties_the_buffer(make: Any) -> None:
+    layer = make()
+    for local in "ab":
+        layer.group_add("gf-g", f"gf.p!{local}")
+    layer.send_group("gf-g", {"n": 1})
+    assert layer.receive(["gf.p!"])[0] == "gf.p!a"
+    layer.flush()
+    assert layer.receive(["gf.p!"]) == (None, None)
+
+
+def test_normal_channels_are_never_batched(make: Any) -> None:
+    prefix = unique_key_prefix()
+    first, second = make(prefix=prefix), make(prefix=prefix)
+    for member in ("nb.a", "nb.b"):
+        first.group_add("nb-g", member)
+    for n in range(3):
+        first.send("nb.a", {"n": n})
+    first.send_group("nb-g", {"n": 3})
+    assert first.receive(["nb.a", "nb.b"])[1] == {"n": 0}
+    # A competing worker still finds the rest in Redis, not in first's buffer.
+    assert not first._buffer
+    assert second.receive(["nb.a"]) == ("nb.a", {"n": 1})
+    assert second.receive(["nb.b"]) == ("nb.b", {"n": 3})
+
+
+def test_group_capacity_is_checked_per_member_of_one_queue(make: Any) -> None:
+    layer = make(capacity=3)
+    layer.send("gc.p!x", {"n": 0})
+    for local in "abcd":
+        layer.group_add("gc-g", f"gc.p!{local}")
+    layer.send_group("gc-g", {"n": 1})
+    # Room for two of the four members of gc.p!: a and b, the rest skipped and counted.
+    got = [layer.receive(["gc.p!"])[0] for _ in range(4)]
+    assert got == ["gc.p!x", "gc.p!a", "gc.p!b", None]
+    assert layer.channel_statistics("gc.p!")["channel_full_count"] == 2
 
 
 # -- flush scope and statistics ----------------------------------------------------------
