@@ -268,6 +268,8 @@ class Run:
         self.redis_desc: str | None = None
         self.redis_pid: int | None = None
         self.redis_version: str | None = None
+        #: The sharded layer's other two servers (private ones, started when it is measured).
+        self.shard_urls: tuple[str, ...] = ()
         self.plots = plots
         self.run_id = secrets.token_hex(3)
         self.case_no = 0
@@ -285,6 +287,7 @@ class Run:
             spin_us=self.settings.spin_us,
             aio_driving=self.settings.aio_driving,
             aio_wakeup=self.settings.aio_wakeup,
+            shard_urls=self.shard_urls,
         )
 
     # ------------------------------------------------------------------ steps
@@ -292,6 +295,17 @@ class Run:
     def start_redis(self, stack: contextlib.ExitStack) -> None:
         if not any(LAYERS[name].needs_redis for name in self.settings.layers):
             return
+        extra = max(LAYERS[name].extra_shards for name in self.settings.layers)
+        if extra:
+            try:
+                shards = [RedisServer().start() for _ in range(extra)]
+            except RedisUnavailable as exc:
+                _log(f"redis: no servers for the sharded layer: {exc}")
+            else:
+                for shard in shards:
+                    stack.callback(shard.stop)
+                self.shard_urls = tuple(shard.url for shard in shards)
+                _log(f"redis: started {', '.join(self.shard_urls)} for the sharded layer's other shards")
         if self.redis_url:
             self.redis_desc = f"external server {_hide_password(self.redis_url)}"
             self.redis_version = _external_redis_version(self.redis_url)
@@ -372,7 +386,7 @@ class Run:
         from bench.drivers import sweep
 
         try:
-            sweep(spec.prefix, self.redis_url)
+            sweep(spec.prefix, self.redis_url, self.shard_urls)
         except Exception as exc:
             _log(f"cleanup of {spec.prefix} failed: {type(exc).__name__}: {exc}")
             return f"{type(exc).__name__}: {exc}"

@@ -103,6 +103,8 @@ class LayerSpec:
     aio_driving: str = AIO_DRIVINGS[0]
     #: ipc_aio's ``wakeup`` option (one of :data:`AIO_WAKEUPS`); None: the layer's default.
     aio_wakeup: str | None = None
+    #: More Redis servers, after ``redis_url``, for the sharded layer's other shards.
+    shard_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class LayerInfo:
     description: str
     needs_redis: bool = False
     limit: bool = False  # a stated limit (raw core), not a layer users deploy
+    #: Redis servers besides ``redis_url`` the layer needs (the sharded Redis layer's).
+    extra_shards: int = 0
     channels4: bool = False  # an asyncio Channels 4 layer: driven as ``aio_driving`` says
 
     @property
@@ -711,16 +715,17 @@ def _unlink_segments(prefix: str) -> int:
     return removed
 
 
-def sweep(prefix: str, redis_url: str | None) -> None:
-    """Remove whatever a case left under ``prefix``: Redis keys and shared-memory segments.
+def sweep(prefix: str, redis_url: str | None, shard_urls: tuple[str, ...] = ()) -> None:
+    """Remove whatever a case left under ``prefix``: Redis keys (on every server) and
+    shared-memory segments.
 
     Runs in the parent, which never builds a layer: it only deletes by name.
     """
     _unlink_segments(prefix)
-    if redis_url:
+    for url in [redis_url, *shard_urls] if redis_url else []:
         import redis
 
-        client = redis.Redis.from_url(redis_url, socket_timeout=10)
+        client = redis.Redis.from_url(url, socket_timeout=10)
         try:
             keys = list(client.scan_iter(match=prefix + "*", count=1000))
             for i in range(0, len(keys), 500):
@@ -784,6 +789,19 @@ def _make_hybrid_xhost(spec: LayerSpec) -> Driver:
     pid = os.getpid()
     layer = _hybrid_layer(spec, f"{spec.prefix}x{pid}", f"p{pid}", [])
     return Asgi1Driver("hybrid_xhost", layer, spec.prefix, lambda: _unlink_segments(spec.prefix))
+
+
+def _make_ipc_redis_sharded(spec: LayerSpec) -> Driver:
+    mod = _import("ipc_layer.redis_layer", "this project's Redis layer")
+    if not spec.redis_url or len(spec.shard_urls) < 2:
+        raise Unavailable("the sharded layer needs three Redis servers (redis-server starts the other two)")
+    layer = mod.RedisChannelLayer(
+        hosts=[spec.redis_url, *spec.shard_urls],
+        prefix=spec.prefix,
+        capacity=spec.capacity,
+        blocking_timeout=_BLOCKING_TIMEOUT,
+    )
+    return Asgi1Driver("ipc_redis_sharded", layer, spec.prefix, None)
 
 
 def _channels_full() -> tuple[type[BaseException], ...]:
@@ -854,6 +872,13 @@ LAYERS: dict[str, LayerInfo] = {
             _make_hybrid_xhost,
             "ipc_layer.hybrid.HybridChannelLayer, every process its own host (ASGI 1)",
             needs_redis=True,
+        ),
+        LayerInfo(
+            "ipc_redis_sharded",
+            _make_ipc_redis_sharded,
+            "ipc_layer.redis_layer.RedisChannelLayer sharded over 3 redis-servers (consistent hash)",
+            needs_redis=True,
+            extra_shards=2,
         ),
         LayerInfo(
             "channels_redis",

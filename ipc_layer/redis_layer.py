@@ -510,6 +510,26 @@ return fanout(ARGV[1], KEYS[1], members, caps, ARGV[2], tonumber(ARGV[3]), tonum
               tonumber(ARGV[5]), tonumber(ARGV[6]), now_ms())
 """
 
+# KEYS: queues. Returns the deadline of the oldest live head among them, or
+# false; pops only expired heads (a receive over several shards looks first).
+_LUA_PEEK = _LUA_COMMON + r"""
+local now = now_ms()
+local best = false
+for i = 1, #KEYS do
+  while true do
+    local head = redis.call('LINDEX', KEYS[i], 0)
+    if not head then break end
+    local deadline = deadline_of(head)
+    if deadline > now then
+      if best == false or deadline < best then best = deadline end
+      break
+    end
+    redis.call('LPOP', KEYS[i])
+  end
+end
+return best
+"""
+
 # KEYS: queue, queue stats. ARGV: expiry ms.
 # Returns {messages, pending, max age ms, full}.
 _LUA_CHANNEL_STATS = _LUA_COMMON + r"""
@@ -536,6 +556,7 @@ GROUP_MEMBERS_SCRIPT = Script("group_members", _LUA_GROUP_MEMBERS)
 SEND_GROUP_SCRIPT = Script("send_group", _LUA_SEND_GROUP)
 FANOUT_SCRIPT = Script("fanout", _LUA_FANOUT)
 CHANNEL_STATS_SCRIPT = Script("channel_stats", _LUA_CHANNEL_STATS)
+PEEK_SCRIPT = Script("peek", _LUA_PEEK)
 
 
 def _ms(seconds: float) -> int:
@@ -805,10 +826,10 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # -- blocking receive ----------------------------------------------------------
 
-    def _wait_commands(self, queues: list[str], timeout: float, *, client_id: bool) -> list[Any]:
+    def _wait_commands(self, queues: list[str], timeout: float) -> list[Any]:
         keys = [self._queue_key(queue) for queue in queues]
         start = next(self._rotation) % len(keys)
-        commands: list[Any] = [("CLIENT", "ID")] if client_id else []
+        commands: list[Any] = []
         # Redis reads a timeout below 1 ms as 0, which means "for ever":
         # round up to whole milliseconds instead.
         commands.append(("BLPOP", *keys[start:], *keys[:start], math.ceil(timeout * 1000) / 1000))
@@ -829,7 +850,7 @@ class RedisChannelLayer(BaseChannelLayer):
             try:
                 if len(plan) == 1:
                     shard, queues = plan[0]
-                    commands = self._wait_commands(queues, remaining, client_id=False)
+                    commands = self._wait_commands(queues, remaining)
                     pending = shard.start(commands, deadline)
                     replies = shard.rerun_noscript(commands, pending.finish(), deadline)
                     deliveries = self._settle(shard, queues, replies)
@@ -884,33 +905,54 @@ class RedisChannelLayer(BaseChannelLayer):
         return out
 
     def _wait_many(self, plan: list[tuple[Shard, list[str]]], remaining: float, deadline: float) -> list[_Delivery]:
-        """One BLPOP per shard, the first answer wins, the others are unblocked (see the docstring)."""
-        started: list[tuple[Shard, list[str], Pending, list[Any]]] = []
+        """Receive over several shards: take the oldest waiting head if there is one,
+        else one BLPOP per shard, the first answer wins, the others are unblocked."""
+        # 1. Look (no pop) at every shard at once: popping on each would take a
+        # message from each, and all but one would have to be pushed back.
+        looks = []
+        for shard, queues in plan:
+            peek: list[Any] = [(PEEK_SCRIPT, [self._queue_key(q) for q in queues], [])]
+            looks.append((shard, queues, peek, shard.start(peek, deadline)))
+        best: tuple[int, Shard, list[str]] | None = None
+        for shard, queues, peek, pending in looks:
+            try:
+                head = shard.rerun_noscript(peek, pending.finish(), deadline)[0]
+            except (CommandLost, _NotRun):
+                continue
+            if isinstance(head, int) and (best is None or head < best[0]):
+                best = (head, shard, queues)
+        if best is not None:
+            _, shard, queues = best
+            reply = self._script(shard, TAKE_SCRIPT, [self._queue_key(q) for q in queues],
+                                 self._take_args("head", queues))
+            return self._from_take(shard, queues, reply)  # empty if another receiver was first: wait again
+        # 2. Nothing waits: one BLPOP per shard.
+        started: list[tuple[Shard, list[str], Pending, list[Any], Any]] = []
         try:
             for shard, queues in plan:
-                commands = self._wait_commands(queues, remaining, client_id=True)
-                # Owed commands wait: the first reply read must be CLIENT ID's.
-                started.append((shard, queues, shard.start(commands, deadline, with_owed=False), commands))
-            ids = [pending.connection.read_response() for _, _, pending, _ in started]
-            for _, _, pending, commands in started:
-                pending.commands = commands[1:]  # CLIENT ID's reply is read
-            waiting = [pending for _, _, pending, _ in started]
+                commands = self._wait_commands(queues, remaining)
+                # Owed commands wait: the replies must be the BLPOP pipeline's.
+                pending = shard.start(commands, deadline, with_owed=False, with_id=True)
+                started.append((shard, queues, pending, commands, pending.client_id))
+            waiting = [pending for _, _, pending, _, _ in started]
             ready = [pending for pending in waiting if pending.ready()]
             if not ready:
                 ready, _, _ = select.select(waiting, [], [], remaining + _SOCKET_SLACK)
-            for (shard, _, pending, _), client_id in zip(started, ids, strict=True):
-                if pending not in ready:
-                    # Ends that wait now, as a timeout would (replies nil).
-                    self._run(shard, ("CLIENT", "UNBLOCK", client_id))
+            # Ends the other waits now, as a timeout would (their BLPOPs answer nil);
+            # all written first, then all read.
+            unblocks = [(shard, shard.start([("CLIENT", "UNBLOCK", client_id)], deadline))
+                        for shard, _, pending, _, client_id in started if pending not in ready]
+            for _, unblock in unblocks:
+                unblock.finish()
         except BaseException:
-            for _, _, pending, _ in started:
+            for _, _, pending, _, _ in started:
                 pending.abandon()
             raise
         deliveries: list[_Delivery] = []
         winner = ready[0] if ready else None
-        for shard, queues, pending, commands in started:
+        for shard, queues, pending, commands, _ in started:
             try:
-                replies = shard.rerun_noscript(commands[1:], pending.finish(), deadline)
+                replies = shard.rerun_noscript(commands, pending.finish(), deadline)
             except (CommandLost, _NotRun) as exc:
                 logger.debug("receive: lost the wait on %s: %s", shard.location, exc)
                 continue

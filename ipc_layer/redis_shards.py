@@ -220,6 +220,8 @@ class Pending:
         self.shard = shard
         self.connection = connection
         self.commands = commands
+        #: The connection's CLIENT ID, when started ``with_id``.
+        self.client_id: Any = None
 
     def fileno(self) -> int:
         sock = self.connection._sock
@@ -290,6 +292,10 @@ class Shard:
         while True:
             try:
                 connection = self.pool.get_connection()
+            except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+                # A wrong password or user is not an outage: waiting will not fix it.
+                raise redis.AuthenticationError(f"Redis at {self.location} refused the credentials: {exc}") \
+                    from exc
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 self._failed(exc)
                 remaining = deadline - time.monotonic()
@@ -343,13 +349,30 @@ class Shard:
 
     # -- pipelines ---------------------------------------------------------------
 
-    def start(self, commands: Sequence[Command], deadline: float, *, with_owed: bool = True) -> Pending:
+    def start(self, commands: Sequence[Command], deadline: float, *, with_owed: bool = True,
+              with_id: bool = False) -> Pending:
         """Write ``commands`` on one connection (after any owed commands, unless ``with_owed`` is false).
+
+        ``with_id``: first learn the connection's ``CLIENT ID`` (once per socket,
+        one round trip), kept as ``pending.client_id``, so that another
+        connection can ``CLIENT UNBLOCK`` this one's BLPOP.
 
         :raises ShardDown: no connection before ``deadline``.
         :raises CommandLost: the write itself failed.
         """
         connection = self._connect(deadline)
+        client_id = None
+        if with_id:
+            if getattr(connection, "_ipc_socket", None) is not connection._sock:
+                try:
+                    connection.send_command("CLIENT", "ID")
+                    connection._ipc_client_id = connection.read_response()
+                except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                    connection.disconnect()
+                    self.pool.release(connection)
+                    raise CommandLost(f"Redis at {self.location} dropped the connection: {exc}") from exc
+                connection._ipc_socket = connection._sock
+            client_id = connection._ipc_client_id
         owed: list[Command] = []
         if self.owed and with_owed:
             with self._lock:
@@ -361,7 +384,9 @@ class Shard:
             connection.disconnect()
             self.pool.release(connection)
             raise CommandLost(f"Redis at {self.location} dropped the connection while sending: {exc}") from exc
-        return _Owed(self, connection, full, len(owed)) if owed else Pending(self, connection, full)
+        pending = _Owed(self, connection, full, len(owed)) if owed else Pending(self, connection, full)
+        pending.client_id = client_id
+        return pending
 
     def execute(self, commands: Sequence[Command], deadline: float) -> list[Any]:
         """Run ``commands`` and return their replies; NOSCRIPT replies are re-run with the source.
