@@ -155,6 +155,8 @@ STATS_TTL = 3600.0
 #: able to wait its whole bound, but a dead server must still be noticed.
 _SOCKET_SLACK = 5.0
 _CONNECT_TIMEOUT = 5.0
+#: How long a receive over several shards tries to reach each before leaving it out.
+_PROBE = 0.05
 #: A group payload this large (bytes), delivered twice or more, is stored once.
 SHARE_MIN = 512
 #: Most entries, and bytes, one receive takes from batchable queues.
@@ -857,7 +859,11 @@ class RedisChannelLayer(BaseChannelLayer):
                 else:
                     deliveries = self._wait_many(plan, remaining, deadline)
             except ShardDown:
-                return None, None  # logged by the shard; the caller's loop comes back
+                # Logged by the shard. A single shard was retried until the
+                # deadline; over several, every one was down: back off, retry.
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 1.0)
+                continue
             except (CommandLost, _NotRun) as exc:
                 # What a lost BLPOP had popped is gone (at most once); wait again.
                 logger.debug("receive: %s; waiting again", exc)
@@ -909,10 +915,18 @@ class RedisChannelLayer(BaseChannelLayer):
         else one BLPOP per shard, the first answer wins, the others are unblocked."""
         # 1. Look (no pop) at every shard at once: popping on each would take a
         # message from each, and all but one would have to be pushed back.
+        # A down shard is left out (its outage is logged) rather than holding up
+        # the others for the whole wait; ShardDown only when all are down.
         looks = []
         for shard, queues in plan:
             peek: list[Any] = [(PEEK_SCRIPT, [self._queue_key(q) for q in queues], [])]
-            looks.append((shard, queues, peek, shard.start(peek, deadline)))
+            try:
+                looks.append((shard, queues, peek, shard.start(peek, min(deadline, time.monotonic() + _PROBE))))
+            except (ShardDown, CommandLost):
+                continue
+        if not looks:
+            raise ShardDown(f"no Redis of {self.locations} is reachable")
+        plan = [(shard, queues) for shard, queues, _, _ in looks]
         best: tuple[int, Shard, list[str]] | None = None
         for shard, queues, peek, pending in looks:
             try:
@@ -1025,17 +1039,22 @@ class RedisChannelLayer(BaseChannelLayer):
                 by_shard.setdefault(consistent_hash(queue, len(self._shards)), []).extend(
                     [member, b"" if cap is None else cap])
             # All written first, then all read: the shards work in parallel.
-            started = []
-            for index, pairs in by_shard.items():
-                shard = self._shards[index]
-                command = (FANOUT_SCRIPT, [self._stats_key], [self._prefix, payload, *common, *pairs])
-                started.append((shard, command, shard.start([command], self._deadline())))
+            started: list[tuple[Shard, Any, Pending]] = []
             delivered = skipped = 0
-            for shard, command, pending in started:
-                reply = shard.rerun_noscript([command], pending.finish(), self._deadline())[0]
-                if isinstance(reply, redis.ResponseError):
-                    raise reply
-                delivered, skipped = delivered + reply[0], skipped + reply[1]
+            try:
+                for index, pairs in by_shard.items():
+                    shard = self._shards[index]
+                    command = (FANOUT_SCRIPT, [self._stats_key], [self._prefix, payload, *common, *pairs])
+                    started.append((shard, command, shard.start([command], self._deadline())))
+                while started:
+                    shard, command, pending = started.pop(0)
+                    reply = shard.rerun_noscript([command], pending.finish(), self._deadline())[0]
+                    if isinstance(reply, redis.ResponseError):
+                        raise reply
+                    delivered, skipped = delivered + reply[0], skipped + reply[1]
+            finally:
+                for _, _, unread in started:  # a shard failed: the others' replies are not read
+                    unread.abandon()
         if skipped:
             # DEBUG, not WARNING: skipping full members is the contract, and a
             # busy site would otherwise log on every broadcast.

@@ -16,15 +16,17 @@ import threading
 import time
 import unittest
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import redis
 
+from ipc_layer.base import BaseChannelLayer
 from ipc_layer.redis_layer import RedisChannelLayer
 from ipc_layer.redis_shards import ShardDown
+from ipc_layer.testing import DEFAULT_LAYER_CONFIG, ConformanceTestCase
 from tests.redis_support import private_servers, stop_servers
-from tests.support import unique_key_prefix
+from tests.support import count_keys, remove_keys, unique_key_prefix
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 
@@ -302,3 +304,89 @@ def test_sentinel_failover_during_traffic() -> None:
     # Lost: only what the old primary had not handed on when it died.
     lost = set(sent) - set(got)
     assert not lost & set(sent[at_failover:-1])
+
+
+# -- the conformance suite over TLS and through a Sentinel ---------------------------------
+
+
+class _PrivateConformance(ConformanceTestCase):
+    """The shipped suite on servers this class starts (``start_servers``) and stops."""
+
+    __test__ = False
+    layer_config = DEFAULT_LAYER_CONFIG
+    servers: ClassVar[list[Any]]
+    host: ClassVar[Any]
+    direct_url: ClassVar[str]  # a plain URL of the same data, for the key checks
+
+    @classmethod
+    def start_servers(cls) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        cls.servers = []
+        try:
+            cls.start_servers()
+        except BaseException:
+            stop_servers(cls.servers)
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        stop_servers(cls.servers)
+        super().tearDownClass()
+
+    def make_layer(self, **config: Any) -> RedisChannelLayer:
+        prefix = unique_key_prefix()
+        self.addCleanup(remove_keys, self.direct_url, prefix)
+        return RedisChannelLayer(hosts=[self.host], prefix=prefix, **config)
+
+    def make_peer_layer(self, layer: BaseChannelLayer) -> BaseChannelLayer:
+        if not isinstance(layer, RedisChannelLayer):
+            raise TypeError(f"not a RedisChannelLayer: {layer!r}")
+        return RedisChannelLayer(hosts=[self.host], prefix=layer.prefix, **self.layer_config)
+
+    def close_layer(self, layer: BaseChannelLayer) -> None:
+        super().close_layer(layer)
+        if isinstance(layer, RedisChannelLayer):
+            self.assertEqual(count_keys(self.direct_url, layer.prefix), 0)
+
+
+class TestConformanceOverTLS(_PrivateConformance):
+    __test__ = True
+
+    @classmethod
+    def start_servers(cls) -> None:
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise unittest.SkipTest("openssl is not installed (needed to make a test certificate)")
+        directory = tempfile.mkdtemp(prefix="redis-tls-")
+        cls.addClassCleanup(shutil.rmtree, directory, True)
+        cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+        subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+        tls_port = _free_port()
+        cls.servers += private_servers(1, extra_args=[
+            "--tls-port", str(tls_port), "--tls-cert-file", cert, "--tls-key-file", key,
+            "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"])
+        cls.host = {"address": f"rediss://127.0.0.1:{tls_port}/0", "ssl_ca_certs": cert}
+        cls.direct_url = cls.servers[0].url
+
+
+class TestConformanceThroughSentinel(_PrivateConformance):
+    __test__ = True
+
+    @classmethod
+    def start_servers(cls) -> None:
+        cls.servers += private_servers(1)
+        primary = cls.servers[0]
+        directory = tempfile.mkdtemp(prefix="redis-sentinel-")
+        cls.addClassCleanup(shutil.rmtree, directory, True)
+        config = os.path.join(directory, "sentinel.conf")
+        with open(config, "w") as f:
+            f.write(f"sentinel monitor site 127.0.0.1 {primary.port} 1\n")
+        cls.servers += private_servers(1, config_file=config, extra_args=["--sentinel"])
+        cls.host = {"sentinels": [("127.0.0.1", cls.servers[1].port)], "master_name": "site"}
+        cls.direct_url = primary.url

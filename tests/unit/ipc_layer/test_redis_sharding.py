@@ -173,3 +173,33 @@ def test_hosts_shapes_mixed(make: Any, servers: list[Any]) -> None:
         assert other.receive([f"hs.c{n}"]) == (f"hs.c{n}", {"n": n})
     assert layer.locations == [f"redis://127.0.0.1:{ports[0]}/0", f"127.0.0.1:{ports[1]}",
                                f"redis://127.0.0.1:{ports[2]}/0"]
+
+
+def test_a_down_shard_does_not_hold_up_the_others() -> None:
+    import unittest
+
+    try:
+        own = private_servers(3)
+    except unittest.SkipTest as exc:
+        pytest.skip(str(exc))
+    layer = RedisChannelLayer(hosts=[server.url for server in own], prefix=unique_key_prefix(),
+                              blocking_timeout=5)
+    try:
+        channels = [names_on(shard, "dn.c")[0] for shard in range(3)]
+        layer.global_statistics()
+        own[2].kill()
+        layer.send(channels[0], {"n": 0})
+        # Shard 2 is left out of the wait: the message on shard 0 comes at once,
+        # not after the 5 s bound.
+        started = time.monotonic()
+        assert layer.receive(channels, block=True) == (channels[0], {"n": 0})
+        assert time.monotonic() - started < 4
+        timer = threading.Timer(0.2, layer.send, (channels[1], {"n": 1}))
+        timer.start()
+        try:
+            assert layer.receive(channels, block=True) == (channels[1], {"n": 1})
+        finally:
+            timer.join()
+    finally:
+        layer.close()
+        stop_servers(own)
