@@ -669,6 +669,8 @@ class RedisChannelLayer(BaseChannelLayer):
         # Batched deliveries of pinned queues: queue -> (local deadline, channel, payload).
         self._buffer: dict[str, collections.deque[tuple[float, str, bytes]]] = {}
         self._buffer_lock = threading.Lock()
+        #: Set by close(): a receive blocked in Redis then returns instead of reconnecting.
+        self._closed = False
 
     def _make_shards(self, url: str | None, hosts: Sequence[Any] | None) -> list[Shard]:
         defaults: dict[str, Any] = {
@@ -847,7 +849,7 @@ class RedisChannelLayer(BaseChannelLayer):
         pause = 0.01
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._closed:
                 return None, None
             try:
                 if len(plan) == 1:
@@ -1107,7 +1109,12 @@ class RedisChannelLayer(BaseChannelLayer):
     # -- lifecycle ---------------------------------------------------------------
 
     def close(self) -> None:
-        """Send what this instance owes, close its connections; the data stays in Redis."""
+        """Send what this instance owes, close its connections; the data stays in Redis.
+
+        A receive blocked in Redis in another thread returns ``(None, None)``
+        (its socket is closed under it, and it does not reconnect).
+        """
+        self._closed = True
         for shard in self._shards:
             # Twice: a server without the script answers NOSCRIPT, and the
             # command is owed again, with its source.
