@@ -12,8 +12,8 @@ Theory of operation
   case the primary is asked of the Sentinels on every (re)connect.
 * **Placement** (:func:`consistent_hash`): channels_redis' ring, CRC-32 of
   the name masked to 0..4095 and divided into ``len(hosts)`` equal arcs, so
-  a site moving from channels_redis places its pinned names on the same
-  shards. Which names are pinned is the layer's business.
+  a site moving from channels_redis places its ``name!`` queues and groups
+  on the same shards (the layer hashes every queue and group name this way).
 * **Commands** go out as one pipeline on one pooled connection
   (:meth:`Shard.start` writes, :meth:`Pending.finish` reads), so the layer
   can write to several shards and wait on their sockets at once.

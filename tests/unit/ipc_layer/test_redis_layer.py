@@ -495,3 +495,17 @@ def test_new_channel_skips_names_in_use(make: Any, monkeypatch: pytest.MonkeyPat
     suffixes = iter(["taken", "free"])
     monkeypatch.setattr(names, "random_suffix", lambda *args: next(suffixes))
     assert layer.new_channel("nc.x?") == "nc.x?free"
+
+
+def test_close_ends_a_receive_blocked_in_another_thread(make: Any) -> None:
+    layer = make(blocking_timeout=60)
+    layer.global_statistics()
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.append(layer.receive(["cl.q"], block=True)), daemon=True)
+    thread.start()
+    time.sleep(0.3)  # let it block in BLPOP
+    layer.close()
+    # Its socket is closed under it and it does not reconnect for the 60 s bound.
+    thread.join(10)
+    assert not thread.is_alive()
+    assert results == [(None, None)]
