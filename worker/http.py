@@ -56,7 +56,7 @@ from django.core.handlers import base
 from django.urls import set_script_prefix
 from django.utils.functional import cached_property
 
-from ipc_layer import ChannelFull, MessageTooLarge
+from ipc_layer import ChannelFull
 from ipc_layer import options as layer_options
 
 from .http_body import BodyAborted, BodyAssembler, BodyTimeout
@@ -340,7 +340,9 @@ class ViewConsumer:
                         return False
                     self.sleep(min(delay, remaining))
                     delay = min(delay * 2, self.retry_max)
-                except MessageTooLarge as exc:
+                except (TypeError, ValueError) as exc:
+                    # MessageTooLarge (a ValueError), or a reply_channel the layer refuses as a
+                    # name: nothing can be sent there, and the worker must not fail for it.
                     logger.error("reply on %r refused by the layer: %s; the rest of the response is dropped",
                                  channel, exc)
                     _drain(messages)

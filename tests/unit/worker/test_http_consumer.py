@@ -495,3 +495,9 @@ def test_site_routing_puts_the_raw_consumer_before_the_views(layer: Any) -> None
     # Any other path reaches Django through the default consumer.
     assert body_of(dispatch(router, layer, path="/")) == b"hello from GET /\n"
     assert dispatch(router, layer, path="/x/y/")[0]["status"] == 404
+
+
+def test_reply_channel_the_layer_refuses_is_logged_not_raised(layer: Any, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="worker.http"):
+        view_consumer(make_message(request(reply_channel="not a valid name!x"), layer))
+    assert any("reply on 'not a valid name!x' refused by the layer" in r.getMessage() for r in caplog.records)
