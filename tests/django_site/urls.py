@@ -9,6 +9,7 @@ from . import views
 urlpatterns = [
     path("", views.index, name="index"),
     path("meta/", views.meta, name="meta"),
+    path("meta/<path:rest>", views.meta, name="meta_any"),
     path("form/", views.form, name="form"),
     path("json/", views.json_echo, name="json"),
     path("upload/", views.upload, name="upload"),

@@ -46,8 +46,8 @@ def index(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"hello from {request.method} {request.path}\n", content_type="text/plain")
 
 
-def meta(request: HttpRequest) -> JsonResponse:
-    """Everything a test checks about how the request reached Django."""
+def meta(request: HttpRequest, rest: str = "") -> JsonResponse:
+    """Everything a test checks about how the request reached Django (``meta/<anything>`` too)."""
     metadata: dict[str, Any] = {}
     for key in META_KEYS:
         if key in request.META:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.django_site.environment import IPC_BACKEND, REDIS_BACKEND, REPO, site_environment
 from tests.support import remove_keys, remove_segment, unique_key_prefix, unique_prefix
@@ -381,3 +383,33 @@ def test_client_gone_mid_upload_gets_no_reply_and_the_worker_lives_on(site: Site
         time.sleep(0.1)
     with site.client() as client:
         assert client.get("/").status_code == 200
+
+
+_SEGMENT = st.text(st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=8).filter(
+    lambda s: s not in (".", ".."))
+_FIELD = st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
+_HEADER_NAME = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=10).map(
+    lambda s: "x-" + s)
+_HEADER_VALUE = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e), max_size=20)
+
+
+@settings(max_examples=30, deadline=None)
+@given(segments=st.lists(_SEGMENT, max_size=4), query=st.lists(st.tuples(_FIELD, _FIELD), max_size=4),
+       headers=st.dictionaries(_HEADER_NAME, _HEADER_VALUE, max_size=4))
+def test_any_path_query_and_headers_arrive_as_sent(site: Site, segments: list[str], query: list[tuple[str, str]],
+                                                   headers: dict[str, str]) -> None:
+    """Whatever the client sends, the view sees exactly it (the server's decoding + our META)."""
+    from urllib.parse import quote, urlencode
+
+    path = "/meta/" + "/".join(quote(s, safe="") for s in segments)
+    raw_query = urlencode(query)
+    with site.client() as client:
+        data = client.get(path + ("?" + raw_query if raw_query else ""), headers=headers).json()
+    assert data["path"] == "/meta/" + "/".join(segments)
+    assert data["meta"]["QUERY_STRING"] == raw_query
+    expected: dict[str, list[str]] = {}
+    for key, value in query:
+        expected.setdefault(key, []).append(value)
+    assert data["get"] == expected
+    for name, value in headers.items():
+        assert data["headers"]["HTTP_" + name.upper().replace("-", "_")] == value
