@@ -1,7 +1,8 @@
 """Django over the layer for real: a browser-like client -> ``ipc-server`` -> layer -> worker processes.
 
 A real ``ipc-server`` (port 0, ``--proxy-headers`` so a test can set the mount point and the
-scheme the way a proxy would) and two real worker processes running the test site
+scheme the way a proxy would) and a real worker pool (``ipc-worker --workers 2``; on Redis
+``manage.py runworker``) running the test site
 (``tests.django_site``) on the shared-memory layer, then the same suite on the Redis layer;
 requests from httpx over TCP. Every case of the HTTP consumer a site depends on: GET,
 POST form, JSON, a 10 MiB upload (which the server streams through a body channel),
@@ -11,186 +12,61 @@ worker processes), root_path, a per-URL low-level consumer.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import os
-import queue
 import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.django_site.environment import IPC_BACKEND, REDIS_BACKEND, REPO, site_environment
-from tests.support import remove_keys, remove_segment, unique_key_prefix, unique_prefix
+from tests.support import unique_prefix
+from tests.worker_support import Pool, ipc_layer, redis_layer, running_pool
 
 httpx = pytest.importorskip("httpx")
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 WORKERS = 2
-_LISTENING = r"Listening on 127\.0\.0\.1:(\d+)"
-
-
-class Lines:
-    """A child's stream, read by a thread so the test never blocks on a pipe."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.queue: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        self.stream = stream
-        self.thread = threading.Thread(target=self._pump, daemon=True)
-        self.thread.start()
-
-    def _pump(self) -> None:
-        for line in self.stream:
-            self.queue.put(line)
-
-    def wait_for(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            self.seen.append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match
-        raise AssertionError(f"no line matching {pattern!r} within {timeout} s; saw:\n{''.join(self.seen)}")
-
-    def text(self) -> str:
-        while True:
-            try:
-                self.seen.append(self.queue.get_nowait())
-            except queue.Empty:
-                return "".join(self.seen)
-
-    def close(self) -> None:
-        self.thread.join(timeout=5)
-        self.stream.close()
 
 
 @dataclass
 class Site:
-    url: str
-    port: int
-    server_log: Lines
-    worker_logs: list[Lines] = field(default_factory=list)
+    """The running site: ``ipc-server`` + the worker pool (``tests.worker_support``)."""
+
+    pool: Pool
+
+    @property
+    def url(self) -> str:
+        return self.pool.url
+
+    @property
+    def port(self) -> int:
+        return self.pool.port
 
     def client(self, **kwargs: Any) -> Any:
         return httpx.Client(base_url=self.url, timeout=60, **kwargs)
 
-
-def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, *args], cwd=str(REPO), env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-#: The worker processes: the test site's routing on its layer, each message run through the
-#: router, Django's request signals around it (what runworker's loop does).
-WORKER_LOOP = """
-import django
-django.setup()
-from django.core import signals
-from worker.asgi import channel_layers
-from worker.message import Message, pending_message_store
-from worker.routing import router_from_settings
-layer = channel_layers["default"]
-router = router_from_settings("default")
-channels = sorted(router.channels)
-print("worker ready", flush=True)
-while True:
-    channel, content = layer.receive(channels, block=True)
-    if channel is None:
-        continue
-    message = Message(content, channel, layer)
-    found = router.match(message)
-    if found is None:
-        continue
-    consumer, kwargs = found
-    signals.request_started.send(sender=None)
-    try:
-        pending_message_store.prepare()
-        consumer(message, **kwargs)
-        pending_message_store.send_and_flush()
-    finally:
-        signals.request_finished.send(sender=None)
-"""
-
-
-def _stop(procs: list[subprocess.Popen[str]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextlib.contextmanager
-def running_site(env: dict[str, str], backend: str, config: dict[str, Any]) -> Iterator[Site]:
-    server = _spawn(["-m", "server", "-p", "0", "--proxy-headers", "--http-timeout", "60",
-                     "--layer", backend, "--layer-config", json.dumps(config)], env)
-    workers = [_spawn(["-c", WORKER_LOOP], env) for _ in range(WORKERS)]
-    procs = [server, *workers]
-    logs = [Lines(server.stderr), Lines(server.stdout)]  # type: ignore[arg-type]
-    worker_out = [Lines(w.stdout) for w in workers]  # type: ignore[arg-type]
-    worker_err = [Lines(w.stderr) for w in workers]  # type: ignore[arg-type]
-    try:
-        port = int(logs[0].wait_for(_LISTENING).group(1))
-        for out in worker_out:
-            out.wait_for("worker ready")
-        yield Site(f"http://127.0.0.1:{port}", port, logs[0], worker_err)
-    finally:
-        _stop(procs)
-        for lines in [*logs, *worker_out, *worker_err]:
-            lines.close()
+    def worker_log(self) -> str:
+        """What the master and its workers logged so far."""
+        return self.pool.log.text()
 
 
 @pytest.fixture(scope="module", params=["ipc", "redis"])
 def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    state = tmp_path_factory.mktemp("site")
-    if request.param == "ipc":
-        prefix = unique_prefix()
-        # The segment size the site's settings give the workers: whoever creates it, it is the same.
-        config: dict[str, Any] = {"prefix": prefix, "segment_size": 32 << 20}
-        env = site_environment(prefix, state, backend=IPC_BACKEND)
-        try:
-            with running_site(env, IPC_BACKEND, config) as live:
-                yield live
-        finally:
-            remove_segment(prefix)
-    else:
-        import unittest
-
-        from tests.redis_support import redis_url
-
-        try:
-            url = redis_url()
-        except unittest.SkipTest as exc:
-            pytest.skip(str(exc))
-        prefix = unique_key_prefix()
-        env = site_environment(prefix, state, backend=REDIS_BACKEND, redis_url=url)
-        try:
-            with running_site(env, REDIS_BACKEND, {"url": url, "prefix": prefix}) as live:
-                yield live
-        finally:
-            remove_keys(url, prefix)
+    """The site on the shared-memory layer (started with ``ipc-worker``), then on Redis (``manage.py runworker``)."""
+    layer = ipc_layer(unique_prefix()) if request.param == "ipc" else redis_layer()
+    via = "ipc-worker" if request.param == "ipc" else "runworker"
+    # --proxy-headers: a test sets the mount point (Daphne-Root-Path) and the scheme as a proxy would.
+    with running_pool(layer, tmp_path_factory.mktemp("site"), workers=WORKERS, via=via,
+                      server_args=("--http-timeout", "60", "--proxy-headers")) as pool:
+        yield Site(pool)
 
 
 # -- the cases -------------------------------------------------------------------------------
@@ -287,8 +163,7 @@ def test_not_found_and_server_error(site: Site) -> None:
         assert error.status_code == 500
         assert "ViewError" not in error.text  # DEBUG is off
         assert client.get("/").status_code == 200  # the worker lives on
-    logged = "".join(log.text() for log in site.worker_logs)
-    assert "ViewError: the error view failed on purpose" in logged
+    assert "ViewError: the error view failed on purpose" in site.worker_log()
 
 
 def test_redirects(site: Site) -> None:
@@ -378,7 +253,7 @@ def test_client_gone_mid_upload_gets_no_reply_and_the_worker_lives_on(site: Site
     sock.close()
     pattern = r"POST /body/: the client went away during the upload; not answered"
     deadline = time.monotonic() + 60
-    while not any(re.search(pattern, log.text()) for log in site.worker_logs):
+    while not re.search(pattern, site.worker_log()):
         assert time.monotonic() < deadline, "no worker logged the aborted upload"
         time.sleep(0.1)
     with site.client() as client:
