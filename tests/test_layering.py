@@ -19,6 +19,9 @@ Rules (an edge not listed is allowed):
    private reactor to test that extension.
 5. ``_memo.py`` (the bounded-cache helper the binding and ``ipc_layer`` share) is a leaf: it
    imports nothing of the project, so anyone may import it.
+6. The worker pool's master-side modules (``WORKER_MASTER_SIDE``: the arbiter, its OS seam, the
+   heartbeat, the option table) never import Django or a channel layer: the master supervises
+   processes, and a worker's Django code lives only in the workers it spawns.
 
 Imports are read statically: ``import x``, ``from x import y``, relative imports resolved
 against the file's package, and ``importlib.import_module("x")`` with a literal name,
@@ -36,6 +39,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 
 #: Bench modules that may import _ringbuf (rule 2): they measure the raw core on purpose.
 RAW_CORE_BENCH = frozenset({"bench/core.py", "bench/drivers.py"})
+#: worker modules the master runs without Django (rule 6).
+WORKER_MASTER_SIDE = frozenset({"worker/arbiter.py", "worker/osapi.py", "worker/heartbeat.py", "worker/config.py"})
 #: ipc_layer modules that may import Twisted (rule 4): the twisted extension and its tests.
 TWISTED_ADAPTER = frozenset({"ipc_layer/twisted_ext.py", "ipc_layer/testing/conformance.py"})
 
@@ -112,6 +117,9 @@ def rule_broken(who: str, rel: str, module: str) -> str | None:
         return "_ringbuf imports nothing of the project but _memo (rule 3)"
     if rel == "_memo.py" and top in PROJECT:
         return "_memo imports nothing of the project (rule 5)"
+    if rel in WORKER_MASTER_SIDE and (top in ("django", "ipc_layer") or module.startswith(
+            ("worker.asgi", "worker.routing", "worker.child", "worker.loop", "worker.http"))):
+        return "the worker master's modules import no Django or layer (rule 6)"
     if who == "ipc_layer" and top == "twisted" and rel in TWISTED_ADAPTER:
         return None
     if who == "ipc_layer" and (top in PROJECT - {"_memo", "_ringbuf", "ipc_layer"} or top in FRAMEWORKS):
@@ -147,6 +155,7 @@ def test_the_walk_covers_the_packages() -> None:
     imported = {m for m, _ in imports(REPO / "ipc_layer" / "layer.py", "ipc_layer/layer.py")}
     assert "_ringbuf" in imported
     assert rels >= RAW_CORE_BENCH, "a listed bench exception no longer exists: update RAW_CORE_BENCH"
+    assert rels >= WORKER_MASTER_SIDE, "a listed worker master module no longer exists: update WORKER_MASTER_SIDE"
 
 
 def _tree(root: pathlib.Path, files: dict[str, str]) -> None:
@@ -187,6 +196,9 @@ def test_the_checker_catches_each_rule(tmp_path: pathlib.Path) -> None:
             "ipc_layer/twisted_ext.py": "from twisted.internet import defer\nimport autobahn\n",
             # rule 5
             "_memo.py": "from typing import TypeVar\nimport ipc_layer.names\n",
+            # rule 6
+            "worker/arbiter.py": "from .osapi import OSAPI\nfrom django.conf import settings\n",
+            "worker/osapi.py": "def f():\n    from .loop import WorkerLoop\n",
         },
     )
     assert [m for m, _ in imports(tmp_path / "server/sub/rel.py", "server/sub/rel.py")] == ["server.http"]
@@ -203,4 +215,6 @@ def test_the_checker_catches_each_rule(tmp_path: pathlib.Path) -> None:
         "ipc_layer/bad.py bench",
         "ipc_layer/twisted_ext.py autobahn",
         "_memo.py ipc_layer.names",
+        "worker/arbiter.py django.conf",
+        "worker/osapi.py worker.loop",
     }

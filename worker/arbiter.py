@@ -27,7 +27,8 @@ Signals (of the master)::
     QUIT        fast stop: every worker gets QUIT and exits at once (its message is dropped).
     HUP         zero-downtime reload: --workers new workers start (fresh interpreters, so
                 freshly imported code); each old worker gets TERM only once a new one has said
-                it is ready, so the pool never has fewer ready workers than before.
+                it is ready, so the pool never has fewer ready workers than before. A new
+                worker that fails to boot aborts the reload: the old workers keep serving.
     TTIN, TTOU  one worker more / one fewer (not below 1).
     CHLD        wakes the loop to reap.
 
@@ -68,9 +69,10 @@ The worker table: what is the truth, what is derived
 - ``deadline``, ``cause`` DERIVED: from the state and when it was entered,
   and from the ``booterror`` notice.
 - ``target`` and ``generation`` of the arbiter PRIMARY: changed only by
-  TTIN/TTOU and HUP. Everything else (who to spawn, who to retire) is
-  recomputed from the table on every tick (:meth:`Arbiter.manage`), so no
-  decision depends on a counter that a missed event could make wrong.
+  TTIN/TTOU, HUP and an aborted reload (back to the generation still
+  serving). Everything else (who to spawn, who to retire) is recomputed
+  from the table on every tick (:meth:`Arbiter.manage`), so no decision
+  depends on a counter that a missed event could make wrong.
 
 What a kill leaves:
 
@@ -206,6 +208,7 @@ class Arbiter:
         self.workers: dict[int, WorkerRecord] = {}
         self.state = MasterState.RUNNING
         self.generation = 0
+        self._generations = 0
         self.exit_code = 0
         #: Why the master stopped on its own (a boot error), for the caller's last line.
         self.halt_reason: str | None = None
@@ -343,7 +346,28 @@ class Arbiter:
 
     def reload(self) -> None:
         """A new generation: manage() starts it and retires the old one as it gets ready."""
-        self.generation += 1
+        # Numbers are never reused (an aborted reload goes back to an older one).
+        self._generations += 1
+        self.generation = self._generations
+
+    def _older_generation_ready(self) -> bool:
+        return any(r.state is WorkerState.READY and r.generation < self.generation for r in self.workers.values())
+
+    def abort_reload(self, cause: str) -> None:
+        """A reload's new code does not boot: keep the previous generation serving, retire the new one.
+
+        The old workers that are still ready become the current generation again
+        (manage() stops retiring them); if the pool is short (some were replaced
+        already), the replacements boot the code on disk, and a boot error of
+        theirs halts the master as usual.
+        """
+        logger.error("%s; reload aborted, the workers of the previous code keep running", cause)
+        for record in list(self.workers.values()):
+            if record.generation == self.generation and record.state in (WorkerState.BOOTING, WorkerState.READY):
+                self.retire(record, "its reload was aborted")
+        self.generation = max((r.generation for r in self.workers.values()
+                               if r.state is WorkerState.READY and r.generation < self.generation),
+                              default=self.generation)
 
     def halt(self, reason: str) -> None:
         """Stop because the workers cannot run (a boot error): graceful, exit code BOOT_ERROR."""
@@ -395,8 +419,14 @@ class Arbiter:
     def _exited(self, record: WorkerRecord, code: int) -> None:
         how = exit_description(code)
         if code == BOOT_ERROR:
-            cause = record.cause or "no cause reported (see its log above)"
-            self.halt(f"{record.describe()} failed to boot: {cause}")
+            cause = f"{record.describe()} failed to boot: {record.cause or 'no cause reported (see its log above)'}"
+            if record.generation != self.generation or record.state is not WorkerState.BOOTING:
+                logger.error("%s (it was %s)", cause, "superseded" if record.generation != self.generation
+                             else "being retired")
+            elif self._older_generation_ready():
+                self.abort_reload(cause)
+            else:
+                self.halt(cause)
             return
         if record.state in (WorkerState.RETIRING, WorkerState.KILLED, WorkerState.ABORTED):
             log = logger.info if record.state is WorkerState.RETIRING else logger.warning

@@ -259,3 +259,50 @@ def test_reload_option_restarts_workers_when_a_file_changes(prefix: str, tmp_pat
         pool.log.wait_for(r"exited \(exit code 0\)", since=mark)
         assert _get(pool, "/pool/code/").text.startswith("after the edit")
         assert pool.stop() == 0
+
+
+def test_a_reload_to_code_that_does_not_boot_keeps_the_old_workers(prefix: str, tmp_path: Path) -> None:
+    code, env = _code_module(tmp_path, "good code")
+    with running_pool(ipc_layer(prefix), tmp_path, workers=2, layer_config=FAST_WAKE, extra_env=env) as pool:
+        old = set(pool.worker_pids())
+        with Load(pool.url, "/pool/code/", clients=2) as load:
+            load.wait_for(lambda text: text.startswith("good code"))
+            code.write_text("VALUE = (\n")  # a deploy with a syntax error
+            mark = pool.log.mark()
+            pool.send_signal(signal.SIGHUP)
+            pool.log.wait_for(r"failed to boot: SyntaxError: .*; reload aborted, the workers of the previous "
+                              r"code keep running", since=mark)
+            pool.log.wait_for(r"booting \(generation 1\)", since=mark, count=2)
+            count = load.count()
+            deadline = time.monotonic() + 30
+            while load.count() < count + 20:
+                assert time.monotonic() < deadline, "the load stalled after the aborted reload"
+                time.sleep(0.05)
+        assert load.failures == []
+        assert all(text.startswith("good code") for _, _, text in load.results)
+        assert pool.master.poll() is None
+        pool.wait_workers(2)
+        assert set(pool.worker_pids()) == old
+        # Fixed: the next HUP goes through.
+        code.write_text("VALUE = 'fixed code'\n")
+        mark = pool.log.mark()
+        pool.send_signal(signal.SIGHUP)
+        pool.log.wait_for(READY, since=mark, count=2)
+        for pid in old:
+            pool.log.wait_for(rf"\(pid {pid}\) exited \(exit code 0\)", since=mark)
+        assert _get(pool, "/pool/code/").text.startswith("fixed code")
+        assert pool.stop() == 0
+
+
+def test_threads_serve_requests_at_once_in_one_worker(prefix: str, tmp_path: Path) -> None:
+    with running_pool(ipc_layer(prefix), tmp_path, workers=1, layer_config=FAST_WAKE,
+                      args=["--threads", "3", "--timeout", "5"]) as pool:
+        (pid,) = pool.worker_pids()
+        futures, executor = _in_flight(tmp_path, 1, 3, pool)  # three views running at once
+        responses = [f.result(timeout=60) for f in futures]
+        executor.shutdown()
+        assert {r.text for r in responses} == {f"slept 1 in {pid}"}
+        time.sleep(7)  # idle past --timeout: every thread's wake-ups keep the worker alive
+        assert pool.worker_pids() == [pid]
+        assert "SIGABRT" not in pool.log.text()
+        assert pool.stop() == 0

@@ -314,6 +314,51 @@ def test_hup_retires_an_old_worker_that_was_still_booting_at_once() -> None:
     assert fake.kills == [(old_booting, signal.SIGTERM), (old_ready, signal.SIGTERM)]
 
 
+def test_a_reload_whose_code_does_not_boot_keeps_the_old_workers() -> None:
+    arbiter, fake, _ = make(workers=2)
+    old1, old2 = fake.pids()
+    ready(arbiter, fake, old1, old2)
+    fake.signal(signal.SIGHUP)
+    arbiter.tick()
+    new1, new2 = fake.pids()[2:]
+    fake.notice(arbiter._notify_w, new1, "booterror", "SyntaxError: invalid syntax (views.py, line 3)")
+    fake.exit(new1, BOOT_ERROR)
+    arbiter.tick()
+    assert arbiter.state is MasterState.RUNNING and arbiter.halt_reason is None
+    assert fake.kills == [(new2, signal.SIGTERM)]  # the rest of the new generation goes, the old stays
+    assert {arbiter.workers[p].state for p in (old1, old2)} == {WorkerState.READY}
+    # The superseded one fails to boot as well: logged, no halt, nothing respawned.
+    fake.exit(new2, BOOT_ERROR)
+    for _ in range(3):
+        beat_all(arbiter, fake)
+        arbiter.tick()
+    assert arbiter.state is MasterState.RUNNING and len(fake.spawned) == 4
+    assert set(arbiter.workers) == {old1, old2}
+    # The code is fixed: the next HUP reloads as usual.
+    fake.signal(signal.SIGHUP)
+    arbiter.tick()
+    assert len(fake.spawned) == 6
+    ready(arbiter, fake, *fake.pids()[4:])
+    assert sorted(fake.kills_of(signal.SIGTERM)) == sorted([new2, old1, old2])
+
+
+def test_a_boot_error_after_a_reload_replaced_everyone_halts() -> None:
+    arbiter, fake, _ = make(workers=1)
+    (old,) = fake.pids()
+    ready(arbiter, fake, old)
+    fake.signal(signal.SIGHUP)
+    arbiter.tick()
+    new = fake.pids()[1]
+    ready(arbiter, fake, new)
+    fake.exit(old, 0)
+    fake.exit(new, -signal.SIGKILL)  # its replacement boots the same (now broken) code
+    arbiter.tick()
+    replacement = fake.pids()[2]
+    fake.exit(replacement, BOOT_ERROR)
+    arbiter.tick()
+    assert arbiter.state is MasterState.DONE and arbiter.exit_code == BOOT_ERROR
+
+
 def test_a_reload_watcher_that_reports_a_change_reloads_like_hup() -> None:
     changes = [False, True, False]
     arbiter, fake, _ = make(workers=1, watcher=lambda: changes.pop(0) if changes else False)
