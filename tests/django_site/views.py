@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
+from django.core import signals
 from django.http import (
     FileResponse,
     Http404,
@@ -40,6 +41,27 @@ def _int(request: HttpRequest, name: str, default: int, maximum: int) -> int:
     except ValueError:
         return default
     return max(0, min(value, maximum))
+
+
+#: How often this process saw Django's request signals (the ``signal_counts`` view reports them).
+SIGNAL_COUNTS = {"started": 0, "finished": 0}
+
+
+def _count_started(**kwargs: Any) -> None:
+    SIGNAL_COUNTS["started"] += 1
+
+
+def _count_finished(**kwargs: Any) -> None:
+    SIGNAL_COUNTS["finished"] += 1
+
+
+signals.request_started.connect(_count_started, dispatch_uid="django_site.count_started")
+signals.request_finished.connect(_count_finished, dispatch_uid="django_site.count_finished")
+
+
+def signal_counts(request: HttpRequest) -> JsonResponse:
+    """This process's pid and request-signal counts (the current request's finish not yet counted)."""
+    return JsonResponse({"pid": os.getpid(), **SIGNAL_COUNTS})
 
 
 def index(request: HttpRequest) -> HttpResponse:

@@ -13,6 +13,7 @@ worker processes), root_path, a per-URL low-level consumer.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import socket
@@ -288,3 +289,21 @@ def test_any_path_query_and_headers_arrive_as_sent(site: Site, segments: list[st
     assert data["get"] == expected
     for name, value in headers.items():
         assert data["headers"]["HTTP_" + name.upper().replace("-", "_")] == value
+
+
+def test_request_signals_sent_once_per_request(site: Site) -> None:
+    """The worker loop sends request_started/request_finished once per message; the consumer adds none."""
+    with site.client() as client:
+        answers = [client.get("/signals/").json() for _ in range(12)]
+    by_pid: dict[int, list[dict[str, int]]] = {}
+    for answer in answers:
+        by_pid.setdefault(answer["pid"], []).append(answer)
+    compared = 0
+    for seen in by_pid.values():
+        # Sequential requests: between two answers of one process, it served exactly the
+        # requests in between that it answered (nothing else reaches this test's site).
+        for before, after in itertools.pairwise(seen):
+            assert after["started"] - before["started"] == 1
+            assert after["finished"] - before["finished"] == 1
+            compared += 1
+    assert compared >= 12 - len(by_pid)
