@@ -91,8 +91,10 @@ Failure modes, and what is lost where
 -------------------------------------
 * **The forwarder's process dies** (SIGKILL included): the kernel drops its
   ``flock``, another receiving process of the host takes over at once.
-  Lost: at most the one message it had popped from Redis and not yet queued
-  in shared memory. While no process of the host forwards, messages for it
+  Lost: what it had taken from Redis and not yet queued in shared memory,
+  at most one round trip's worth (the inbox is a ``!`` queue with one
+  reader, so the Redis layer takes up to ``BATCH_ITEMS`` (1,024) waiting
+  messages of it at once, and a backlog moves in batches). While no process of the host forwards, messages for it
   wait in its inbox (up to ``inbox_capacity``, then senders to that host get
   ``ChannelFull`` and group sends skip it) and expire after ``expiry``.
 * **A forwarded message meets a full channel**: it is dropped and logged
@@ -103,10 +105,13 @@ Failure modes, and what is lost where
 * **Redis is down or unreachable**: this host's own traffic goes on
   untouched (local channels, local ``!``/``?`` channels). Sends to other
   hosts or Redis channels, ``group_add``/``group_discard``/``send_group``
-  raise the Redis layer's error (``send_group`` after delivering to this
-  host's members). The forwarder and pumps log the error and retry with a
-  bounded back-off (0.1 s doubling to 5 s); what was in flight on a broken
-  connection is lost, as with the Redis layer.
+  raise the Redis layer's error (``ShardDown``, a ``redis.ConnectionError``,
+  once its ``retry_timeout`` has passed; ``send_group`` after delivering to
+  this host's members). The forwarder's and the pumps' blocking receives
+  ride the outage out (the Redis layer reconnects inside them and returns
+  nothing at ``blocking_timeout``); any error that still comes out of one is
+  logged and retried with a bounded back-off (0.1 s doubling to 5 s). What
+  Redis held when it died is lost, as with the Redis layer.
 * **A mixed receive's pump** may pop one message from Redis just after its
   receive was answered by a local message; it is handed out by the next
   receive on the same channels, and lost only if the process never asks
