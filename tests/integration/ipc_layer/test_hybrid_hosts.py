@@ -431,3 +431,29 @@ def test_an_idle_receiver_and_its_forwarder_and_pump_use_no_cpu(site: Site, chan
     finally:
         process.kill()
         process.join(10)
+
+
+def test_cross_host_traffic_resumes_after_a_redis_restart(site: Site, procs: list[Proc]) -> None:
+    server = RedisServer().start()
+    try:
+        def config(host: str) -> dict[str, Any]:
+            return {**site.config(host), "blocking_timeout": 1.0,
+                    "redis": {"url": server.url, "prefix": site.key_prefix}}
+
+        a = HybridChannelLayer(**config("hostA"))
+        try:
+            b = Proc(_host_process, config("hostB"))
+            procs.append(b)
+            mine = a.new_process_channel("test")
+            a.send(b.channel, {"cmd": "echo", "n": 1, "reply_to": mine + "r"})
+            assert _receive(a, [mine]) == (mine + "r", {"echo": 1, "host": "hostB"})
+            server.restart()  # what Redis held is gone; both hosts' forwarders reconnect
+            a.send(b.channel, {"cmd": "echo", "n": 2, "reply_to": mine + "r"})
+            assert _receive(a, [mine]) == (mine + "r", {"echo": 2, "host": "hostB"})
+            # This host's own traffic never needed Redis.
+            a.send(mine + "local", {"n": 3})
+            assert a.receive([mine]) == (mine + "local", {"n": 3})
+        finally:
+            a.close()
+    finally:
+        server.stop()
