@@ -46,18 +46,23 @@ class Load:
     clients: int = 4
     results: list[tuple[float, int, str]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    #: (start time, seconds) of every request answered
+    latencies: list[tuple[float, float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=60) as client:
             while not self._stop.is_set():
+                started = time.monotonic()
                 try:
                     response = client.get(self.path)
                 except httpx.HTTPError as exc:
                     self.failures.append(f"{type(exc).__name__}: {exc}")
                     continue
-                self.results.append((time.monotonic(), response.status_code, response.text))
+                now = time.monotonic()
+                self.results.append((now, response.status_code, response.text))
+                self.latencies.append((started, now - started))
                 if response.status_code != 200:
                     self.failures.append(f"{response.status_code}: {response.text[:200]}")
 
@@ -118,7 +123,8 @@ def test_a_sigkilled_worker_is_replaced_and_no_later_request_fails(layer: LayerU
         assert pool.stop() == 0
 
 
-def test_hup_reloads_changed_code_under_load_with_no_failed_request(layer: LayerUnderTest, tmp_path: Path) -> None:
+def test_hup_reloads_changed_code_under_load_with_no_failed_request(layer: LayerUnderTest, tmp_path: Path,
+                                                                    report_line: Callable[[str], None]) -> None:
     code, env = _code_module(tmp_path, "old code")
     with running_pool(layer, tmp_path, workers=2, layer_config=FAST_WAKE, extra_env=env) as pool:
         old = set(pool.worker_pids())
@@ -126,16 +132,23 @@ def test_hup_reloads_changed_code_under_load_with_no_failed_request(layer: Layer
             load.wait_for(lambda text: text.startswith("old code"))
             code.write_text("VALUE = 'new code, longer'\n")
             mark = pool.log.mark()
+            hup_at = time.monotonic()
             pool.send_signal(signal.SIGHUP)
             pool.log.wait_for(READY, since=mark, count=2)
             for pid in old:
                 pool.log.wait_for(rf"\(pid {pid}\) exited \(exit code 0\)", since=mark)
+            done_at = time.monotonic()
             settled = load.count()
             deadline = time.monotonic() + 30
             while load.count() < settled + 40:  # more requests, all on the new workers
                 assert time.monotonic() < deadline, "the load stalled after the reload"
                 time.sleep(0.05)
         assert load.failures == []
+        during = [seconds for started, seconds in load.latencies if hup_at <= started <= done_at]
+        after = sorted(seconds for started, seconds in load.latencies if started > done_at)
+        report_line(f"{layer.name}: HUP to the old workers gone {done_at - hup_at:.2f} s; {len(during)} requests "
+                    f"meanwhile, 0 failed, slowest {max(during, default=0) * 1000:.0f} ms (afterwards: median "
+                    f"{after[len(after) // 2] * 1000:.1f} ms, slowest {after[-1] * 1000:.0f} ms; 4 clients, 2 workers)")
         bodies = [text for _, _, text in load.results]
         assert any(b.startswith("old code") for b in bodies)
         assert all(b.startswith("new code, longer") for b in bodies[settled:])
