@@ -319,3 +319,24 @@ def test_threads_serve_requests_at_once_in_one_worker(prefix: str, tmp_path: Pat
         assert pool.worker_pids() == [pid]
         assert "SIGABRT" not in pool.log.text()
         assert pool.stop() == 0
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whoever adopted it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_workers_leave_when_their_master_is_sigkilled(prefix: str, tmp_path: Path) -> None:
+    with running_pool(ipc_layer(prefix), tmp_path, workers=2, layer_config=FAST_WAKE) as pool:
+        workers = pool.worker_pids()
+        pool.master.kill()
+        pool.master.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in workers):  # each notices at its next wake (blocking_timeout 1 s)
+            assert time.monotonic() < deadline, f"orphaned workers still running: {workers}\n{pool.log.text()}"
+            time.sleep(0.1)
+        assert len(pool.log.wait_for(r"the master \(pid \d+\) is gone; exiting", count=2)) == 2
