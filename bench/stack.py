@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     stacks = _check_args(parser, args)
+    load_before = os.getloadavg()
     prefix = args.prefix or f"bench_stack_{os.getpid()}"
     stack_cpus, load_cpus = split_cpus()
     if args.no_pin:
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             remove_segment(prefix)  # also when interrupted between a start and its own cleanup
     rows = [median_row(name, samples[name], args.workers) for name in stacks if samples[name]]
-    settings = settings_record(args, stack_cpus, load_cpus)
+    settings = settings_record(args, stack_cpus, load_cpus, load_before)
     plot = None
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,13 +30,15 @@ GOALS = (
 )
 
 
-def settings_record(args: argparse.Namespace, stack_cpus: set[int], load_cpus: set[int]) -> dict[str, Any]:
-    """What the run did, for the report's header."""
+def settings_record(args: argparse.Namespace, stack_cpus: set[int], load_cpus: set[int],
+                    load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """What the run did, for the report's header (the load averages: other work on the machine)."""
     pinning = ("unpinned (the scheduler places the stacks and wrk)" if args.no_pin else
                f"every process of a stack on CPU {','.join(map(str, sorted(stack_cpus)))}, "
                f"wrk on CPU {','.join(map(str, sorted(load_cpus)))}")
     return {"workers": args.workers, "duration": args.duration, "connections": args.connections,
-            "repeats": args.repeats, "pinning": pinning, "load_before": os.getloadavg()}
+            "repeats": args.repeats, "pinning": pinning, "load_before": load_before,
+            "load_after": os.getloadavg()}
 
 
 def _ratio(rows: dict[str, dict[str, Any]], ours: str, ref: str, figure: str) -> float | None:
@@ -84,7 +86,7 @@ def render(rows: list[dict[str, Any]], failures: dict[str, str], settings: dict[
            profile: dict[str, Any] | None, plot: str | None, interrupted: bool) -> str:
     machine = machine_record(None, PACKAGES)
     versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items() if version)
-    load = ", ".join(f"{x:.2f}" for x in settings["load_before"])
+    before, after = (", ".join(f"{x:.2f}" for x in settings[key]) for key in ("load_before", "load_after"))
     out = ["# python -m bench stack", "",
            f"{machine['date']}, {machine['cpu']}, {machine['cores']} cores, {machine['kernel']}, "
            f"{machine['python']}" + (f", commit {machine['commit']}" if machine.get("commit") else "") + ".",
@@ -92,7 +94,7 @@ def render(rows: list[dict[str, Any]], failures: dict[str, str], settings: dict[
            f"{settings['workers']} workers where the stack has workers; wrk runs of {settings['duration']} s, "
            f"{settings['connections']} connections under load, one for the 1-conn latency; "
            f"{settings['repeats']} repeat(s), median of each figure; {settings['pinning']}; "
-           f"load average before the run {load}.",
+           f"load average (1, 5, 15 min) {before} before the run, {after} after.",
            "", "The hello-world Django view (`bench/stack_site`), DEBUG off, no database. CPU / request: "
            "utime + stime of every process of the stack (/proc) over the loaded run, divided by its "
            "requests; cores busy: the same CPU time per second.", ""]
