@@ -25,8 +25,6 @@ from bench.stack_report import goal_lines
 ROOT = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.integration
-#: The rows run here: the ipc row needs runworker (issue 13's worker pool), which lands next.
-ROWS = [stack for stack in STACKS if stack != "ipc"]
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (.ci/run installs it)")
 
 
@@ -94,12 +92,11 @@ def _us(cell: str) -> float:
 def test_quick_run_of_every_row_reports_real_figures(tmp_path: Path, prefix: str) -> None:
     out = tmp_path / "stack.md"
     marker = f"smoke-{os.getpid()}-{time.monotonic_ns()}"
-    proc = _bench(["--quick", "--stacks", ",".join(ROWS), "--workers", "2", "--prefix", prefix, "--out", str(out)],
-                  marker)
+    proc = _bench(["--quick", "--workers", "2", "--prefix", prefix, "--out", str(out)], marker)
     _, err = _finish(proc, marker, 280)
     assert proc.returncode == 0, err[-3000:]
     table = out.read_text()
-    for stack in ROWS:
+    for stack in STACKS:
         cells = _row(table, stack)
         processes, rps, p50, p99, cpu, errors = (cells[1], cells[2], cells[5], cells[6], cells[10], cells[12])
         assert int(processes) >= 1
@@ -107,6 +104,8 @@ def test_quick_run_of_every_row_reports_real_figures(tmp_path: Path, prefix: str
         assert 0 < _us(p50) <= _us(p99), cells
         assert _us(cpu) > 0, cells
         assert errors == "0", cells
+    assert int(_row(table, "ipc")[1]) >= 3  # the server, the worker master, its workers
+    assert "req/s >= 3x Daphne 4's: " in table and "not measured" not in table
     assert (tmp_path / "stack.png").stat().st_size > 0
     _no_leftovers(marker)
     assert not glob.glob(f"/dev/shm/rbuf.{prefix}*")
@@ -116,14 +115,15 @@ def test_quick_run_of_every_row_reports_real_figures(tmp_path: Path, prefix: str
 @pytest.mark.timeout(180)
 def test_ctrl_c_stops_every_process_and_removes_the_segment(prefix: str) -> None:
     marker = f"int-{os.getpid()}-{time.monotonic_ns()}"
-    proc = _bench(["--stacks", "gunicorn", "--duration", "30", "--workers", "2", "--prefix", prefix], marker)
+    proc = _bench(["--stacks", "ipc", "--duration", "30", "--workers", "2", "--prefix", prefix], marker)
     try:
         deadline = time.monotonic() + 90
-        # The bench itself + the gunicorn master + 2 workers.
-        while len(_marked(marker)) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        # The bench itself + the server + the worker master + 2 workers, and the segment made.
+        while (len(_marked(marker)) < 5 or not glob.glob(f"/dev/shm/rbuf.{prefix}*")) \
+                and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert len(_marked(marker)) >= 4
+        assert len(_marked(marker)) >= 5
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends (the stacks are in sessions of their own)
         out, err = _finish(proc, marker, 60)
     except BaseException:
