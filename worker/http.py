@@ -59,11 +59,12 @@ from django.utils.functional import cached_property
 from ipc_layer import ChannelFull
 from ipc_layer import options as layer_options
 
+from .exceptions import ResponseLater
 from .http_body import BodyAborted, BodyAssembler, BodyTimeout
 from .http_request import BadMessage, RequestHead, build_meta, parse_request, reply_channel_of
 from .http_response import HeadTooLarge, chunk_room, plain_messages, response_headers, streaming_messages
 
-__all__ = ["ViewConsumer", "WorkerHandler", "WorkerRequest", "close_response", "view_consumer"]
+__all__ = ["AnswerLater", "ViewConsumer", "WorkerHandler", "WorkerRequest", "close_response", "view_consumer"]
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("django.request")
@@ -149,6 +150,13 @@ class WorkerHandler(base.BaseHandler):
         super().__init__()
         self.load_middleware()
 
+    def process_exception_by_middleware(self, exception: Exception, request: Any) -> Any:
+        # A view raising ResponseLater (long-poll) has handed its reply channel to another
+        # consumer: a marker response passes through the middleware and is never sent.
+        if isinstance(exception, ResponseLater):
+            return AnswerLater()
+        return super().process_exception_by_middleware(exception, request)
+
     def handle_uncaught_exception(self, request: Any, resolver: Any, exc_info: Any) -> Any:
         """Django's 500 (DEBUG page or handler500); if that fails too, a plain-text 500.
 
@@ -161,6 +169,10 @@ class WorkerHandler(base.BaseHandler):
                 traceback.format_exc() if settings.DEBUG else "Internal Server Error",
                 content_type="text/plain",
             )
+
+
+class AnswerLater(django_http.HttpResponse):
+    """What a view that raised ``worker.exceptions.ResponseLater`` returns: nothing is sent for it."""
 
 
 def close_response(response: Any) -> None:
@@ -292,6 +304,8 @@ class ViewConsumer:
             set_script_prefix(request.script_name or "/")
             response = self.handler.get_response(request)
             response._handler_class = type(self.handler)
+            if isinstance(response, AnswerLater):
+                return  # long-poll: another consumer answers on the reply channel later
             self._send(layer, head.reply_channel, self._messages(response, layer, head), sent_any)
         except Exception:
             logger.exception("request %s %s on %r failed in the worker", head.method, head.path, _channel_name(message))

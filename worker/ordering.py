@@ -23,18 +23,23 @@ A worker with message ``n`` (channel session loaded at the start):
    session: the Channels 1.x race of a parked message's worker saving a stale session over
    the new ``next`` cannot happen, because a worker that parks never saves.
 2. ``n > next``: it parks the message on the wait channel, then reads ``next`` again from
-   the store. If it moved, it drains. It never puts the message back on its own channel,
-   so nothing spins (Channels 1.x requeued to ``__wait__`` and back until the order came).
-3. ``n < next``: the message came after its successors were run (see 5); it is dropped
+   the store. If it is now ``n``, it drains. It never puts the message back on its own
+   channel, so nothing spins (Channels 1.x requeued to ``__wait__`` and back until the
+   order came).
+3. ``n < next``: the message came after its successors were run (see below); it is dropped
    with a warning.
 
 *Drain*: take every parked message of the socket; put the one whose order is ``next``
 back on its original channel (any worker runs it, now in order) and park the others
-again.
+again; then read ``next`` once more, and if the message of that order is among those
+just parked again, go round.
 
-No lost wake-up: a parker parks *then* reads ``next``; a runner stores ``next`` *then*
-drains. If the parker read the old ``next``, its read came before the runner's store,
-so its park did too, and the runner's drain (after the store) finds the message.
+No lost wake-up: the message of order ``k`` is parked by its worker *then* that worker
+reads ``next``; the runner of ``k - 1`` stores ``next = k`` *then* drains. If the parker
+read an older ``next``, its read came before the store, so its park did too, and the
+runner's drain finds the message, unless another drainer was holding it at that moment:
+that drainer parks it again *then* reads ``next`` (``k``) and goes round. Either way someone
+puts it back.
 
 No wedge (a message lost: expired before a worker took it, or its worker was SIGKILLed
 while running it): when a drain finds no parked message with order ``next`` while ``next``
@@ -45,9 +50,10 @@ when ``next`` is that old (or nothing ran yet), so the next message of the socke
 unblocks it. Parked messages are ordinary messages: they
 expire with the layer's ``expiry``, so none waits for ever.
 
-Costs: an in-order message costs one session save (the ``next`` counter) and one empty
-receive on the wait channel; an early one a send and a session read, and it is resent
-once when its turn comes.
+Costs: an in-order message costs one session save (the ``next`` counter) and a drain of
+the wait channel (one empty receive when nothing waits); an early one a send and a session
+read, and a resend when its turn comes (drains re-park the others: a burst of ``w``
+early messages costs O(w) sends per message).
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ from typing import Any
 from ipc_layer import ChannelFull
 
 from .message import Message, pending_message_store
-from .sessions import _find_message, channel_session
+from .sessions import _find_message, channel_session, save_session
 
 __all__ = ["NEXT_KEY", "SINCE_KEY", "enforce_ordering", "wait_channel_name"]
 
@@ -117,9 +123,9 @@ def enforce_ordering(func: Any = None, slight: bool = False, timeout: float = DE
                 finally:
                     session[NEXT_KEY] = order + 1
                     session[SINCE_KEY] = time.time()
-                    session.save()
+                    save_session(session)
                     session.modified = False
-                    _drain(message, order + 1, time.time(), timeout)
+                    _drain(message, session, order + 1, time.time(), timeout)
             if order < expected:
                 logger.warning(
                     "dropped message %d on %r of socket %r: the socket already ran up to %d "
@@ -138,8 +144,9 @@ def enforce_ordering(func: Any = None, slight: bool = False, timeout: float = DE
                 return func(*args, **kwargs)
             fresh = session.load()
             now_next, since = fresh.get(NEXT_KEY, 0), fresh.get(SINCE_KEY)
-            if now_next != expected or since is None or time.time() - since >= timeout:
-                _drain(message, now_next, since, timeout)
+            # Only our own turn can have been missed (see the module doc), or a stall to skip.
+            if now_next == order or since is None or time.time() - since >= timeout:
+                _drain(message, session, now_next, since, timeout)
             return None
 
         return inner
@@ -183,10 +190,25 @@ def _send(layer: Any, channel: str, content: dict[str, Any], tries: int = 5) -> 
     return False
 
 
-def _drain(message: Message, expected: int, since: float | None, timeout: float) -> None:
+def _drain(message: Message, session: Any, expected: int, since: float | None, timeout: float) -> None:
     """Put the parked message whose order is ``expected`` back on its channel (see the module doc)."""
     layer = message.channel_layer
     wait = wait_channel_name(_reply(message))
+    for _ in range(_DRAIN_LIMIT):
+        reparked = _drain_once(message, layer, wait, expected, since, timeout)
+        if not reparked:
+            return
+        # While we held them, the runner of a newer ``next`` may have drained and missed one:
+        # read ``next`` again (after the re-park) and go round if we put its message back.
+        fresh = session.load()
+        expected, since = fresh.get(NEXT_KEY, 0), fresh.get(SINCE_KEY)
+        if expected not in reparked:
+            return
+
+
+def _drain_once(message: Message, layer: Any, wait: str, expected: int, since: float | None,
+                timeout: float) -> set[int]:
+    """One pass: the message of order ``expected`` back to its channel; the orders parked again."""
     parked: list[dict[str, Any]] = []
     for _ in range(_DRAIN_LIMIT):
         channel, content = layer.receive([wait], block=False)
@@ -194,7 +216,7 @@ def _drain(message: Message, expected: int, since: float | None, timeout: float)
             break
         parked.append(content)
     if not parked:
-        return
+        return set()
     ready = [c for c in parked if c.get("order") == expected]
     now = time.time()
     stalled = since is None or now - since >= timeout
@@ -206,6 +228,7 @@ def _drain(message: Message, expected: int, since: float | None, timeout: float)
         )
         first[_SKIP] = True
         ready = [first]
+    reparked: set[int] = set()
     for content in parked:
         if any(content is r for r in ready):
             original = content[_ORIGINAL]
@@ -213,6 +236,9 @@ def _drain(message: Message, expected: int, since: float | None, timeout: float)
                 continue
             logger.error("socket %r: could not put message %r back on the full channel %r; parking it again",
                          _reply(message), content.get("order"), original)
-        if not _send(layer, wait, content):
+        if _send(layer, wait, content):
+            reparked.add(content.get("order", -1))
+        else:
             logger.error("socket %r: dropped parked message %r: its wait channel is full",
                          _reply(message), content.get("order"))
+    return reparked

@@ -34,7 +34,8 @@ Theory of operation
   :class:`~worker.exceptions.RoutingError` naming the route (and its place in the list).
 * :func:`router_from_settings` builds the worker's router: the user's routing first, then
   the defaults: the site's Django views for ``http.request`` (``worker.http.view_consumer``,
-  imported by dotted path when the router is built), an accept-all ``websocket.connect``
+  imported by dotted path when the router is built), the delayed-message consumer for
+  ``asgi.delay`` (``worker.delay``), an accept-all ``websocket.connect``
   and no-op ``websocket.receive``/``websocket.disconnect`` consumers (as Channels 1.x
   did: the protocol requires every connect to be answered). A user route on the same
   channel, with or without filters, comes first and wins.
@@ -55,6 +56,7 @@ from .utils import import_by_path, name_that_thing
 
 __all__ = [
     "DEFAULT_HTTP_CONSUMER",
+    "DELAY_CONSUMER",
     "Include",
     "Route",
     "RouteClass",
@@ -73,6 +75,8 @@ Match = tuple[Consumer, dict[str, Any]]
 
 #: The catch-all ``http.request`` consumer: the site's Django views (issue 13).
 DEFAULT_HTTP_CONSUMER = "worker.http.view_consumer"
+#: The ``asgi.delay`` consumer: delayed messages held by the workers (worker.delay).
+DELAY_CONSUMER = "worker.delay.delay_consumer"
 
 
 class Routable(Protocol):
@@ -332,6 +336,7 @@ class Router:
     def check_default(self, http_consumer: Consumer | str | None = None) -> None:
         """Append the defaults: Django views for ``http.request``, accept-all WebSocket consumers."""
         self.add_route(Route("http.request", http_consumer or DEFAULT_HTTP_CONSUMER))
+        self.add_route(Route("asgi.delay", DELAY_CONSUMER))
         self.add_route(Route("websocket.connect", connect_consumer))
         self.add_route(Route("websocket.receive", null_consumer))
         self.add_route(Route("websocket.disconnect", null_consumer))

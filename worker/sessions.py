@@ -5,11 +5,12 @@ Theory of operation
 * ``channel_session``: a Django session keyed by the message's reply channel
   (``"chn" + sha1(reply_channel)[:29]``, Channels 1.x's key, so one socket's messages share
   it whichever worker runs them), stored by ``CHANNEL_SESSION_ENGINE`` (default
-  ``SESSION_ENGINE``). It is created on first use and saved after the consumer when
-  modified. The signed-cookie engine cannot work here (there is no cookie to write back to)
-  and is refused with an ``ImproperlyConfigured`` naming the setting. Two workers creating
-  the same session at once is not an error: the loser loads the winner's (Channels 1.x
-  raised ``ConsumeLater`` and spun). After a ``websocket.disconnect`` / ``http.disconnect``
+  ``SESSION_ENGINE``). It is saved after the consumer when modified, and stored by that
+  first save (Channels 1.x saved an empty one up front on every first message, and raised
+  ``ConsumeLater`` when two workers did so at once; with the file engine an eager create
+  can even wipe another worker's save). The signed-cookie engine cannot work here (there
+  is no cookie to write back to) and is refused with an ``ImproperlyConfigured`` naming
+  the setting. After a ``websocket.disconnect`` / ``http.disconnect``
   consumer ran, the session is deleted: its reply channel is never used again, so keeping
   it would only leave one stale row (or file) per socket for ``clearsessions``.
 * ``http_session``: the site's own session, read-only in spirit, from the ``sessionid``
@@ -40,6 +41,7 @@ __all__ = [
     "enforce_ordering",
     "get_header",
     "http_session",
+    "save_session",
     "session_for_reply_channel",
 ]
 
@@ -107,22 +109,29 @@ def channel_session(func: F) -> F:
             if message.channel.name in DISCONNECT_CHANNELS and not getattr(message, "_ordering_parked", False):
                 session.delete()
             elif session.modified and not session.is_empty():
-                session.save()
+                save_session(session)
 
     return inner  # type: ignore[return-value]
 
 
 def _open_channel_session(reply_channel: str) -> Any:
-    from django.contrib.sessions.backends.base import CreateError
+    # Nothing is written here: a session is stored by its first save (save_session). Creating
+    # it eagerly, as Channels 1.x did, races: the file engine creates a placeholder and renames
+    # the content in later, so a creator's late rename could wipe a save made in between.
+    return session_for_reply_channel(reply_channel)
 
-    session = session_for_reply_channel(reply_channel)
-    if not session.exists(session.session_key):
+
+def save_session(session: Any) -> None:
+    """Save ``session``, creating it if it is not stored yet (by whichever worker gets there first)."""
+    from django.contrib.sessions.backends.base import CreateError, UpdateError
+
+    try:
+        session.save()
+    except UpdateError:
         try:
             session.save(must_create=True)
         except CreateError:
-            # Another worker created it between our exists() and save(): use theirs.
-            session = session_for_reply_channel(reply_channel)
-    return session
+            session.save()  # another worker created it meanwhile: ours is the newer write
 
 
 def get_header(message: Message, name: bytes) -> bytes | None:

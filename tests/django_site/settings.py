@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "worker",
     "tests.django_site",
+    "tests.django_site.sockets",
 ]
 
 MIDDLEWARE = [

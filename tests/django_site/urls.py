@@ -28,4 +28,6 @@ urlpatterns = [
     path("status/<int:code>/", views.status, name="status"),
     # the worker pool's process tests (pool)
     path("pool/", include("tests.django_site.pool_views")),
+    # the consumer API's views (consumers)
+    path("c/", include("tests.django_site.sockets.urls")),
 ]

@@ -167,7 +167,11 @@ class Client:
 
 
 class apply_routes:  # noqa: N801 - Channels 1.x's name
-    """Use ``routes`` (a list of routes, or a list of such lists) instead of the settings' routing."""
+    """Use ``routes`` (a list of routes, or a list of such lists) instead of the settings' routing.
+
+    The default routes (Django views for ``http.request``, ``asgi.delay``, accept-all
+    WebSocket consumers) still follow them, as in a worker.
+    """
 
     def __init__(self, routes: Any, aliases: Sequence[str] = (DEFAULT_CHANNEL_LAYER,)) -> None:
         if isinstance(routes, (list, tuple)):
@@ -176,6 +180,9 @@ class apply_routes:  # noqa: N801 - Channels 1.x's name
         else:
             routes = [routes]
         self.router = Router(list(routes))
+        # The defaults after them, as a worker has (the site's Django views for http.request, ...):
+        # Channels 1.x dropped those too, so an apply_routes test could not reach a view.
+        self.router.check_default()
         self.aliases = list(aliases)
 
     def enter(self) -> None:

@@ -196,3 +196,40 @@ def test_four_threads_run_one_socket_in_order_one_at_a_time() -> None:
     assert not overlaps
     for s in sockets:
         assert ran[s.reply] == list(range(total + 1))
+
+
+def test_a_message_held_by_another_drain_is_not_lost() -> None:
+    # The race the live 4-worker test found: a drainer holds the parked message k while the
+    # runner of k - 1 stores next = k and drains (finding nothing); the drainer parks k again.
+    # It must then see next = k and go round, or the socket waits for ever.
+    from worker import ordering
+    from worker.sessions import session_for_reply_channel as load
+
+    layer = InMemoryChannelLayer()
+    s = Socket(layer)
+    ran: list[int] = []
+    consumer = enforce_ordering(lambda m: ran.append(m["order"]))
+    consume(consumer, s.message(0, "websocket.connect"))
+    consume(consumer, s.message(2))  # parked; next is 1
+    wait = wait_channel_name(s.reply)
+
+    class RunnerFinishesMeanwhile:
+        """The layer, except that re-parking the held message first lets message 1 run."""
+
+        def __init__(self) -> None:
+            self.fired = False
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(layer, name)
+
+        def send(self, channel: str, content: dict[str, Any]) -> None:
+            if channel == wait and not self.fired:
+                self.fired = True
+                consume(consumer, s.message(1))  # stores next = 2, drains an empty wait channel
+            layer.send(channel, content)
+
+    holder = Message(s.message(3).content, "websocket.receive", RunnerFinishesMeanwhile())
+    ordering._drain(holder, load(s.reply), 1, None, 5.0)  # a stale drain for next = 1
+    assert ran == [0, 1]
+    again = next_on(layer)
+    assert again is not None and again["order"] == 2, "message 2 stayed parked: the socket is wedged"

@@ -143,7 +143,8 @@ def test_defaults_come_after_user_routes() -> None:
     assert r.match(msg("http.request", path="/y/")) == (http, {})
     assert r.match(msg("websocket.connect", path="/")) == (connect_consumer, {})
     assert r.match(msg("websocket.disconnect", path="/")) == (null_consumer, {})
-    assert r.channels == {"http.request", "websocket.connect", "websocket.receive", "websocket.disconnect"}
+    assert r.channels == {"http.request", "asgi.delay", "websocket.connect", "websocket.receive",
+                          "websocket.disconnect"}
     assert r.describe()[0].startswith("http.request (path='^/x/$') -> tests.unit.worker.test_routing.chat")
 
 

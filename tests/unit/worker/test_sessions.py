@@ -96,22 +96,37 @@ def test_channel_session_refuses_signed_cookies_and_messages_without_reply() -> 
         noop("not a message")  # type: ignore[arg-type]
 
 
-def test_a_session_created_concurrently_is_used_not_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_first_save_stores_the_session_and_a_concurrent_create_is_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from django.contrib.sessions.backends import file
 
     reply = "websocket.send!race"
-    first = session_for_reply_channel(reply)
-    first["winner"] = "other worker"
-    first.save(must_create=True)  # the other worker's create
-    real_exists = file.SessionStore.exists
-    monkeypatch.setattr(file.SessionStore, "exists", lambda self, key: False)  # we looked before it
 
     @channel_session
     def read(message: Message) -> Any:
         return message.channel_session.get("winner")  # type: ignore[attr-defined]
 
-    assert read(msg("websocket.receive", reply=reply)) == "other worker"
-    monkeypatch.setattr(file.SessionStore, "exists", real_exists)
+    assert read(msg("websocket.receive", reply=reply)) is None
+    assert not session_for_reply_channel(reply).exists(session_for_reply_channel(reply).session_key)  # no write
+
+    @channel_session
+    def write(message: Message) -> None:
+        # Another worker stores the session between our failed update and our create.
+        other = session_for_reply_channel(reply)
+        other["winner"] = "other worker"
+        real_save = file.SessionStore.save
+
+        def racing_save(self: Any, must_create: bool = False) -> Any:
+            if must_create and self is not other and not other.exists(other.session_key):
+                other.save(must_create=True)
+            return real_save(self, must_create)
+
+        monkeypatch.setattr(file.SessionStore, "save", racing_save)
+        message.channel_session["winner"] = "us"  # type: ignore[attr-defined]
+
+    write(msg("websocket.receive", reply=reply))
+    assert session_for_reply_channel(reply)["winner"] == "us"  # the newer write, no CreateError
 
 
 def test_http_session_from_the_cookie_or_the_query_string() -> None:
