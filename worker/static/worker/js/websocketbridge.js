@@ -111,4 +111,4 @@
 
   root.WorkerWebSocketBridge = WorkerWebSocketBridge;
   if (typeof module !== "undefined" && module.exports) { module.exports = WorkerWebSocketBridge; }
-}(typeof window !== "undefined" ? window : this));
+}(typeof window !== "undefined" ? window : globalThis));
