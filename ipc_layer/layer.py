@@ -145,7 +145,7 @@ class IPCChannelLayer(BaseChannelLayer):
     :class:`~ipc_layer.exceptions.LockTimeout` after ``lock_timeout``.
     """
 
-    extensions = ("groups", "flush", "statistics", "twisted")
+    extensions = ("groups", "flush", "statistics", "twisted", "twisted_stream")
     #: The options this class takes, as declared in :mod:`ipc_layer.options`.
     option_kind: ClassVar[str] = "ipc"
 
@@ -389,6 +389,21 @@ class IPCChannelLayer(BaseChannelLayer):
         from .twisted_ext import bridge_for
 
         return bridge_for(self, reactor).receive(channels)
+
+    def receive_twisted_stream(self, channels: Iterable[str], on_message: Any, on_error: Any = None,
+                               reactor: Any = None) -> Any:
+        """The ``twisted_stream`` extension (ours): every message of ``channels`` to a callback.
+
+        ``on_message(channel, message)`` runs on the reactor thread for each
+        message as it arrives, until the returned stream's ``stop()``; a
+        failing receive calls ``on_error(exc)`` and the stream waits for its
+        ``resume()``. What a server's reply loop wants: one standing wait
+        instead of a Deferred and a re-armed FD watch per message
+        (:class:`ipc_layer.twisted_ext.Stream`).
+        """
+        from .twisted_ext import bridge_for
+
+        return bridge_for(self, reactor).stream(channels, on_message, on_error)
 
     def new_channel(self, pattern: str) -> str:
         names.validate_new_channel_pattern(pattern)

@@ -34,6 +34,12 @@ record itself with a non-blocking receive, on its loop's thread, and
 a receive is running and can return it, so a receive cancelled while it
 waits loses no message.
 
+A *standing* waiter (:meth:`Engine.wait_standing`, a stream's) stays
+registered while messages flow: woken, its owner takes until the queue is
+empty (wake-ups meanwhile find its future done and are absorbed) and then
+waits again with a fresh future (:meth:`Engine.rewait`, which re-arms): one
+arm per burst of messages instead of a waiter, a future and an arm each.
+
 Waking one waiter per loop (not all) keeps a thousand idle consumers from
 waking for every message; one per *loop* (not one in all) means a loop
 that stopped running, or closed, can only strand its own waiters. A closed
@@ -608,6 +614,44 @@ class Engine:
             # wake-up is lost between the take and here.
             watch.arm()
         return waiter
+
+    def wait_standing(self, queue: str, loop: Loop, future: FutureLike) -> Waiter:
+        """Register a *standing* waiter of ``loop`` for ``queue`` with ``future``, and arm.
+
+        A standing waiter belongs to a stream (a consumer that takes every
+        message as it comes, e.g. :meth:`ipc_layer.twisted_ext.ReactorBridge.stream`):
+        it stays registered while messages flow instead of one waiter per
+        message. Woken, its owner takes until the queue is empty (pokes
+        meanwhile find its future done and cost nothing), then calls
+        :meth:`rewait` with a fresh future; :meth:`cancelled` ends it.
+        """
+        with self.lock:
+            watch = self.watch(queue)
+            waiter = Waiter(watch, loop, future, None)
+            watch.add(waiter)
+            watch.arm()  # records already there resolve ``future`` at once
+        return waiter
+
+    def rewait(self, waiter: Waiter, future: FutureLike) -> bool:
+        """A standing waiter's owner took everything: wait again with ``future`` (re-arm).
+
+        Arming checks for records under the segment lock, so one sent since
+        the owner's last take resolves ``future`` at once: no wake-up is lost
+        between that take and here. False when the waiter is no longer
+        registered (cancelled, or its loop was found closed): nothing armed.
+        """
+        with self.lock:
+            watch = waiter.watch
+            same_loop = watch.by_loop.get(waiter.loop)
+            if same_loop is None or waiter not in same_loop:
+                return False
+            waiter.future = future
+            if self.fd and waiter.loop not in watch.fd_watches:
+                # Its FD watch was dropped (a swept row): a fresh one, as a
+                # new waiter's first wait would open.
+                watch.open_fd_watch(waiter.loop)
+            watch.arm()
+        return True
 
     def take_routed(self, queue: str, channel: str, loop: Loop) -> Any:
         """``channel``'s next message from the local store or the process queue, or :data:`EMPTY`."""

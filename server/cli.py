@@ -25,7 +25,7 @@ from typing import Any
 from ipc_layer.loading import InvalidLayerError, load_layer
 
 from .access import access_logger
-from .config import ServerConfig
+from .config import READERS, ServerConfig
 
 __all__ = ["main", "parse_args"]
 
@@ -119,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     proto.add_argument("--request-body-inline", type=_size, default=256 * 1024,
                        help="body bytes sent inline in http.request; the rest streams on a body channel "
                             "(default 262144)")
-    proto.add_argument("--reader", choices=("auto", "twisted", "thread"), default="auto",
-                       help="how replies reach the reactor: the layer's twisted extension or a thread "
-                            "(default auto: twisted when the layer has it)")
+    proto.add_argument("--reader", choices=READERS, default="auto",
+                       help="how replies reach the reactor: the layer's twisted_stream or twisted extension, "
+                            "or a thread (default auto: the first of these the layer has)")
     output = parser.add_argument_group("logging")
     output.add_argument("--access-log", default=None, metavar="FILE",
                         help="write the access log to FILE ('-' = stdout; default stdout at -v 1 and up)")

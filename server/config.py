@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["ServerConfig"]
+__all__ = ["READERS", "ServerConfig"]
 
 MiB = 1 << 20
+#: How replies reach the reactor (:mod:`server.reader`); ``auto`` picks the
+#: first of stream, twisted, thread the layer offers.
+READERS = ("auto", "stream", "twisted", "thread")
 
 
 def _seconds(name: str, value: float, allow_none: bool = False) -> None:
@@ -65,8 +68,8 @@ class ServerConfig:
         _size("body_chunk_size", self.body_chunk_size, 1, 1 << 30)
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path must start with '/' and not end with one, got {self.root_path!r}")
-        if self.reader not in ("auto", "twisted", "thread"):
-            raise ValueError(f"reader must be 'auto', 'twisted' or 'thread', got {self.reader!r}")
+        if self.reader not in READERS:
+            raise ValueError(f"reader must be one of {', '.join(map(repr, READERS))}, got {self.reader!r}")
         for protocol in self.ws_protocols:
             if not protocol or not protocol.isascii() or any(c in protocol for c in " ,;\t\r\n"):
                 raise ValueError(f"ws_protocols entry {protocol!r} is not a token")

@@ -68,6 +68,7 @@ from .http_messages import (
     request_message,
     split_target,
 )
+from .writes import send_now
 
 __all__ = ["LayerHTTPChannel", "LayerHTTPFactory", "LayerRequest"]
 
@@ -331,8 +332,12 @@ class LayerRequest(http.Request):
                 self.timeout_call.cancel()  # the application answered: no 503 any more
             self._write(part.content)
             more = part.more_content
+        # Twisted's finish() lets go of the channel: take its transport first.
+        transport = self.channel.transport if isinstance(self.channel, LayerHTTPChannel) else None
         if not more:
             self._finish_response()
+        if transport is not None:
+            send_now(transport)  # the reply's bytes leave now, not on the reactor's next turn (server.writes)
 
     def _write(self, data: bytes) -> None:
         if data:

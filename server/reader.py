@@ -1,7 +1,13 @@
 """The one bridge from the channel layer into the reactor: replies for this server, no polling.
 
-Two ways, picked by what the layer offers (``"twisted" in layer.extensions``):
+Three ways, picked by what the layer offers (``layer.extensions``):
 
+* :class:`StreamReader` (``"twisted_stream"``, the shared-memory layer's):
+  ``layer.receive_twisted_stream([channel], dispatch, on_error)`` hands
+  every reply to ``dispatch`` as it comes, from the FD watch's own reactor
+  callback: one standing wait drained at each wake-up and re-armed only
+  when the channel is empty, no Deferred, no extra reactor turn and no new
+  waiter per reply. The default where the layer has it.
 * :class:`TwistedReader`: the ASGI 1 ``twisted`` extension.
   ``layer.receive_twisted([channel])`` returns a Deferred that fires with
   ``(channel, message)``; the shared-memory layer serves it from the core's
@@ -26,7 +32,9 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
-__all__ = ["ThreadReader", "TwistedReader", "make_reader"]
+from .config import READERS
+
+__all__ = ["StreamReader", "ThreadReader", "TwistedReader", "make_reader"]
 
 logger = logging.getLogger(__name__)
 
@@ -166,14 +174,71 @@ class TwistedReader:
             pending.cancel()
 
 
-def make_reader(layer: Any, channel: str, reactor: Any, dispatch: Dispatch,
-                mode: str = "auto") -> ThreadReader | TwistedReader:
-    """The reader for ``layer``: ``auto`` takes the twisted extension when the layer has it."""
-    if mode not in ("auto", "twisted", "thread"):
-        raise ValueError(f"reader mode must be 'auto', 'twisted' or 'thread', got {mode!r}")
-    has_twisted = "twisted" in getattr(layer, "extensions", ())
-    if mode == "twisted" and not has_twisted:
-        raise ValueError(f"layer {type(layer).__name__} has no 'twisted' extension (receive_twisted)")
-    if mode == "twisted" or (mode == "auto" and has_twisted):
+class StreamReader:
+    """``receive_twisted_stream``: the layer calls ``dispatch`` for each reply, on the reactor thread."""
+
+    kind = "stream"
+
+    def __init__(self, layer: Any, channel: str, reactor: Any, dispatch: Dispatch) -> None:
+        self.layer = layer
+        self.channel = channel
+        self.reactor = reactor
+        self.dispatch = dispatch
+        self._stream: Any = None
+        self._retry: Any = None
+        self._stopped = False
+        from twisted.internet import reactor as global_reactor
+
+        self._global = reactor is global_reactor
+
+    def start(self) -> None:
+        if self._stopped:
+            return
+        try:
+            # The reactor is passed only when it is not the global one (as
+            # TwistedReader does: tests run private reactors).
+            extra = () if self._global else (self.reactor,)
+            self._stream = self.layer.receive_twisted_stream([self.channel], self.dispatch, self._failed, *extra)
+        except Exception:
+            logger.exception("receive_twisted_stream on %r raised; retrying in %.1f s", self.channel, ERROR_PAUSE)
+            self._retry = self.reactor.callLater(ERROR_PAUSE, self.start)
+
+    def _failed(self, exc: Exception) -> None:
+        logger.error("receive on %r failed; retrying in %.1f s: %s", self.channel, ERROR_PAUSE, exc)
+        if not self._stopped:
+            self._retry = self.reactor.callLater(ERROR_PAUSE, self._resume)
+
+    def _resume(self) -> None:
+        self._retry = None
+        if self._stream is not None and not self._stopped:
+            self._stream.resume()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopped = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.stop()
+
+
+Reader = StreamReader | ThreadReader | TwistedReader
+_NEEDS = {"stream": ("twisted_stream", "receive_twisted_stream"), "twisted": ("twisted", "receive_twisted")}
+
+
+def make_reader(layer: Any, channel: str, reactor: Any, dispatch: Dispatch, mode: str = "auto") -> Reader:
+    """The reader for ``layer``: ``auto`` takes the fastest way the layer offers."""
+    if mode not in READERS:
+        raise ValueError(f"reader mode must be one of {', '.join(map(repr, READERS))}, got {mode!r}")
+    extensions = getattr(layer, "extensions", ())
+    if mode in _NEEDS and _NEEDS[mode][0] not in extensions:
+        extension, method = _NEEDS[mode]
+        raise ValueError(f"layer {type(layer).__name__} has no {extension!r} extension ({method})")
+    if mode == "auto":
+        mode = next((kind for kind, (extension, _) in _NEEDS.items() if extension in extensions), "thread")
+    if mode == "stream":
+        return StreamReader(layer, channel, reactor, dispatch)
+    if mode == "twisted":
         return TwistedReader(layer, channel, reactor, dispatch)
     return ThreadReader(layer, channel, reactor, dispatch)

@@ -34,6 +34,7 @@ from twisted.internet import defer
 from .context import ServerContext
 from .headers import BadRequest, address, connection_scope, decode_path
 from .http_messages import split_target
+from .writes import send_now
 from .ws_messages import (
     Accept,
     BadReply,
@@ -240,6 +241,7 @@ class LayerWebSocket(WebSocketServerProtocol):
                     self.sendMessage(action.data, True)
             elif isinstance(action, Close):
                 self._close(action.code)
+        send_now(self.transport)  # the frames leave now, not on the reactor's next turn (server.writes)
 
     def _close(self, code: int) -> None:
         """Start the closing handshake with ``code``.
