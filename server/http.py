@@ -36,8 +36,9 @@ else the connection is closed.
 
 HTTP/2 (TLS with ALPN ``h2``) goes through Twisted's own ``H2Connection``:
 the factory wraps each channel in Twisted's protocol switcher, each stream
-makes a :class:`LayerRequest`, and pausing a body means pausing that
-stream (HTTP/2 flow control) rather than the connection.
+makes a :class:`LayerRequest` (its header list kept in wire order, as for
+HTTP/1.1: :func:`_keep_h2_header_order`), and pausing a body means pausing
+that stream (HTTP/2 flow control) rather than the connection.
 
 A request with ``Upgrade: websocket`` is handed, with its transport, to the
 autobahn factory (:mod:`server.websocket`), which replays the handshake.
@@ -109,6 +110,8 @@ class LayerRequest(http.Request):
         context = getattr(channel, "context", None) or channel.factory.context
         self.context: ServerContext = context
         self.raw_headers: list[tuple[bytes, bytes]] = []
+        if not isinstance(channel, LayerHTTPChannel):
+            _keep_h2_header_order(channel, self)
         self.state = "HEAD"
         self.head: tuple[bytes, bytes, bytes] | None = None
         self.body = bytearray()
@@ -197,7 +200,9 @@ class LayerRequest(http.Request):
         """Headers, client, scheme and root path of this request (see :func:`connection_scope`)."""
         config = self.context.config
         raw = self.raw_headers
-        if not raw:  # HTTP/2: Twisted's Headers is all there is
+        if not raw and not isinstance(self.channel, LayerHTTPChannel):
+            # An HTTP/2 stream whose header list could not be kept (see
+            # _keep_h2_header_order): Twisted's Headers, grouped by name.
             raw = [(name, value) for name, values in self.requestHeaders.getAllRawHeaders() for value in values]
         scope = connection_scope(raw, address(self.getClientAddress()), "https" if self.isSecure() else "http",
                                  proxy_headers=config.proxy_headers, root_path=config.root_path)
@@ -453,6 +458,34 @@ class LayerRequest(http.Request):
         if not getattr(transport, "disconnecting", False):
             producer: Any = self.channel._networkProducer
             producer.resumeProducing()
+
+
+def _keep_h2_header_order(stream: Any, request: LayerRequest) -> None:
+    """Keep an HTTP/2 request's header list as it came, as ``headerReceived`` does for HTTP/1.1.
+
+    Twisted's ``H2Stream`` makes its request, then converts the h2
+    ``RequestReceived`` event's header list (wire order, duplicates apart)
+    into the request's ``Headers``, which groups values by name: the order
+    of interleaved names is gone by the time the request sees them, and
+    Twisted keeps neither the event nor the list. ASGI 1 wants that order,
+    so the stream's conversion is wrapped, for this one stream, to copy the
+    list first (``_convertHeaders`` is Twisted's; ``tests/unit/server/
+    test_http.py`` pins it). Pseudo-headers are left out, but
+    ``:authority`` becomes ``host`` where it stood, as Twisted's own
+    conversion adds it. Without the hook (another Twisted), the request
+    falls back to the grouped ``Headers``.
+    """
+    convert = getattr(stream, "_convertHeaders", None)
+    if convert is None:
+        return
+
+    def convert_keeping_order(headers: list[tuple[bytes, bytes]]) -> None:
+        del stream._convertHeaders  # once: back to the class's method
+        request.raw_headers = [(b"host" if name == b":authority" else name, value) for name, value in headers
+                               if not name.startswith(b":") or name == b":authority"]
+        convert(headers)
+
+    stream._convertHeaders = convert_keeping_order
 
 
 class LayerHTTPChannel(http.HTTPChannel):
