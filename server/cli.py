@@ -11,6 +11,18 @@
 Every mistake (a bad option value, a layer path that does not import, a
 CONFIG key the layer does not take) is one line on stderr naming it and
 exit status 2, as argparse does; nothing ends in a traceback.
+
+The layer's own options (``--prefix``, ``--capacity``, ``--channel-capacity
+GLOB=N``, ``--expiry``, ``--spin-us``, ``--redis-url``...) are not written
+here: they come from their one declaration, :mod:`ipc_layer.options`
+(:func:`~ipc_layer.options.add_arguments`), for the kind of layer
+``--layer`` names, so their names, defaults, ranges and help are the
+layer's and a bad value is refused before anything starts. The command
+line is therefore read in two steps: ``--layer`` first (its class says its
+``option_kind``; a layer that does not declare one gets the options every
+ASGI 1 layer shares, the ``base`` kind), then everything with that kind's
+flags. ``--layer X --help`` lists X's. ``--layer-config JSON`` still takes
+any keyword argument; a key given both ways is refused.
 """
 
 from __future__ import annotations
@@ -20,14 +32,15 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from ipc_layer.loading import InvalidLayerError, load_layer
+from ipc_layer import options
+from ipc_layer.loading import InvalidLayerError, import_backend, load_layer
 
 from .access import access_logger
 from .config import READERS, ServerConfig
 
-__all__ = ["main", "parse_args"]
+__all__ = ["build_parser", "layer_config", "layer_from", "layer_kind", "main", "parse_args"]
 
 logger = logging.getLogger("server")
 
@@ -71,7 +84,20 @@ def _websocket_timeout(text: str) -> float | None:
     return _positive(text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def layer_kind(path: str) -> str:
+    """The :mod:`ipc_layer.options` kind of the layer class at ``path`` (``base`` when it declares none).
+
+    :raises InvalidLayerError: ``path`` does not import or is not a layer class.
+    """
+    backend = import_backend(path)
+    # Declared on the class itself only, as ipc_layer.loading reads it: a
+    # subclass may take other options than the class it extends.
+    kind = vars(backend).get("option_kind")
+    return kind if isinstance(kind, str) and kind in options.KINDS else "base"
+
+
+def build_parser(kind: str = "ipc") -> argparse.ArgumentParser:
+    """The parser, with the layer options of ``kind`` (the default layer's: ``ipc``)."""
     parser = argparse.ArgumentParser(
         prog="ipc-server",
         description="HTTP/1.1 and WebSocket protocol server that passes ASGI 1 messages to workers "
@@ -87,13 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also receive UDP datagrams on PORT (on --bind's address) as udp.receive messages")
     listen.add_argument("-e", "--endpoint", action="append", default=[],
                         help="a Twisted endpoint string, e.g. tcp:8000, ssl:443:privateKey=k.pem:certKey=c.pem")
-    layer = parser.add_argument_group("channel layer")
+    layer = parser.add_argument_group(
+        "channel layer", f"The options of {options.KINDS[kind]} (from ipc_layer.options; "
+                         "'--layer PATH --help' lists that layer's). The shared-memory layer's prefix is "
+                         f"{DEFAULT_PREFIX!r} here unless given.")
     layer.add_argument("--layer", default=DEFAULT_LAYER,
                        help=f"dotted path of the layer class (default {DEFAULT_LAYER})")
     layer.add_argument("--layer-config", default=None, type=_json_object,
-                       help='the layer\'s keyword arguments as JSON, e.g. \'{"prefix": "mysite"}\'')
-    layer.add_argument("--prefix", default=None,
-                       help=f"shortcut for the layer's prefix (default {DEFAULT_PREFIX!r} for the shared-memory layer)")
+                       help='the layer\'s keyword arguments as JSON, e.g. \'{"prefix": "mysite"}\' '
+                            "(any the layer takes; one also given as a flag is refused)")
+    options.add_arguments(layer, kind)
+    if kind == "ipc":
+        # The declaration's help, with this command's default (see layer_config).
+        prefix = next(action for action in parser._actions if action.dest == "prefix")
+        prefix.help = (f"{options.PREFIX.help} (default {DEFAULT_PREFIX!r} for ipc-server; "
+                       f"{options.PREFIX.rule.allowed})")
     timeouts = parser.add_argument_group("timeouts")
     timeouts.add_argument("--http-timeout", type=_positive, default=120.0,
                           help="seconds before an unanswered request gets 503 (default 120)")
@@ -143,13 +177,17 @@ def endpoints_from(args: argparse.Namespace) -> list[str]:
     return endpoints
 
 
-def layer_from(args: argparse.Namespace) -> Any:
+def layer_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The layer's CONFIG: ``--layer-config`` and the layer's own flags (checked by parse_args)."""
     config: dict[str, Any] = dict(args.layer_config or {})
-    if args.prefix is not None:
-        config["prefix"] = args.prefix
-    elif args.layer == DEFAULT_LAYER and "prefix" not in config:
+    config.update(args.layer_options)
+    if args.layer == DEFAULT_LAYER and "prefix" not in config:
         config["prefix"] = DEFAULT_PREFIX
-    return load_layer(args.layer, config)
+    return config
+
+
+def layer_from(args: argparse.Namespace) -> Any:
+    return load_layer(args.layer, layer_config(args))
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -172,9 +210,42 @@ def _configure_logging(args: argparse.Namespace) -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
+def _unknown(parser: argparse.ArgumentParser, extra: list[str], layer: str, kind: str) -> NoReturn:
+    """Refuse arguments nobody takes; name the layers that take a flag another layer declares."""
+    flag = next((arg.split("=", 1)[0] for arg in extra if arg.startswith("--")), None)
+    if flag is not None:
+        takers = [name for name, path in options.KINDS.items() if name != kind and any(
+            option.cli_flag == flag for option in options.options_for(name).values())]
+        if takers:
+            parser.error(f"{flag} is an option of {', '.join(options.KINDS[name] for name in takers)}, "
+                         f"not of --layer {layer}")
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, ServerConfig]:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The namespace (with ``layer_kind`` and the checked ``layer_options``) and the server's config."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Step one: which layer, hence which layer options (--help waits for step two).
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    first.add_argument("--layer", default=DEFAULT_LAYER)
+    known, _ = first.parse_known_args(argv)
+    try:
+        kind = layer_kind(known.layer)
+    except InvalidLayerError as exc:
+        build_parser().error(str(exc))
+    parser = build_parser(kind)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _unknown(parser, extra, known.layer, kind)
+    args.layer_kind = kind
+    try:
+        args.layer_options = options.config_from_args(args, kind)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    both = sorted(set(args.layer_options) & set(args.layer_config or {}))
+    if both:
+        flags = ", ".join(options.options_for(kind)[name].cli_flag or name for name in both)
+        parser.error(f"{flags} also given in --layer-config ({', '.join(map(repr, both))}); give each once")
     try:
         config = ServerConfig(
             http_timeout=args.http_timeout, websocket_timeout=args.websocket_timeout,

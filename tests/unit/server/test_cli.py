@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import endpoints_from, layer_from, parse_args
+from ipc_layer import options
+from server.cli import DEFAULT_PREFIX, build_parser, endpoints_from, layer_config, layer_from, parse_args
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -38,6 +39,7 @@ def test_every_option_is_carried() -> None:
     assert config.ws_protocols == ("chat", "v2") and config.proxy_headers and config.root_path == "/site"
     assert config.server_name == "" and config.websocket_max_message_size == 1000
     assert config.request_body_inline == 10 and config.reader == "thread"
+    assert args.layer_options == {"prefix": "mysite"}
 
 
 def test_only_fd_or_unix_means_no_default_tcp() -> None:
@@ -55,6 +57,45 @@ def test_layer_config_and_prefix() -> None:
     assert type(layer).__name__ == "InMemoryChannelLayer" and layer.capacity == 7
 
 
+@pytest.mark.parametrize("path", ["ipc_layer.IPCChannelLayer", "ipc_layer.InMemoryChannelLayer",
+                                  "ipc_layer.redis_layer.RedisChannelLayer", "ipc_layer.hybrid.HybridChannelLayer"])
+def test_the_layer_options_are_the_declared_ones_of_that_layer(path: str) -> None:
+    """Each flag of the layer's kind in ipc_layer.options, with its declared help, and no other kind's."""
+    args, _ = parse_args(["--layer", path])
+    kind = args.layer_kind
+    assert options.KINDS[kind] == path
+    parser = build_parser(kind)
+    by_flag = {flag: action for action in parser._actions for flag in action.option_strings}
+    declared = {option.cli_flag: option for option in options.options_for(kind).values() if option.cli_flag}
+    assert declared, kind
+    for flag, option in declared.items():
+        assert flag in by_flag, f"{flag} of {kind} missing"
+        assert by_flag[flag].dest == option.name
+        assert option.help in (by_flag[flag].help or "") or flag == "--prefix"
+    others = {option.cli_flag for name in options.KINDS for option in options.options_for(name).values()
+              if option.cli_flag and option.cli_flag not in declared}
+    assert not others & set(by_flag), f"other layers' flags offered for {kind}: {others & set(by_flag)}"
+
+
+def test_layer_flags_become_the_layers_config() -> None:
+    args, _ = parse_args(["--layer", "ipc_layer.InMemoryChannelLayer", "--capacity", "7", "--expiry", "5",
+                          "--channel-capacity", "http.request=3", "--channel-capacity", "websocket.*=4",
+                          "--layer-config", '{"group_expiry": 30}'])
+    assert layer_config(args) == {"capacity": 7, "expiry": 5, "group_expiry": 30,
+                                  "channel_capacity": {"http.request": 3, "websocket.*": 4}}
+    layer = layer_from(args)
+    assert layer.capacity == 7 and layer.expiry == 5 and layer.group_expiry == 30
+    assert layer.capacities.get("http.request") == 3 and layer.capacities.get("websocket.receive") == 4
+
+
+def test_the_shared_memory_prefix_is_default_unless_given() -> None:
+    assert layer_config(parse_args([])[0]) == {"prefix": DEFAULT_PREFIX}
+    assert layer_config(parse_args(["--prefix", "site", "--spin-us", "50"])[0]) == {"prefix": "site", "spin_us": 50}
+    assert layer_config(parse_args(["--layer-config", '{"prefix": "json"}'])[0]) == {"prefix": "json"}
+    # Another layer kind keeps its own declared default.
+    assert "prefix" not in layer_config(parse_args(["--layer", "ipc_layer.redis_layer.RedisChannelLayer"])[0])
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -69,6 +110,15 @@ def test_layer_config_and_prefix() -> None:
         (["--reader", "poll"], "invalid choice"),
         (["--layer", "nope.Nope"], "cannot import module 'nope'"),
         (["--layer", "ipc_layer.InMemoryChannelLayer", "--layer-config", '{"colour": 1}'], "colour"),
+        (["--prefix", "no/slash"], "argument --prefix: prefix 'no/slash' must be 1..100"),
+        (["--capacity", "0"], "argument --capacity"),
+        (["--channel-capacity", "http.*"], "argument --channel-capacity"),
+        (["--prefix", "a", "--layer-config", '{"prefix": "b"}'], "--prefix also given in --layer-config"),
+        (["--layer", "ipc_layer.InMemoryChannelLayer", "--prefix", "x"],
+         "--prefix is an option of ipc_layer.IPCChannelLayer"),
+        (["--layer", "ipc_layer.redis_layer.RedisChannelLayer", "--spin-us", "5"],
+         "--spin-us is an option of ipc_layer.IPCChannelLayer, ipc_layer.aio.IPCChannelLayer, not of --layer"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
 def test_mistakes_are_one_line_and_rc_2(argv: list[str], message: str) -> None:
@@ -88,5 +138,14 @@ def test_help_lists_every_option() -> None:
                    "--websocket-connect-timeout", "--ping-interval", "--ping-timeout", "--graceful-timeout",
                    "--ws-protocol", "--proxy-headers", "--root-path", "--server-name",
                    "--websocket-max-message-size", "--request-body-inline", "--reader", "--access-log",
-                   "--verbosity"):
+                   "--verbosity", "--capacity", "--channel-capacity", "--expiry", "--spin-us", "--segment-size"):
         assert option in proc.stdout
+    assert "default 'default' for ipc-server" in " ".join(proc.stdout.split())
+
+
+def test_help_of_another_layer_lists_its_options() -> None:
+    proc = subprocess.run([sys.executable, "-m", "server", "--layer", "ipc_layer.redis_layer.RedisChannelLayer",
+                           "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--redis-url" in proc.stdout and "--retry-timeout" in proc.stdout
+    assert "--spin-us" not in proc.stdout and "--segment-size" not in proc.stdout
