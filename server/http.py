@@ -492,6 +492,25 @@ class LayerHTTPChannel(http.HTTPChannel):
     """``HTTPChannel`` that keeps raw header lines and announces a request's complete head."""
 
     context: ServerContext
+    # A connection's own address and its TLS-ness never change, but Twisted
+    # asks for every request: the socket (getsockname, a syscall) and a zope
+    # adaptation (ISSLTransport) that fails for plain TCP, together ~5 us of
+    # each keep-alive request. Kept once the transport is there.
+    _host: Any = None
+    _secure: bool | None = None
+
+    def getHost(self) -> Any:
+        if self._host is None:
+            host = super().getHost()
+            if self.transport is not None:
+                self._host = host
+            return host
+        return self._host
+
+    def isSecure(self) -> bool:
+        if self._secure is None and self.transport is not None:
+            self._secure = bool(super().isSecure())
+        return bool(self._secure)
 
     def connectionMade(self) -> None:
         super().connectionMade()

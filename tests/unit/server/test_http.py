@@ -67,6 +67,27 @@ def test_keep_alive_serves_the_next_request_on_the_same_connection() -> None:
     assert not transport.disconnecting
 
 
+def test_a_connections_address_and_tls_are_looked_up_once_not_per_request(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twisted asks the socket (getsockname) and zope (ISSLTransport) for every request; the channel
+    keeps both for its connection, and every request still gets them right."""
+    from twisted.web import http
+
+    h = Harness()
+    channel, transport = h.connect()
+    host_lookups: list[int] = []
+    secure_lookups: list[int] = []
+    real_get_host, real_is_secure = transport.getHost, http.HTTPChannel.isSecure
+    monkeypatch.setattr(transport, "getHost", lambda: host_lookups.append(1) or real_get_host())
+    monkeypatch.setattr(http.HTTPChannel, "isSecure", lambda self: secure_lookups.append(1) or real_is_secure(self))
+    for n in range(3):
+        channel.dataReceived(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+        message = h.take("http.request")
+        assert message["server"] == ["127.0.0.1", 8000] and message["scheme"] == "http"
+        h.reply(message["reply_channel"], {"status": 200, "content": b"ok"})
+    assert len(host_lookups) == 1 and len(secure_lookups) == 1
+
+
 def test_small_post_body_goes_inline() -> None:
     h = Harness()
     channel, _ = h.connect()
