@@ -78,8 +78,17 @@ def test_a_connections_address_and_tls_are_looked_up_once_not_per_request(
     host_lookups: list[int] = []
     secure_lookups: list[int] = []
     real_get_host, real_is_secure = transport.getHost, http.HTTPChannel.isSecure
-    monkeypatch.setattr(transport, "getHost", lambda: host_lookups.append(1) or real_get_host())
-    monkeypatch.setattr(http.HTTPChannel, "isSecure", lambda self: secure_lookups.append(1) or real_is_secure(self))
+
+    def get_host() -> Any:
+        host_lookups.append(1)
+        return real_get_host()
+
+    def is_secure(self: Any) -> bool:
+        secure_lookups.append(1)
+        return bool(real_is_secure(self))
+
+    monkeypatch.setattr(transport, "getHost", get_host)
+    monkeypatch.setattr(http.HTTPChannel, "isSecure", is_secure)
     for n in range(3):
         channel.dataReceived(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
         message = h.take("http.request")

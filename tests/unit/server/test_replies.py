@@ -36,7 +36,12 @@ def test_names_carry_a_counter_and_six_random_characters_and_route_replies() -> 
 def test_random_characters_are_drawn_in_bulk_not_per_name(monkeypatch: pytest.MonkeyPatch) -> None:
     draws: list[int] = []
     real = secrets.token_urlsafe
-    monkeypatch.setattr(secrets, "token_urlsafe", lambda n=None: draws.append(n) or real(n))
+
+    def counting(n: int | None = None) -> str:
+        draws.append(n or 0)
+        return real(n)
+
+    monkeypatch.setattr(secrets, "token_urlsafe", counting)
     router = ReplyRouter("server.abc!")
     for _ in range(1000):
         router.register(_Handler())
