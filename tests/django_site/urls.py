@@ -25,6 +25,7 @@ urlpatterns = [
     path("cookies/", views.cookies, name="cookies"),
     path("session/", views.session, name="session"),
     path("signals/", views.signal_counts, name="signal_counts"),
+    path("later/", views.later, name="later"),
     path("status/<int:code>/", views.status, name="status"),
     # the worker pool's process tests (pool)
     path("pool/", include("tests.django_site.pool_views")),

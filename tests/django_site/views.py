@@ -210,6 +210,13 @@ def session(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"count": count, "pid": os.getpid()})
 
 
+def later(request: HttpRequest) -> HttpResponse:
+    """Hands the reply channel on (long-poll): ``worker.exceptions.ResponseLater``; nothing is sent now."""
+    from worker.exceptions import ResponseLater
+
+    raise ResponseLater()
+
+
 def status(request: HttpRequest, code: int) -> HttpResponse:
     """A response with the status in the URL (and a custom header, set twice)."""
     response = HttpResponse(f"status {code}\n", status=code, content_type="text/plain")

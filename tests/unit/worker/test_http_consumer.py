@@ -501,3 +501,10 @@ def test_reply_channel_the_layer_refuses_is_logged_not_raised(layer: Any, caplog
     with caplog.at_level(logging.ERROR, logger="worker.http"):
         view_consumer(make_message(request(reply_channel="not a valid name!x"), layer))
     assert any("reply on 'not a valid name!x' refused by the layer" in r.getMessage() for r in caplog.records)
+
+
+def test_response_later_sends_nothing_and_logs_no_error(layer: Any, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert serve(layer, path="/later/") == []
+    assert [r.getMessage() for r in caplog.records] == []
+    assert serve(layer, path="/")[0]["status"] == 200  # the consumer serves on as usual
