@@ -257,7 +257,8 @@ class ViewConsumer:
             if reply:
                 self._send(layer, reply, iter([_simple(400, f"400 Bad Request: {exc}\n")]))
             return
-        body = BodyAssembler(head.body, _spool_size(), complete=head.body_channel is None)
+        streamed = head.body_channel is not None
+        body = BodyAssembler(head.body, _spool_size() if streamed else 0, complete=not streamed)
         try:
             if not body.done:
                 self._read_body(layer, head, body)

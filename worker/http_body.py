@@ -6,7 +6,8 @@ A protocol server sends a body that does not fit one message partly inline in th
 ``http.request`` and the rest as ``http.request.body?`` chunks (``content``,
 ``more_content``, ``closed``) on the request's ``body_channel``. The consumer
 receives them (blocking, on that channel alone) and feeds each to a
-:class:`BodyAssembler`, which writes it to a spooled file (in memory up to
+:class:`BodyAssembler`, which writes it to a spooled file (an inline-only body is read
+from the message's own bytes instead; a streamed one is spooled in memory up to
 ``FILE_UPLOAD_MAX_MEMORY_SIZE``, then on disk, as Django's ASGI handler does) so a
 10 MiB upload never sits in memory as one ``bytes``::
 
@@ -26,6 +27,7 @@ that stops sending mid-body gets 408 instead of holding a worker forever.
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Mapping
 from typing import IO, Any
@@ -47,16 +49,19 @@ class BodyAssembler:
     """One request's body (see the module's state table)."""
 
     def __init__(self, inline: bytes, spool_size: int, *, complete: bool) -> None:
-        # Closed by close(), or by the request that reads it (WorkerRequest.close).
-        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=max(0, spool_size), mode="w+b")  # noqa: SIM115
-        self.length = 0
+        self.length = len(inline)
         self.state = "READING"
+        # Closed by close(), or by the request that reads it (WorkerRequest.close).
+        self.file: IO[bytes]
+        if complete:
+            # An inline body is already in memory, in the message: read it where it is.
+            self.file = io.BytesIO(inline)
+            # READING -> DONE (an inline body, no body channel)
+            self.state = "DONE"
+            return
+        self.file = tempfile.SpooledTemporaryFile(max_size=max(0, spool_size), mode="w+b")  # noqa: SIM115
         if inline:
             self.file.write(inline)
-            self.length += len(inline)
-        if complete:
-            # READING -> DONE (an inline body, no body channel)
-            self._finish()
 
     def _finish(self) -> None:
         self.file.seek(0)

@@ -198,8 +198,25 @@ def split_root(path: str, script_name: str) -> str:
     return path or "/"
 
 
+#: header name -> META key (None: dropped), for the names a site sees over and over; bounded,
+#: so a client inventing names cannot grow it without end.
+_META_NAMES: dict[bytes, str | None] = {}
+_META_NAMES_MAX = 1024
+
+
 def header_meta_name(name: bytes) -> str | None:
     """The ``META`` key of header ``name`` (lower-case bytes), or None for a name that must be dropped."""
+    try:
+        return _META_NAMES[name]
+    except KeyError:
+        pass
+    key = _meta_name(name)
+    if len(_META_NAMES) < _META_NAMES_MAX:
+        _META_NAMES[name] = key
+    return key
+
+
+def _meta_name(name: bytes) -> str | None:
     text = name.decode("latin-1").lower()
     if "_" in text:
         return None

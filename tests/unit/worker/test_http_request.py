@@ -263,3 +263,13 @@ def test_sans_io_modules_import_no_framework(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             imported.add(node.module.split(".")[0])
     assert not imported & {"django", "ipc_layer", "socket", "twisted", "redis"}, imported
+
+
+def test_header_name_cache_is_bounded() -> None:
+    from worker import http_request
+
+    for i in range(3 * http_request._META_NAMES_MAX):
+        assert http_request.header_meta_name(f"x-made-up-{i}".encode()) == f"HTTP_X_MADE_UP_{i}"
+    assert len(http_request._META_NAMES) <= http_request._META_NAMES_MAX
+    assert http_request.header_meta_name(b"x_under") is None  # a cached drop stays a drop
+    assert http_request.header_meta_name(b"x_under") is None
