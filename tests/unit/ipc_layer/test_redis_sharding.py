@@ -203,3 +203,28 @@ def test_a_down_shard_does_not_hold_up_the_others() -> None:
     finally:
         layer.close()
         stop_servers(own)
+
+
+def test_entries_popped_by_a_losing_shard_are_pushed_back(make: Any, clients: list[redis.Redis],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipc_layer import redis_layer
+    from ipc_layer.redis_shards import Script
+
+    # Skip the look (it always sees nothing), so that both shards' BLPOPs pop at
+    # once: the race between a first answer and the unblock, every time.
+    monkeypatch.setattr(redis_layer, "PEEK_SCRIPT", Script("peek-nothing", "return false"))
+    # The push-back, counted (in a key under the layer's prefix, which flush removes).
+    counted = "redis.call('INCR', KEYS[1] .. ':requeued')\n" + redis_layer.REQUEUE_SCRIPT.source
+    monkeypatch.setattr(redis_layer, "REQUEUE_SCRIPT", Script("requeue-counted", counted))
+    layer = make()
+    first, second = names_on(0, "pb.a")[0], names_on(1, "pb.b")[0]
+    layer.send(first, {"n": 1})
+    layer.send(first, {"n": 2})
+    layer.send(second, {"n": 3})
+    got = [layer.receive([first, second], block=True) for _ in range(3)]
+    assert sorted(got, key=lambda item: item[1]["n"]) == [(first, {"n": 1}), (first, {"n": 2}), (second, {"n": 3})]
+    assert [message["n"] for channel, message in got if channel == first] == [1, 2]
+    assert layer.receive([first, second]) == (None, None)
+    requeued = sum(int(client.get(key) or 0) for client in clients
+                   for key in client.scan_iter(match=layer._prefix + "*:requeued"))
+    assert requeued >= 1
