@@ -248,3 +248,74 @@ def test_1000_long_poll_clients_one_group_send_and_cleanup(site: Site, report_li
         await _await_pollers(site, 0)  # http.disconnect took each out of the group
 
     asyncio.run(leave_early())
+
+
+BRIDGE_SCRIPT = r"""
+const Bridge = require(process.argv[2]);
+const bridge = new Bridge({minDelay: 50});
+const url = process.argv[3];
+const seen = [];
+let opens = 0;
+bridge.onopen = () => {
+  opens += 1;
+  if (opens === 1) {
+    bridge.stream("echo").send({n: 1});
+  } else if (opens === 2) {
+    bridge.stream("echo").send({n: 2});  // after the server closed us: reconnected by itself
+  }
+};
+bridge.demultiplex("echo", (payload) => {
+  seen.push(payload.echo.n);
+  if (payload.echo.n === 1) {
+    bridge.send("not a stream frame");  // the demultiplexer closes the socket (1007)
+  } else {
+    console.log(JSON.stringify({seen: seen, opens: opens}));
+    bridge.close();
+    process.exit(0);
+  }
+});
+bridge.connect(url);
+setTimeout(() => { console.log(JSON.stringify({seen: seen, opens: opens, timeout: true})); process.exit(1); }, 60000);
+"""
+
+
+def test_the_js_bridge_demultiplexes_and_reconnects(site: Site, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    import worker
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node to run the browser client with")
+    has_websocket = "process.exit(typeof WebSocket === 'function' ? 0 : 3)"
+    probe = subprocess.run([node, "--experimental-websocket", "-e", has_websocket], capture_output=True, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip("this node has no WebSocket (node >= 20.10 with --experimental-websocket, or >= 22)")
+    bridge = Path(worker.__file__).parent / "static" / "worker" / "js" / "websocketbridge.js"
+    script = tmp_path / "bridge_test.js"
+    script.write_text(BRIDGE_SCRIPT)
+    done = subprocess.run([node, "--experimental-websocket", str(script), str(bridge), site.ws_url + "/multi/"],
+                          capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"seen": [1, 2], "opens": 2}
+
+
+def test_held_delayed_messages_survive_a_reload(site: Site) -> None:
+    # Last in the module: it replaces the pool's workers. A HUP retires every worker, and the
+    # one holding the delayed message hands it back to asgi.delay as it exits (an idle worker
+    # leaves within the layer's 5 s blocking_timeout: the delay is longer than that).
+    import signal
+
+    with site.http() as http:
+        sent = http.get("/c/delay/", params={"id": "reload", "ms": 12000}).json()["sent"]
+    old = set(site.pool.worker_pids())
+    mark = site.pool.log.mark()
+    site.pool.send_signal(signal.SIGHUP)
+    site.pool.log.wait_for(r"handed 1 delayed message\(s\) back to asgi.delay", since=mark, timeout=60)
+    arrived = float(_wait_file(site.state / "delayed" / "reload"))
+    assert not old & set(site.pool.worker_pids())  # every worker was replaced meanwhile
+    late = arrived - sent - 12.0
+    print(f"delayed message across a reload: late by {late * 1000:.1f} ms")
+    assert -0.005 <= late < 2.0, late
