@@ -258,6 +258,11 @@ class LayerRequest(http.Request):
             logger.warning("request too large for the layer: 413 for %s: %s", message["path"], exc)
             self._fail(413, b"Request head too large")
             return
+        except Exception as exc:  # the layer itself failed (a Redis layer with its server down)
+            logger.error("the channel layer failed to take http.request (%s: %s): 503 for %s %s",
+                         type(exc).__name__, exc, message["method"], message["path"])
+            self._fail(503, b"Channel layer unavailable")
+            return
         if self.state == "DONE":  # answered during the send
             return
         if streaming:
@@ -289,7 +294,13 @@ class LayerRequest(http.Request):
         while self.body_queue and self.body_channel is not None and self.state != "DONE":
             try:
                 layer.send(self.body_channel, self.body_queue[0])
-            except layer.ChannelFull:
+            except Exception as exc:
+                # Full (the application reads slower than the client sends) or the layer is
+                # down (ShardDown from a Redis layer): either way the chunk waits, reading
+                # stops and a retry comes; the application's own timeout bounds the wait.
+                if not isinstance(exc, layer.ChannelFull) and self.retry_delay == _BODY_RETRY_MIN:
+                    logger.warning("the channel layer failed to take a body chunk of %s (%s: %s); retrying",
+                                   self.body_channel, type(exc).__name__, exc)
                 if not self.paused and not self.body_complete:
                     self.paused = True
                     self._reading().pauseProducing()
@@ -421,6 +432,9 @@ class LayerRequest(http.Request):
                 layer.send("http.disconnect", disconnect_message(self.reply_channel, self.message_path))
             except layer.ChannelFull:
                 logger.debug("http.disconnect is full; dropped the disconnect of %s", self.reply_channel)
+            except Exception as exc:  # the layer is down: the application's timeout cleans up
+                logger.warning("dropped the http.disconnect of %s: %s: %s", self.reply_channel,
+                               type(exc).__name__, exc)
         self._done()
         super().connectionLost(reason)
 

@@ -90,6 +90,10 @@ class LayerUDP(DatagramProtocol):
             self.dropped += 1
             logger.warning("udp.receive refused a datagram from %s:%s (%s); dropped", addr[0], addr[1],
                            type(exc).__name__)
+        except Exception as exc:  # the layer itself failed (a Redis layer with its server down)
+            self.dropped += 1
+            logger.error("the channel layer failed to take a datagram from %s:%s (%s: %s); dropped",
+                         addr[0], addr[1], type(exc).__name__, exc)
 
     def stopProtocol(self) -> None:
         for client in list(self.clients.values()):

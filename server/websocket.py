@@ -122,6 +122,12 @@ class LayerWebSocket(WebSocketServerProtocol):
             self.reply_channel = None
             logger.warning("websocket.connect refused (%s): 503 for %s", type(exc).__name__, self.path)
             raise ConnectionDeny(503, "Connection queue full") from None
+        except Exception as exc:  # the layer itself failed (a Redis layer with its server down)
+            context.router.unregister(self.reply_channel)
+            self.reply_channel = None
+            logger.error("the channel layer failed to take websocket.connect (%s: %s): 503 for %s",
+                         type(exc).__name__, exc, self.path)
+            raise ConnectionDeny(503, "Channel layer unavailable") from None
         self.connect_sent = True
         context.live.add(self)
         context.access.websocket(scope.client, "WSCONNECTING", self.path)
@@ -185,6 +191,11 @@ class LayerWebSocket(WebSocketServerProtocol):
             logger.warning("frame too large for the layer: closing %s with 1009", self.path)
             self.muted = True
             self._close(1009)
+        except Exception as exc:  # the layer is down: this frame is lost, so the socket goes
+            logger.error("the channel layer failed to take websocket.receive (%s: %s): closing %s with 1011",
+                         type(exc).__name__, exc, self.path)
+            self.muted = True
+            self._close(1011)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.handshake is not None:  # the client left during the handshake
@@ -201,6 +212,9 @@ class LayerWebSocket(WebSocketServerProtocol):
                 layer.send("websocket.disconnect", message)
             except layer.ChannelFull:
                 logger.debug("websocket.disconnect is full; dropped the disconnect of %s", self.reply_channel)
+            except Exception as exc:  # the layer is down; group membership expires on its own
+                logger.warning("dropped the websocket.disconnect of %s: %s: %s", self.reply_channel,
+                               type(exc).__name__, exc)
             self.context.access.websocket(self.client_addr, "WSDISCONNECT", self.path)
         self._forget()
 
