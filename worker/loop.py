@@ -52,6 +52,10 @@ __all__ = ["NoChannelsError", "WorkerLoop", "served_channels"]
 
 logger = logging.getLogger("worker.loop")
 
+#: Back-off after a receive that raised: from this, doubling, to the max (seconds).
+RECEIVE_RETRY_MIN = 0.1
+RECEIVE_RETRY_MAX = 5.0
+
 
 class Router(Protocol):
     @property
@@ -147,10 +151,24 @@ class WorkerLoop:
     # -- one thread's loop -------------------------------------------------------------------
 
     def serve(self) -> None:
+        failures = 0
         try:
             while not self.stopping:
                 self.progress.point()
-                channel, content = self.layer.receive(self.channels, block=True)
+                try:
+                    channel, content = self.layer.receive(self.channels, block=True)
+                except Exception as exc:
+                    # The layer failed (a Redis layer past its retry bound raises ShardDown,
+                    # a segment lock timed out): the thread must live on, or a worker whose
+                    # threads all died would exit, be replaced and die again for as long as
+                    # the outage lasts. A bounded back-off; the heartbeat still advances.
+                    failures += 1
+                    delay = min(RECEIVE_RETRY_MIN * 2 ** (failures - 1), RECEIVE_RETRY_MAX)
+                    logger.error("worker %d: receive on %r failed (%s: %s); retrying in %.2f s",
+                                 os.getpid(), self.channels, type(exc).__name__, exc, delay)
+                    self.pause(delay)
+                    continue
+                failures = 0
                 self.progress.point()
                 if channel is None:
                     self._check_master()
@@ -159,6 +177,10 @@ class WorkerLoop:
                 self._count()
         finally:
             self.progress.leave()
+
+    def pause(self, seconds: float) -> None:
+        """Wait after a failed receive; a stop (TERM) cuts the wait short."""
+        self._stopping.wait(seconds)
 
     def _check_master(self) -> None:
         if self.master_pid is not None and os.getppid() != self.master_pid:

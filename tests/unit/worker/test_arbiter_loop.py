@@ -239,3 +239,34 @@ def test_progress_is_the_oldest_point_of_the_threads() -> None:
     thread.join(20)
     assert progress.stamp() == 50.0  # the hung one left: the stamp moves on
     assert stamps.written == [10.0, 11.0, 50.0]  # written only when it changes
+
+
+def test_a_failing_receive_is_logged_and_retried_after_a_pause(caplog: pytest.LogCaptureFixture) -> None:
+    # A layer whose store is down (a Redis layer past its retry bound raises ShardDown)
+    # must not end the serving thread: a worker whose threads all died would exit, be
+    # replaced, and die again, a crash loop for the length of the outage.
+    layer = InMemoryChannelLayer(blocking_timeout=0.05)
+    real = layer.receive
+    failures = [2]
+    pauses: list[float] = []
+
+    def receive(channels: Any, block: bool = False) -> Any:
+        if failures[0]:
+            failures[0] -= 1
+            raise ConnectionError("Redis at 127.0.0.1:6379 is down")
+        return real(channels, block)
+
+    layer.receive = receive  # type: ignore[method-assign]
+    done: list[int] = []
+
+    def consumer(message: Message, **kwargs: Any) -> None:
+        done.append(message["n"])
+        loop.stop()
+
+    loop, _ = make_loop(layer, FakeRouter({"a": consumer}), ["a"])
+    loop.pause = pauses.append  # type: ignore[method-assign, assignment]
+    layer.send("a", {"n": 1})
+    loop.run()
+    assert done == [1]
+    assert len(pauses) == 2 and pauses[0] < pauses[1]  # backing off, bounded
+    assert "receive on ['a'] failed" in caplog.text and "ConnectionError" in caplog.text
