@@ -63,12 +63,13 @@ OWN_CODE = ("server/", "worker/", "ipc_layer/", "_ringbuf/")
 
 #: (path prefix, function name prefix or "") of the innermost frames where a thread sleeps or
 #: wakes another: the layer core's C calls (a receive that blocks, a send that wakes a waiter),
-#: the reactor's and selectors' polls, lock waits.
+#: the reactor's, selectors' and the pool master's polls, lock waits.
 WAIT_PRONE: tuple[tuple[str, str], ...] = (
     ("_ringbuf/binding.py", ""),
     ("twisted/internet/epollreactor.py", "EPollReactor.doPoll"),
     ("twisted/internet/pollreactor.py", "PollReactor.doPoll"),
     ("selectors.py", ""),
+    ("worker/osapi.py", "OSAPI.wait_readable"),  # the pool master's select on its pipes
     ("threading.py", ""),
 )
 
@@ -170,7 +171,7 @@ def _roles(stack: Any) -> dict[int, str]:
 
 
 def profile_stack(stack: Any, duration: float, connections: int, load_cpus: set[int], out_dir: Path,
-                  rate: int = 200) -> dict[str, Any]:
+                  rate: int = 250) -> dict[str, Any]:
     """Profile every process of the running ``stack`` (a :class:`bench.stack.RunningStack`) under load."""
     import os
 
