@@ -61,6 +61,11 @@ def goal_lines(rows: list[dict[str, Any]]) -> list[str]:
     gunicorn = _ratio(by_name, "ipc", "gunicorn", "rps")
     if gunicorn is not None:
         lines.append(f"- on the way to gunicorn's req/s: {gunicorn:.2f}x")
+    # What the load of other programs moves least: the CPU each stack spends on a request.
+    cpu = [f"{ratio:.2f}x {ref}'s" for ref in ("gunicorn", "daphne", "uvicorn")
+           if (ratio := _ratio(by_name, "ipc", ref, "cpu_per_request")) is not None]
+    if cpu:
+        lines.append(f"- CPU per request: {', '.join(cpu)}")
     return lines
 
 

@@ -191,9 +191,11 @@ def test_cpu_split_counts_wait_prone_samples_only_beyond_the_wait() -> None:
 
 
 def test_goal_lines_compare_in_the_same_run() -> None:
-    rows = [{"stack": "ipc", "rps": 4000.0, "p99": 0.010}, {"stack": "gunicorn", "rps": 8000.0, "p99": 0.004},
-            {"stack": "daphne", "rps": 1000.0, "p99": 0.050}]
+    rows = [{"stack": "ipc", "rps": 4000.0, "p99": 0.010, "cpu_per_request": 4e-4},
+            {"stack": "gunicorn", "rps": 8000.0, "p99": 0.004, "cpu_per_request": 2e-4},
+            {"stack": "daphne", "rps": 1000.0, "p99": 0.050, "cpu_per_request": 1.6e-3}]
     assert goal_lines(rows) == ["- req/s >= 3x Daphne 4's: 4.00x -> met",
                                 "- p99 under load <= 2x gunicorn's: 2.50x -> NOT met",
-                                "- on the way to gunicorn's req/s: 0.50x"]
+                                "- on the way to gunicorn's req/s: 0.50x",
+                                "- CPU per request: 2.00x gunicorn's, 0.25x daphne's"]
     assert goal_lines(rows[1:])[0] == "- req/s >= 3x Daphne 4's: not measured (needs the ipc and daphne rows)"
