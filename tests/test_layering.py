@@ -22,6 +22,9 @@ Rules (an edge not listed is allowed):
 6. The worker pool's master-side modules (``WORKER_MASTER_SIDE``: the arbiter, its OS seam, the
    heartbeat, the option table) never import Django or a channel layer: the master supervises
    processes, and a worker's Django code lives only in the workers it spawns.
+7. ``examples/`` are applications: they stand on the public packages (``ipc_layer``,
+   ``worker``) and run ``ipc-server`` as a process, so they never import ``server``, ``bench``
+   or ``tests``; and nothing of the project but ``tests`` imports them.
 
 Imports are read statically: ``import x``, ``from x import y``, relative imports resolved
 against the file's package, and ``importlib.import_module("x")`` with a literal name,
@@ -44,7 +47,7 @@ WORKER_MASTER_SIDE = frozenset({"worker/arbiter.py", "worker/osapi.py", "worker/
 #: ipc_layer modules that may import Twisted (rule 4): the twisted extension and its tests.
 TWISTED_ADAPTER = frozenset({"ipc_layer/twisted_ext.py", "ipc_layer/testing/conformance.py"})
 
-PROJECT = frozenset({"_memo", "_ringbuf", "ipc_layer", "server", "worker", "bench", "tests"})
+PROJECT = frozenset({"_memo", "_ringbuf", "ipc_layer", "server", "worker", "bench", "examples", "tests"})
 FRAMEWORKS = frozenset({"twisted", "autobahn", "django", "daphne"})
 
 #: Folders never walked: build outputs, caches, virtual environments, VCS data.
@@ -120,6 +123,10 @@ def rule_broken(who: str, rel: str, module: str) -> str | None:
     if rel in WORKER_MASTER_SIDE and (top in ("django", "ipc_layer") or module.startswith(
             ("worker.asgi", "worker.routing", "worker.child", "worker.loop", "worker.http"))):
         return "the worker master's modules import no Django or layer (rule 6)"
+    if who == "examples" and top in ("server", "bench", "tests"):
+        return f"examples/ never import {top} (rule 7)"
+    if top == "examples" and who not in ("examples", "tests"):
+        return f"{who or rel} never imports examples (rule 7)"
     if who == "ipc_layer" and top == "twisted" and rel in TWISTED_ADAPTER:
         return None
     if who == "ipc_layer" and (top in PROJECT - {"_memo", "_ringbuf", "ipc_layer"} or top in FRAMEWORKS):
@@ -150,7 +157,8 @@ def test_the_repository_keeps_its_layers() -> None:
 def test_the_walk_covers_the_packages() -> None:
     # A walk that found nothing would pass the test above for nothing.
     rels = {p.relative_to(REPO).as_posix() for p in python_files(REPO)}
-    for expected in ("_ringbuf/binding.py", "ipc_layer/layer.py", "bench/core.py", "tests/conftest.py"):
+    for expected in ("_ringbuf/binding.py", "ipc_layer/layer.py", "bench/core.py", "examples/chat/settings.py",
+                     "tests/conftest.py"):
         assert expected in rels
     imported = {m for m, _ in imports(REPO / "ipc_layer" / "layer.py", "ipc_layer/layer.py")}
     assert "_ringbuf" in imported
@@ -199,6 +207,11 @@ def test_the_checker_catches_each_rule(tmp_path: pathlib.Path) -> None:
             # rule 6
             "worker/arbiter.py": "from .osapi import OSAPI\nfrom django.conf import settings\n",
             "worker/osapi.py": "def f():\n    from .loop import WorkerLoop\n",
+            # rule 7
+            "examples/chat/ok.py": "from worker import Group\nfrom ipc_layer import loading\nfrom . import models\n",
+            "examples/chat/bad.py": "from server.cli import main\nimport tests.support\n",
+            "worker/demo.py": "from examples.chat import settings\n",
+            "tests/integration/examples/test_ok.py": "import examples.chat.demo\n",
         },
     )
     assert [m for m, _ in imports(tmp_path / "server/sub/rel.py", "server/sub/rel.py")] == ["server.http"]
@@ -217,4 +230,7 @@ def test_the_checker_catches_each_rule(tmp_path: pathlib.Path) -> None:
         "_memo.py ipc_layer.names",
         "worker/arbiter.py django.conf",
         "worker/osapi.py worker.loop",
+        "examples/chat/bad.py server.cli",
+        "examples/chat/bad.py tests.support",
+        "worker/demo.py examples.chat",
     }
