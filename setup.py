@@ -14,18 +14,25 @@ setup(
     # _memo: the bounded-cache helper shared by _ringbuf and ipc_layer (a leaf module).
     py_modules=["_memo"],
     packages=find_packages(include=["_ringbuf", "ipc_layer", "ipc_layer.*", "server", "server.*",
-                                    "worker", "worker.*", "bench", "bench.*"]),
+                                    "worker", "worker.*", "bench", "bench.*",
+                                    "examples", "examples.*"]),
     package_data={"_ringbuf": ["cdef.h", "include/*.h", "src/*.c", "src/*.h", "Makefile"],
                   "ipc_layer": ["py.typed"],
                   # the browser side of worker.generic.websockets (Django's staticfiles finds it)
-                  "worker": ["static/worker/js/*.js"]},
+                  "worker": ["static/worker/js/*.js"],
+                  # the chat example's pages (ipc-demo)
+                  "examples.chat": ["templates/chat/*.html", "templates/registration/*.html",
+                                    "static/chat/*.js", "static/chat/*.css"]},
     include_package_data=True,
     setup_requires=["cffi>=1.15"],
     cffi_modules=["_ringbuf/build_ffi.py:ffibuilder"],
     # twisted + autobahn: the protocol server (server/): Twisted's HTTP and
     # endpoints and autobahn's WebSocket rather than our own parsers.
     # twisted's tls + http2 extras: HTTP/2 by ALPN on ssl: endpoints, as Daphne offers.
-    install_requires=["cffi>=1.15", "msgpack>=1.0", "twisted[tls,http2]>=23.8", "autobahn>=23.1"],
+    # django: the workers (worker/) run a Django project, and ipc-demo (the README's first
+    # command) runs the chat example after a plain `pip install -e .`.
+    install_requires=["cffi>=1.15", "msgpack>=1.0", "twisted[tls,http2]>=23.8", "autobahn>=23.1",
+                      "django>=4.2"],
     extras_require={
         "tests": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "redis>=5", "hiredis>=2",
                   "channels>=4", "channels_redis>=4", "daphne>=4", "matplotlib>=3.6", "msgpack>=1.0",
@@ -49,6 +56,7 @@ setup(
     entry_points={
         "console_scripts": [
             "ipc-bench = bench.cli:main",
+            "ipc-demo = examples.chat.demo:main",
             "ipc-layer = ipc_layer.cli:main",
             "ipc-server = server.cli:main",
             "ipc-worker = worker.cli:main",

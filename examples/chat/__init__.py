@@ -2,7 +2,8 @@
 
 One Django project that is also its only app (label ``chat``):
 
-* ``/``: the rooms, a live clap counter (HTTP long-poll), links to the rest;
+* ``/``: the rooms, a live clap counter (HTTP long-poll: a view raising ``ResponseLater``),
+  links to the rest;
 * ``/room/<name>/``: a chat room - a WebSocket per page (``/ws/room/<name>/``), every socket
   of a room in the group ``room-<name>``, the logged-in user taken from the site's session
   cookie (``worker.generic.websockets.JsonWebsocketConsumer`` with ``http_user``); and a

@@ -1,9 +1,10 @@
 """The clap counter, live by HTTP long-poll: a request that is answered when the value changes.
 
-``GET /counter/poll/?since=N`` is taken by a low-level ``http.request`` consumer
-(:func:`poll`, routed before Django's views) that answers at once if the counter is no
-longer ``N``, and otherwise does not answer at all: the request's reply channel waits in
-the group ``counter-pollers`` while the worker goes on with other messages. A waiting
+``GET /counter/poll/?since=N`` is a Django view (:func:`poll`) that answers at once if the
+counter is no longer ``N``, and otherwise raises ``worker.exceptions.ResponseLater``: the
+default HTTP consumer then sends nothing, and the request's reply channel
+(``request.reply_channel``) waits in the group ``counter-pollers`` while the worker goes on
+with other messages. A waiting
 browser costs a group member and an open socket in ``ipc-server``, no worker and no CPU.
 ``POST /counter/`` (a view) adds one and calls :func:`notify`, whose one group send
 answers every waiting request. A client that goes away before its answer makes the
@@ -34,20 +35,18 @@ Browsers give up after 45 s (``counter.js``) and ask again, inside ``ipc-server`
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
-from urllib.parse import parse_qs
 
 from django.db.models import F
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 from worker import Group
+from worker.exceptions import ResponseLater
 from worker.message import Message
 
 from .models import Counter
 
 __all__ = ["COUNTER", "POLLERS", "clap", "current", "gone", "notify", "poll"]
-
-logger = logging.getLogger(__name__)
 
 #: The counter's row, and the group of the requests waiting for it to change.
 COUNTER = "claps"
@@ -84,34 +83,21 @@ def notify(value: int) -> None:
         group.discard(name)
 
 
-def _since(message: Message) -> int | None:
-    query = message.get("query_string") or b""
-    if isinstance(query, bytes):
-        query = query.decode("latin-1")
-    values = parse_qs(query).get("since")
-    try:
-        return int(values[0]) if values else None
-    except ValueError:
-        return None
-
-
-def poll(message: Message, **kwargs: Any) -> None:
+def poll(request: HttpRequest) -> HttpResponse:
     """``GET /counter/poll/?since=N``: answer when the counter is not ``N`` (now or later)."""
-    reply = message.reply_channel
-    if reply is None:
-        logger.warning("dropped a poll on %r without a reply_channel", message.channel.name)
-        return
-    since = _since(message)
-    if since is None:
-        reply.send({"status": 400, "headers": [[b"content-type", b"text/plain"]],
-                    "content": b"?since=<the value you have> (an integer) is required\n"})
-        return
+    try:
+        since = int(request.GET["since"])
+    except (KeyError, ValueError):
+        return HttpResponseBadRequest("?since=<the value you have> (an integer) is required\n",
+                                      content_type="text/plain")
+    reply = request.reply_channel
     group = Group(POLLERS)
     group.add(reply)  # step 1, before the read: see the table above
     value = current()
-    if value != since:
-        reply.send(_answer(value))
-        group.discard(reply)
+    if value == since:
+        raise ResponseLater()  # notify() answers, or gone() cleans up
+    group.discard(reply)
+    return JsonResponse({"value": value}, headers={"Cache-Control": "no-store"})
 
 
 def gone(message: Message, **kwargs: Any) -> None:

@@ -1,4 +1,4 @@
-"""URLconf of the chat example (the WebSocket and the long-poll are in routing.py)."""
+"""URLconf of the chat example (the WebSocket, the tasks and http.disconnect are in routing.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ urlpatterns = [
     path("tasks/", views.start_task, name="start_task"),
     path("tasks/<int:pk>/", views.task_status, name="task_status"),
     path("counter/", views.counter, name="counter"),
-    # /counter/poll/ is the long-poll consumer's (routing.py), in front of these views
+    path("counter/poll/", views.counter_poll, name="counter_poll"),
     path("stats/", views.stats_page, name="stats"),
     path("stats.json", views.stats_json, name="stats_json"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

@@ -21,8 +21,8 @@ from .events import send_to_room
 from .models import ChatMessage, Room, Task
 from .tasks import MAX_N, TASKS
 
-__all__ = ["counter", "go", "home", "room", "signup", "start_task", "static", "stats_json", "stats_page",
-           "task_status"]
+__all__ = ["counter", "counter_poll", "go", "home", "room", "signup", "start_task", "static", "stats_json",
+           "stats_page", "task_status"]
 
 #: Messages of a room shown when its page opens.
 HISTORY = 50
@@ -111,6 +111,9 @@ def counter(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         return JsonResponse({"value": longpoll.clap()})
     return JsonResponse({"value": longpoll.current()})
+
+
+counter_poll = require_GET(longpoll.poll)
 
 
 @require_GET
