@@ -37,6 +37,9 @@ setup(
         "tests": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "redis>=5", "hiredis>=2",
                   "channels>=4", "channels_redis>=4", "daphne>=4", "matplotlib>=3.6", "msgpack>=1.0",
                   "websockets>=12",
+                  # the example site's browser test drives Debian's chromium through its
+                  # chromedriver (never a downloaded browser)
+                  "selenium>=4.11",
                   # the worker tests: the test Django site, and a real HTTP client for the
                   # integration suite (through ipc-server)
                   "django>=4.2", "httpx>=0.27",

@@ -4,6 +4,8 @@
   const shown = document.getElementById("claps");
   const state = document.getElementById("poll-state");
   let value = Number(shown.dataset.value);
+  let current = null;   // the AbortController of the poll in flight
+  let running = false;
 
   function show(v) {
     if (v === value) return;
@@ -16,8 +18,11 @@
   }
 
   async function pollForever() {
-    for (;;) {
+    if (running) return;
+    running = true;
+    while (running) {
       const abort = new AbortController();
+      current = abort;
       // Give up after 45 s and ask again (well inside ipc-server's --http-timeout).
       const timer = setTimeout(() => abort.abort(), 45000);
       try {
@@ -26,7 +31,7 @@
         if (!response.ok) throw new Error(`${response.status}`);
         show((await response.json()).value);
       } catch (error) {
-        if (error.name !== "AbortError") {
+        if (error.name !== "AbortError" && running) {
           state.textContent = `poll failed (${error.message}); retrying`;
           await site.sleep(2000);
         }
@@ -43,5 +48,12 @@
       state.textContent = `clap failed: ${error.message}`;
     }
   });
+  // Leaving the page: end the poll (the server then takes it out of the group); a page
+  // kept in the back/forward cache would otherwise hold it open. Coming back polls again.
+  window.addEventListener("pagehide", () => {
+    running = false;
+    if (current) current.abort();
+  });
+  window.addEventListener("pageshow", (e) => { if (e.persisted) pollForever(); });
   pollForever();
 })();

@@ -10,6 +10,7 @@
   const tasks = new Map();  // task id -> its <li>
   let socket = null;
   let delay = 500;
+  let leaving = false;
 
   function line(cls, who, text, when) {
     const li = document.createElement("li");
@@ -68,6 +69,7 @@
     });
     socket.addEventListener("message", (e) => handle(JSON.parse(e.data)));
     socket.addEventListener("close", (e) => {
+      if (leaving) return;
       status.textContent = `disconnected (${e.code}); reconnecting`;
       status.className = "status bad";
       setTimeout(connect, delay);
@@ -77,6 +79,17 @@
 
   JSON.parse(document.getElementById("history").textContent).forEach(handle);
   connect();
+
+  // Leaving the page: close the socket ourselves. Chromium keeps a page it may come back
+  // to (the back/forward cache) with its socket open, so the room would keep a member
+  // that nobody reads; coming back reconnects.
+  window.addEventListener("pagehide", () => {
+    leaving = true;
+    if (socket) socket.close(1000, "page hidden");
+  });
+  window.addEventListener("pageshow", (e) => {
+    if (e.persisted) { leaving = false; connect(); }
+  });
 
   document.getElementById("send").addEventListener("submit", (e) => {
     e.preventDefault();
