@@ -4,8 +4,9 @@ Two tabs of one browser: the first logs in through the login form (the room send
 there first), the second opens the same room with the same session; a line typed in the
 first appears in the second, a background task started in the second reports its
 result in the first, a clap on the home page of one tab moves the other's counter (its
-long-poll answered), and the statistics page refreshes. Screenshots of both tabs go to the artifacts folder (``test-artifacts/``
-at the top of the repository, or ``$IPC_TEST_ARTIFACTS``), printed in the summary.
+long-poll answered), and the statistics page refreshes. Screenshots of the pages go to
+the artifacts folder (``test-artifacts/`` at the top of the repository, or
+``$IPC_TEST_ARTIFACTS``), printed in the summary.
 
 Nothing is downloaded: the system ``/usr/bin/chromedriver`` is named to Selenium (its
 Selenium Manager is switched off with ``SE_OFFLINE``), and the browser is
