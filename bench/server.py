@@ -4,7 +4,13 @@ Stacks, each serving the same tiny application (:mod:`bench.server_apps`):
 
 ==============  ==================================================================
 ``ipc``         ``ipc-server`` + one ASGI 1 worker on the shared-memory layer (replies
-                reach the reactor through the layer's ``twisted`` extension: FD watches)
+                reach the reactor through the layer's ``twisted_stream`` extension: one
+                standing FD watch, drained at each wake-up)
+``ipc_batch``   the same with the worker under ``SCHED_BATCH`` (no wake-up preemption:
+                on a shared core a woken worker lets the server finish its reactor turn,
+                and then takes every request that came meanwhile)
+``ipc_twisted`` the same with ``--reader twisted`` (ASGI 1's ``receive_twisted``: a
+                Deferred and an FD-watch wait per reply)
 ``ipc_thread``  the same with ``--reader thread`` (a thread blocked in ``receive``)
 ``ipc_redis``   the same on the Redis layer (when a Redis server is available)
 ``direct``      ``ipc-server``'s HTTP code with the application called in-process:
@@ -18,7 +24,9 @@ with ``--connections`` connections, and p50/p99 latency with one connection
 (the round trip of one request at a time); WebSocket echo round trips
 (p50/p99) with a client written for the bench. The load generator is
 pinned to the last CPU and each stack's processes to the first, so every
-stack gets the same one core. The table gives ratios against Daphne 4.
+stack gets the same one core. The table gives ratios against Daphne 4,
+and the CPU time the stack's processes spent per request under load
+(``/proc``: every process of the stack, user + system).
 """
 
 from __future__ import annotations
@@ -37,12 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.procs import free_port, remove_segment, spawn, split_cpus, stop, wait_port
+from bench.procs import cpu_seconds, free_port, remove_segment, spawn, split_cpus, stop, wait_port
 from bench.wrk import fmt_us, run_wrk
 
 __all__ = ["main"]
 
-STACKS = ("ipc", "ipc_thread", "ipc_redis", "direct", "daphne", "uvicorn")
+STACKS = ("ipc", "ipc_batch", "ipc_twisted", "ipc_thread", "ipc_redis", "direct", "daphne", "uvicorn")
+#: The reader of each ipc stack (``ipc-server --reader``).
+_READERS = {"ipc": "auto", "ipc_batch": "auto", "ipc_twisted": "twisted", "ipc_thread": "thread", "ipc_redis": "auto"}
 
 
 @dataclass
@@ -60,19 +70,19 @@ def _stack(name: str, cpus: set[int], redis_url: str | None, worker_spin_us: int
     prefix = f"bench_srv_{os.getpid()}"
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        if name in ("ipc", "ipc_thread", "ipc_redis"):
+        if name in _READERS:
             config: dict[str, Any]
-            if name in ("ipc", "ipc_thread"):
+            if name != "ipc_redis":
                 layer, config = "ipc_layer.IPCChannelLayer", {"prefix": prefix}
             else:
                 layer = "ipc_layer.redis_layer.RedisChannelLayer"
                 config = {"hosts": [redis_url], "prefix": f"{prefix}:"}
             worker_config = dict(config, spin_us=worker_spin_us) if worker_spin_us and name != "ipc_redis" else config
+            sched = ["--sched", "batch"] if name == "ipc_batch" else []
             procs.append(spawn([py, "-m", "bench.server_apps", "worker", "--layer", layer,
-                                 "--config", json.dumps(worker_config)], cpus))
-            reader = "thread" if name == "ipc_thread" else "auto"
+                                 "--config", json.dumps(worker_config), *sched], cpus))
             procs.append(spawn([py, "-m", "server", "-p", str(port), "-v", "0", "--layer", layer,
-                                 "--layer-config", json.dumps(config), "--reader", reader], cpus))
+                                 "--layer-config", json.dumps(config), "--reader", _READERS[name]], cpus))
         elif name == "direct":
             procs.append(spawn([py, "-m", "bench.server_apps", "direct", "--port", str(port)], cpus))
         elif name == "daphne":
@@ -87,7 +97,7 @@ def _stack(name: str, cpus: set[int], redis_url: str | None, worker_spin_us: int
         yield Stack(name, port, procs, websocket=name != "direct")
     finally:
         stop(procs)
-        if name in ("ipc", "ipc_thread"):
+        if name in _READERS and name != "ipc_redis":
             remove_segment(prefix)
 
 
@@ -111,19 +121,23 @@ def ws_round_trips(port: int, count: int) -> dict[str, float]:
 
 def report(rows: list[dict[str, Any]], reference: str = "daphne") -> str:
     ref = next((row for row in rows if row["stack"] == reference), None)
-    lines = ["| stack | req/s | vs daphne | p50 (1 conn) | p99 (1 conn) | p99 (load) | errors | WS echo p50 | WS p99 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| stack | req/s | vs daphne | CPU/req (load) | p50 (1 conn) | p99 (1 conn) | p99 (load) | errors | "
+             "WS echo p50 | WS p99 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         ratio = f"{row['rps'] / ref['rps']:.2f}x" if ref else "-"
         ws50 = fmt_us(row["ws_p50"]) if "ws_p50" in row else "-"
         ws99 = fmt_us(row["ws_p99"]) if "ws_p99" in row else "-"
-        lines.append(f"| {row['stack']} | {row['rps']:,.0f} | {ratio} | {fmt_us(row['p50'])} | "
+        cpu = fmt_us(row["cpu_per_request"]) if "cpu_per_request" in row else "-"
+        lines.append(f"| {row['stack']} | {row['rps']:,.0f} | {ratio} | {cpu} | {fmt_us(row['p50'])} | "
                      f"{fmt_us(row['p99'])} | {fmt_us(row['load_p99'])} | {row['errors']:.0f} | {ws50} | {ws99} |")
     direct = next((row for row in rows if row["stack"] == "direct"), None)
-    ipc = next((row for row in rows if row["stack"] == "ipc"), None)
-    if direct and ipc:
+    hops = [(row["stack"], row["p50"] - direct["p50"]) for row in rows
+            if direct and row["stack"] in ("ipc", "ipc_batch", "ipc_twisted")]
+    if hops:
         lines.append("")
-        lines.append(f"Layer hop (ipc p50 - direct p50, one connection): {fmt_us(ipc['p50'] - direct['p50'])}.")
+        lines.append("Layer hop (p50 - direct p50, one connection): "
+                     + ", ".join(f"{name} {fmt_us(hop)}" for name, hop in hops) + ".")
     return "\n".join(lines)
 
 
@@ -214,10 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         with _stack(name, server_cpus, args.redis_url, args.worker_spin_us) as stack:
             run_wrk(stack.port, 4, 1, load_cpus)  # warm-up
             single = run_wrk(stack.port, 1, args.duration, load_cpus)
+            pids = [proc.pid for proc in stack.procs]
+            cpu_before = sum(cpu_seconds(pids).values())
             loaded = run_wrk(stack.port, args.connections, args.duration, load_cpus)
+            cpu_used = sum(cpu_seconds(pids).values()) - cpu_before
             row: dict[str, Any] = {"stack": name, "rps": loaded["rps"], "p50": single["p50"],
                                    "p99": single["p99"], "load_p99": loaded["p99"],
-                                   "errors": loaded["errors"] + single["errors"]}
+                                   "errors": loaded["errors"] + single["errors"],
+                                   "cpu_per_request": cpu_used / max(1.0, loaded["requests"])}
             if stack.websocket:
                 row.update(ws_round_trips(stack.port, args.ws_round_trips))
             print(json.dumps(row), file=sys.stderr)
