@@ -39,6 +39,8 @@ class AccessLog:
 
     def http(self, client: Sequence[object] | None, method: str, path: str, query: bytes, status: int,
              size: int) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return  # nothing formatted for a log nobody reads (-v 0): every request passes here
         target = path + ("?" + query.decode("latin-1") if query else "")
         self._write(client, f"{method} {target}", status, size)
 

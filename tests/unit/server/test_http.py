@@ -281,6 +281,22 @@ def test_access_log_line(caplog: pytest.LogCaptureFixture) -> None:
     assert '"GET /x?q=1" 404 4' in caplog.text
 
 
+def test_a_disabled_access_log_formats_nothing() -> None:
+    """At -v 0 every request still passes through AccessLog.http: it must return before building the line."""
+    import logging
+
+    from server.access import AccessLog
+
+    quiet = logging.getLogger("tests.access.quiet")
+    quiet.setLevel(logging.WARNING)
+
+    class Unprintable:
+        def decode(self, encoding: str) -> str:
+            raise AssertionError("the query was formatted for a disabled log")
+
+    AccessLog(quiet).http(["127.0.0.1", 1], "GET", "/", Unprintable(), 200, 0)  # type: ignore[arg-type]
+
+
 def test_pipelined_requests_are_answered_in_order() -> None:
     h = Harness()
     channel, transport = h.connect()
