@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -109,6 +110,10 @@ def build_parser(kind: str = "ipc") -> argparse.ArgumentParser:
     listen.add_argument("-u", "--unix-socket", default=None, help="listen on this UNIX socket path")
     listen.add_argument("--fd", type=int, action="append", default=[],
                         help="listen on this inherited socket file descriptor (supervisord, systemd)")
+    listen.add_argument("--reuse-port", action="store_true",
+                        help="open -b/-p's TCP socket with SO_REUSEPORT, so several ipc-server processes "
+                             "(supervisord numprocs) listen on the same port and the kernel spreads "
+                             "connections between them")
     listen.add_argument("--udp-port", type=int, action="append", default=[], metavar="PORT",
                         help="also receive UDP datagrams on PORT (on --bind's address) as udp.receive messages")
     listen.add_argument("-e", "--endpoint", action="append", default=[],
@@ -164,17 +169,52 @@ def build_parser(kind: str = "ipc") -> argparse.ArgumentParser:
     return parser
 
 
+def _tcp_wanted(args: argparse.Namespace) -> bool:
+    """Whether -b/-p (or the default 127.0.0.1:8000, when nothing else is given) is to be listened on."""
+    return (args.bind is not None or args.port is not None
+            or (not args.endpoint and not args.unix_socket and not args.fd))
+
+
 def endpoints_from(args: argparse.Namespace) -> list[str]:
-    """Twisted endpoint strings for -b/-p/-u/-e (the default 127.0.0.1:8000 when none is given)."""
+    """Twisted endpoint strings for -b/-p/-u/-e (the default 127.0.0.1:8000 when none is given).
+
+    With ``--reuse-port`` the -b/-p socket is not an endpoint: :func:`reuse_port_socket` opens it.
+    """
     endpoints = list(args.endpoint)
     if args.unix_socket:
         endpoints.append(f"unix:{args.unix_socket}")
-    if args.bind is not None or args.port is not None or (not endpoints and not args.fd):
+    if _tcp_wanted(args) and not getattr(args, "reuse_port", False):
         host = args.bind or "127.0.0.1"
         port = 8000 if args.port is None else args.port
         interface = host.replace(":", r"\:")  # IPv6 colons are escaped in endpoint strings
         endpoints.append(f"tcp:port={port}:interface={interface}")
     return endpoints
+
+
+def reuse_port_socket(args: argparse.Namespace, backlog: int = 1024) -> socket.socket | None:
+    """The -b/-p listening socket with SO_REUSEPORT (``--reuse-port``), or None without it.
+
+    Twisted's ``tcp:`` endpoint cannot set SO_REUSEPORT, so the socket is made here and
+    adopted like an inherited ``--fd``. Every process that binds the same address with the
+    option (same user) shares the port; the kernel hashes each new connection to one of them.
+
+    :raises OSError: the address cannot be bound (in use without SO_REUSEPORT, not local...).
+    """
+    if not getattr(args, "reuse_port", False) or not _tcp_wanted(args):
+        return None
+    host = args.bind or "127.0.0.1"
+    port = 8000 if args.port is None else args.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def layer_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -278,8 +318,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     reactor: Any = default_reactor  # IReactorCore etc. are zope interfaces
 
+    try:
+        shared = reuse_port_socket(args)
+    except OSError as exc:
+        print(f"ipc-server: error: cannot listen on {args.bind or '127.0.0.1'}:{args.port or 8000} "
+              f"with --reuse-port: {exc}", file=sys.stderr)
+        return 1
+    fds = [*args.fd, *([shared.fileno()] if shared is not None else [])]
     udp = [(args.bind or "127.0.0.1", port) for port in args.udp_port]
-    server = Server(layer, endpoints_from(args), config, reactor=reactor, fds=args.fd, udp=udp)
+    server = Server(layer, endpoints_from(args), config, reactor=reactor, fds=fds, udp=udp)
     failed: list[str] = []
 
     def started_failed(failure: Any) -> None:

@@ -387,6 +387,41 @@ def test_unix_socket_and_inherited_fd(live: Live, prefix: str, tmp_path: Path) -
         inherited.close()
 
 
+def test_reuse_port_lets_two_servers_share_a_port(live: Live, prefix: str) -> None:
+    """--reuse-port: a second and a third ipc-server bind the same -p (supervisord numprocs);
+    both serve, and one leaving does not close the port for the other. Without the option the
+    same bind is refused with one line naming the address."""
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    args = ("--prefix", prefix, "-p", str(port), "--reuse-port", "--graceful-timeout", "2")
+    with _extra_server(*args) as first:
+        first.wait_for(rf"Listening on 127\.0\.0\.1:{port} ")
+        with _extra_server(*args) as second:
+            second.wait_for(rf"Listening on 127\.0\.0\.1:{port} ")
+            for _ in range(20):  # new connections, spread by the kernel: every one answered
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("POST", "/echo", body=b"shared")
+                assert conn.getresponse().read() == b"shared"
+                conn.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)  # the first still listens
+        conn.request("POST", "/echo", body=b"after")
+        assert conn.getresponse().read() == b"after"
+        conn.close()
+        plain = _spawn(["-m", "server", "--prefix", prefix, "-p", str(port)])
+        try:
+            _, err = plain.communicate(timeout=30)
+        finally:
+            if plain.poll() is None:
+                plain.kill()
+                plain.wait()
+        assert plain.returncode == 1
+        assert "Address already in use" in err or "address already in use" in err.lower(), err
+
+
 def test_full_request_channel_is_503_live(prefix: str) -> None:
     """No worker drains a capacity-1 http.request channel: the first request waits, the second gets 503."""
     config = json.dumps({"prefix": prefix + "bp", "channel_capacity": {"http.request": 1}})
