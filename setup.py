@@ -46,11 +46,16 @@ setup(
                   # python -m bench stack's smoke test runs every row: gunicorn sync workers and
                   # uvicorn serve the bench's Django project beside Daphne and our stack.
                   "gunicorn>=21", "uvicorn>=0.30",
+                  # the deployment tests run the site under a real supervisord with the
+                  # configuration manage.py supervisor_conf writes.
+                  "supervisor>=4.2",
                   # scripts/lint (run by scripts/test); pinned to a minor so a new release's
                   # rules cannot turn CI red on their own.
                   "ruff>=0.17.6,<0.18", "mypy>=2.4,<2.5"],
         "redis": ["redis>=5", "hiredis>=2"],
         "channels4": ["channels>=4", "asgiref>=3.6"],
+        # supervisord itself, for the configuration manage.py supervisor_conf writes.
+        "supervisor": ["supervisor>=4.2"],
         "bench": ["redis>=5", "hiredis>=2", "channels>=4", "channels_redis>=4", "matplotlib>=3.6",
                   "daphne>=4", "uvicorn>=0.30", "websockets>=12",
                   # bench stack: the Django stacks users run today, and py-spy for --profile.
