@@ -249,7 +249,7 @@ def render(config: SiteConfig) -> str:
     head = [
         f"; supervisord configuration of the site {site!r} (written by manage.py supervisor_conf).",
         f"; Layer: CHANNEL_LAYERS[{config.layer_alias!r}] = {config.layer_backend} {layer_json}",
-        "; supervisorctl status " + f"{site}:*",
+        f";   supervisorctl status {site}:*",
         f";   supervisorctl restart {site}:*                 (everything: a short outage)",
         f";   supervisorctl signal HUP {site}:{wrk}   (reload the workers' code, no downtime)",
         f";   supervisorctl restart {site}:{srv}{'_00' if config.servers > 1 else ''}   "
