@@ -62,7 +62,10 @@ INSTALLED_APPS = [
     "worker",
     "tests.django_site",
     "tests.django_site.sockets",
+    # after "worker": worker's runserver (server + worker threads) wins over staticfiles' own
+    "django.contrib.staticfiles",
 ]
+STATIC_URL = "/static/"
 
 MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
