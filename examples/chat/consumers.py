@@ -8,8 +8,9 @@ disconnect (``connection_groups``); a chat line is saved, then sent to the group
 
 A handshake is refused (403) before the group is joined when its ``Origin`` is not one of
 ``ALLOWED_HOSTS`` (another site's page opening our socket with the user's cookies) or
-nobody is logged in: a refused socket gets no ``websocket.disconnect`` that would take it
-out of the group again.
+nobody is logged in, so the group never holds a refused socket. ``ipc-server`` still sends
+``websocket.disconnect`` for it (the application saw the connect): only a socket whose
+connect was accepted (``"joined"`` in its channel session) tells the room it left.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class RoomConsumer(JsonWebsocketConsumer):
 
     def connect(self, message: Message, room: str = "", **kwargs: Any) -> None:
         super().connect(message, **kwargs)  # accept
+        message.channel_session["joined"] = True  # type: ignore[attr-defined]
         send_to_room(room, {"type": "presence", "user": self.username, "joined": True})
 
     def receive(self, content: Any = None, room: str = "", **kwargs: Any) -> None:  # type: ignore[override]
@@ -62,6 +64,8 @@ class RoomConsumer(JsonWebsocketConsumer):
         send_to_room(room, line.as_event())
 
     def disconnect(self, message: Message, room: str = "", **kwargs: Any) -> None:
+        if not message.channel_session.get("joined"):  # type: ignore[attr-defined]
+            return  # a refused handshake's disconnect: it never joined
         send_to_room(room, {"type": "presence", "user": self.username, "joined": False})
 
     @property

@@ -67,6 +67,14 @@ def group_size(site: ChatSite, group: str) -> int:
     return int(site.client().get("/stats.json").json()["groups"].get(group, 0))
 
 
+def channel_sent(site: ChatSite, channel: str) -> int:
+    return int(site.client().get("/stats.json").json()["channels"][channel]["messages_count"])
+
+
+def channel_pending(site: ChatSite, channel: str) -> int:
+    return int(site.client().get("/stats.json").json()["channels"][channel]["messages_pending"])
+
+
 def test_pages_and_static_files(site: ChatSite) -> None:
     client = site.client()
     home = client.get("/")
@@ -128,14 +136,27 @@ def test_chat_between_two_users_with_names_from_their_sessions(site: ChatSite) -
 def test_sockets_without_a_login_or_from_another_site_are_refused(site: ChatSite) -> None:
     from websockets.exceptions import InvalidStatus
 
+    bob = site.login("bob")
+    bob.get("/room/lobby/")
+    watcher = site.websocket("/ws/room/lobby/", bob)
+    events(watcher, lambda e: e["type"] == "presence")
+    disconnects = channel_sent(site, "websocket.disconnect")
     with pytest.raises(InvalidStatus) as anonymous:
         site.websocket("/ws/room/lobby/", site.client())
     assert anonymous.value.response.status_code == 403
     with pytest.raises(InvalidStatus) as foreign:
         site.websocket("/ws/room/lobby/", site.login("alice"), origin="http://evil.example")
     assert foreign.value.response.status_code == 403
-    assert group_size(site, "room-lobby") == 0  # refused before joining the group
+    assert group_size(site, "room-lobby") == 1  # refused before joining the group: only bob's
     site.pool.log.wait_for(r"refused a WebSocket handshake on '/ws/room/lobby/': origin 'http://evil.example'")
+    # The server sends websocket.disconnect for a refused handshake too: it must not tell
+    # the room that somebody left. The next event bob sees is his own line.
+    wait_until("both refused sockets' disconnects are taken",
+               lambda: channel_sent(site, "websocket.disconnect") >= disconnects + 2
+               and channel_pending(site, "websocket.disconnect") == 0)
+    watcher.send(json.dumps({"text": "anyone there?"}))
+    seen = events(watcher, lambda e: e["type"] == "message")
+    assert [(e["type"], e.get("text")) for e in seen] == [("message", "anyone there?")], seen
 
 
 def test_background_task_runs_on_the_task_worker_and_reaches_the_room(site: ChatSite) -> None:
