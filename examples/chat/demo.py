@@ -258,9 +258,6 @@ def run(args: argparse.Namespace) -> int:
         raise DemoError(f"cannot create the data folder {str(data)!r}: {exc.strerror}") from None
     _check_port(args.host, args.port)
     env = _environment(data, args.prefix, args.host)
-    print(f"{PROG}: preparing the database in {data} ...", flush=True)
-    user, password = _prepare(data, env)
-
     interrupts: list[int] = []
     stop = threading.Event()
 
@@ -268,8 +265,15 @@ def run(args: argparse.Namespace) -> int:
         interrupts.append(signum)
         stop.set()
 
+    # From here a Ctrl-C is a request to stop, handled in order (never a traceback from
+    # the middle of a migration).
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    print(f"{PROG}: preparing the database in {data} ...", flush=True)
+    user, password = _prepare(data, env)
+    if stop.is_set():
+        print(f"{PROG}: stopped before starting; the data in {data} is kept", flush=True)
+        return 0
     py = sys.executable
     worker = [py, "-m", "worker.cli", "--settings", SETTINGS]
     commands = [

@@ -137,3 +137,22 @@ def test_a_port_in_use_is_one_clear_line(prefix: str, tmp_path: Path) -> None:
     assert f"ipc-demo: error: cannot listen on 127.0.0.1:{port}: Address already in use" in text, text
     assert "Traceback" not in text
     assert segment_files(prefix) == []
+
+
+def test_ctrl_c_while_preparing_stops_cleanly(prefix: str, tmp_path: Path) -> None:
+    # The first start's migration takes about a second: a Ctrl-C as soon as it begins lands
+    # inside it (or, on a fast machine, just after): either way a clean stop, no traceback.
+    proc, out = start(tmp_path / "data", prefix, "--port", "0")
+    try:
+        out.wait_for(r"preparing the database", timeout=60)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.close()
+    text = out.text()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+    assert re.search(r"stopped( before starting)?; the data in .* is kept", text), text
+    assert segment_files(prefix) == []
