@@ -419,7 +419,7 @@ class Option(Generic[T]):
 
 
 PREFIX: Option[str] = Option(
-    "prefix", "ipc", Rule(_check_segment_prefix, "1..100 of A-Z a-z 0-9 _ . -", str),
+    "prefix", "default", Rule(_check_segment_prefix, "1..100 of A-Z a-z 0-9 _ . -", str),
     "names the segment /dev/shm/rbuf.<prefix>; every layer with the same prefix shares all state",
     _SEGMENT_AND_HYBRID)
 REDIS_PREFIX: Option[str] = Option(

@@ -46,7 +46,6 @@ __all__ = ["build_parser", "layer_config", "layer_from", "layer_kind", "main", "
 logger = logging.getLogger("server")
 
 DEFAULT_LAYER = "ipc_layer.IPCChannelLayer"
-DEFAULT_PREFIX = "default"
 
 
 def _positive(text: str) -> float:
@@ -120,19 +119,13 @@ def build_parser(kind: str = "ipc") -> argparse.ArgumentParser:
                         help="a Twisted endpoint string, e.g. tcp:8000, ssl:443:privateKey=k.pem:certKey=c.pem")
     layer = parser.add_argument_group(
         "channel layer", f"The options of {options.KINDS[kind]} (from ipc_layer.options; "
-                         "'--layer PATH --help' lists that layer's). The shared-memory layer's prefix is "
-                         f"{DEFAULT_PREFIX!r} here unless given.")
+                         "'--layer PATH --help' lists that layer's).")
     layer.add_argument("--layer", default=DEFAULT_LAYER,
                        help=f"dotted path of the layer class (default {DEFAULT_LAYER})")
     layer.add_argument("--layer-config", default=None, type=_json_object,
                        help='the layer\'s keyword arguments as JSON, e.g. \'{"prefix": "mysite"}\' '
                             "(any the layer takes; one also given as a flag is refused)")
     options.add_arguments(layer, kind)
-    if kind == "ipc":
-        # The declaration's help, with this command's default (see layer_config).
-        prefix = next(action for action in parser._actions if action.dest == "prefix")
-        prefix.help = (f"{options.PREFIX.help} (default {DEFAULT_PREFIX!r} for ipc-server; "
-                       f"{options.PREFIX.rule.allowed})")
     timeouts = parser.add_argument_group("timeouts")
     timeouts.add_argument("--http-timeout", type=_positive, default=120.0,
                           help="seconds before an unanswered request gets 503 (default 120)")
@@ -221,8 +214,6 @@ def layer_config(args: argparse.Namespace) -> dict[str, Any]:
     """The layer's CONFIG: ``--layer-config`` and the layer's own flags (checked by parse_args)."""
     config: dict[str, Any] = dict(args.layer_config or {})
     config.update(args.layer_options)
-    if args.layer == DEFAULT_LAYER and "prefix" not in config:
-        config["prefix"] = DEFAULT_PREFIX
     return config
 
 

@@ -19,9 +19,9 @@ Why each setting is what it is (the README's deployment section quotes these):
   of ``CHANNEL_LAYERS[--layer]``): the server by ``--layer`` and
   ``--layer-config`` JSON, the workers by reading the settings. A layer whose
   options have a prefix (the shared-memory segment, the Redis key prefix) gets
-  it written out even when ``CONFIG`` leaves it to the default, because
-  ``ipc-server``'s own default prefix is not the layer's: left implicit, the
-  two would open two different segments and never meet.
+  it written out even when ``CONFIG`` leaves it to the default, so that the
+  two programs never depend on their defaults agreeing (the layer's and
+  ``ipc-server``'s once differed: two segments that never met).
 - Stopping: supervisord sends ``stopsignal`` and waits ``stopwaitsecs``
   before SIGKILL. Both programs stop gracefully on TERM. The server drains
   in-flight requests for its ``--graceful-timeout`` (``stopwaitsecs`` = that

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ipc_layer import options
-from server.cli import DEFAULT_PREFIX, build_parser, endpoints_from, layer_config, layer_from, parse_args
+from server.cli import build_parser, endpoints_from, layer_config, layer_from, parse_args
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -89,7 +89,11 @@ def test_layer_flags_become_the_layers_config() -> None:
 
 
 def test_the_shared_memory_prefix_is_default_unless_given() -> None:
-    assert layer_config(parse_args([])[0]) == {"prefix": DEFAULT_PREFIX}
+    # The server leaves the prefix to the layer's declared default, "default" (issue 12), the
+    # same default a worker's CHANNEL_LAYERS entry without a prefix gets: left implicit on
+    # both sides, the two open one segment (they used to differ, "default" and "ipc").
+    assert options.PREFIX.default == "default"
+    assert layer_config(parse_args([])[0]) == {}
     assert layer_config(parse_args(["--prefix", "site", "--spin-us", "50"])[0]) == {"prefix": "site", "spin_us": 50}
     assert layer_config(parse_args(["--layer-config", '{"prefix": "json"}'])[0]) == {"prefix": "json"}
     # Another layer kind keeps its own declared default.
@@ -140,7 +144,7 @@ def test_help_lists_every_option() -> None:
                    "--websocket-max-message-size", "--request-body-inline", "--reader", "--access-log",
                    "--verbosity", "--capacity", "--channel-capacity", "--expiry", "--spin-us", "--segment-size"):
         assert option in proc.stdout
-    assert "default 'default' for ipc-server" in " ".join(proc.stdout.split())
+    assert "(default 'default';" in " ".join(proc.stdout.split())  # the layer's declared default
 
 
 def test_help_of_another_layer_lists_its_options() -> None:

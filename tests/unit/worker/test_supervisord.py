@@ -118,7 +118,7 @@ def test_the_command_writes_the_layers_default_prefix_out(tmp_path: Path) -> Non
                     default={"BACKEND": "ipc_layer.IPCChannelLayer", "CONFIG": {"capacity": 50}})
     server = _programs(_parse(tmp_path, text))["mysite-server"]
     argv = shlex.split(server.command)
-    assert argv[argv.index("--layer-config") + 1] == '{"capacity":50,"prefix":"ipc"}'
+    assert argv[argv.index("--layer-config") + 1] == '{"capacity":50,"prefix":"default"}'
     assert (tmp_path / "log").is_dir()
 
 
