@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
+from collections.abc import Callable
 
 from _memo import remember
 
@@ -149,19 +150,24 @@ def _check_group(name: str) -> str:
     return name
 
 
+def _remembered(passed: dict[str, str], check: Callable[[str], str], name: object, kind: str) -> str:
+    """``name`` if ``passed`` holds it (one dict lookup), else ``check`` it and remember it."""
+    if type(name) is str:  # only a str meets the str keys (bytes == str warns under -b)
+        try:
+            return passed[name]
+        except KeyError:
+            pass
+    checked = check(_require_str(name, kind))
+    return remember(passed, checked, checked)
+
+
 def validate_channel(name: object) -> str:
     """Return ``name`` if a message may be sent to it, else raise ``TypeError``.
 
     Accepts normal, ``base?suffix`` and ``base!suffix`` (and ``base!``) names;
     also the rule for group members.
     """
-    if type(name) is str:  # only a str meets the str keys (bytes == str warns under -b)
-        try:
-            return _CHANNELS_OK[name]
-        except KeyError:
-            pass
-    checked = _check_channel(_require_str(name, "channel"))
-    return remember(_CHANNELS_OK, checked, checked)
+    return _remembered(_CHANNELS_OK, _check_channel, name, "channel")
 
 
 def validate_receive_channel(name: object) -> str:
@@ -170,13 +176,7 @@ def validate_receive_channel(name: object) -> str:
     Like :func:`validate_channel`, except that a process-specific name must
     end at its ``!`` (``"name!"`` is fine, ``"name!x"`` is not).
     """
-    if type(name) is str:  # only a str meets the str keys (bytes == str warns under -b)
-        try:
-            return _RECEIVE_OK[name]
-        except KeyError:
-            pass
-    checked = _check_receive_channel(_require_str(name, "channel"))
-    return remember(_RECEIVE_OK, checked, checked)
+    return _remembered(_RECEIVE_OK, _check_receive_channel, name, "channel")
 
 
 def validate_receive_channels(channels: object) -> list[str]:
@@ -199,13 +199,7 @@ def validate_group(name: object) -> str:
 
     Group names use the channel charset without ``!`` or ``?``.
     """
-    if type(name) is str:  # only a str meets the str keys (bytes == str warns under -b)
-        try:
-            return _GROUPS_OK[name]
-        except KeyError:
-            pass
-    checked = _check_group(_require_str(name, "group"))
-    return remember(_GROUPS_OK, checked, checked)
+    return _remembered(_GROUPS_OK, _check_group, name, "group")
 
 
 def validate_new_channel_pattern(pattern: object) -> str:
